@@ -1,0 +1,219 @@
+"""Configuration: defaults < config file < ``SMTP_SINK_*`` environment < command-line flags.
+
+The defaults live here and only here (``config.toml`` at the repository root documents them,
+and a test checks the two agree). The result is one frozen :class:`Config`. An unknown key,
+a wrong type or bad TOML raises :class:`ConfigError` naming the file (or variable) and key.
+
+The config file is the one given by ``--config``, else ``$SMTP_SINK_CONFIG``, else
+``./smtp-sink.toml`` when it exists; with none of them, the defaults apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "SMTP_SINK_"
+ENV_CONFIG = "SMTP_SINK_CONFIG"
+LOCAL_CONFIG = "smtp-sink.toml"
+
+
+def _opt(default: Any, *, low: float | None = None, high: float | None = None,
+         choices: tuple[str, ...] | None = None) -> Any:
+    """A field with a default and the range or choices a value must respect."""
+    return field(default=default, metadata={"low": low, "high": high, "choices": choices})
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """``[smtp]``: the SMTP listener and session limits."""
+
+    host: str = "127.0.0.1"
+    port: int = _opt(2525, low=0, high=65535)
+    hostname: str = "smtp-sink.localhost"
+    max_message_size: int = _opt(33554432, low=0)
+    max_recipients: int = _opt(1000, low=0)
+    max_connections: int = _opt(1000, low=1)
+    idle_timeout: float = _opt(300.0, low=0.01)
+    smtputf8: bool = True
+    loop: str = _opt("auto", choices=("auto", "asyncio", "uvloop"))
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[store]``: where messages are written."""
+
+    path: str = "./mail"
+    fsync: bool = False
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    """``[http]``: the web page and HTTP API."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = _opt(8025, low=0, high=65535)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: what the server prints."""
+
+    level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; sections are the TOML tables."""
+
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = field(default="(defaults)", compare=False)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file or variable and the key it concerns."""
+
+
+def sections() -> dict[str, type]:
+    """Section name -> dataclass type, in the order of :class:`Config`."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def _keys(section: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
+    hints = typing.get_type_hints(section)
+    return {f.name: (hints[f.name], f.metadata) for f in dataclasses.fields(section)}
+
+
+def _check(value: Any, kind: type, meta: Mapping[str, Any], where: str) -> Any:
+    """Validate one value against its field's type and range; return it converted."""
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"{where}: expected {names.get(kind, kind.__name__)}, got {value!r}")
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    if low is not None and value < low:
+        raise ConfigError(f"{where}: must be at least {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where}: must be at most {high}, got {value!r}")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _parse_env(text: str, kind: type) -> Any:
+    """An environment string as the field's type (unparseable text is left for _check to name)."""
+    if kind is bool:
+        return {"true": True, "1": True, "yes": True, "on": True,
+                "false": False, "0": False, "no": False, "off": False}.get(text.strip().lower(), text)
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+    return text
+
+
+def find_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """The config file to read: ``--config``, else ``$SMTP_SINK_CONFIG``, else ``./smtp-sink.toml``."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(ENV_CONFIG):
+        return Path(environ[ENV_CONFIG])
+    local = Path(LOCAL_CONFIG)
+    return local if local.is_file() else None
+
+
+def read_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Read and validate a TOML file into ``{section: {key: value}}``."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    known = sections()
+    values: dict[str, dict[str, Any]] = {}
+    for name, table in data.items():
+        if name not in known:
+            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(known)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name} must be a table [{name}], got {table!r}")
+        keys = _keys(known[name])
+        for key, value in table.items():
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown key [{name}] {key} (known: {', '.join(keys)})")
+            kind, meta = keys[key]
+            values.setdefault(name, {})[key] = _check(value, kind, meta, f"{path}: [{name}] {key}")
+    return values
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``SMTP_SINK_<SECTION>_<KEY>`` variables, e.g. ``SMTP_SINK_SMTP_PORT=2526``."""
+    known = sections()
+    values: dict[str, dict[str, Any]] = {}
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        section, _, key = var[len(ENV_PREFIX):].lower().partition("_")
+        keys = _keys(known[section]) if section in known else {}
+        if key not in keys:
+            raise ConfigError(
+                f"environment variable {var}: unknown setting "
+                f"(expected {ENV_PREFIX}<SECTION>_<KEY>, e.g. {ENV_PREFIX}SMTP_PORT)"
+            )
+        kind, meta = keys[key]
+        values.setdefault(section, {})[key] = _check(_parse_env(text, kind), kind, meta, f"environment variable {var}")
+    return values
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the configuration from every layer; ``overrides`` are the command-line flags."""
+    environ = os.environ if environ is None else environ
+    file = find_file(path, environ)
+    layers = [read_file(file) if file else {}, read_env(environ)]
+    flag_values: dict[str, dict[str, Any]] = {}
+    known = sections()
+    for name, table in (overrides or {}).items():
+        keys = _keys(known[name])
+        for key, value in table.items():
+            if value is not None:
+                kind, meta = keys[key]
+                flag_values.setdefault(name, {})[key] = _check(value, kind, meta, f"option --{key.replace('_', '-')}")
+    layers.append(flag_values)
+    merged: dict[str, dict[str, Any]] = {name: {} for name in known}
+    for layer in layers:
+        for name, table in layer.items():
+            merged[name].update(table)
+    built = {name: known[name](**merged[name]) for name in known}
+    return Config(**built, source=str(file) if file else "(defaults)")

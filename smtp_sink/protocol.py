@@ -1,0 +1,502 @@
+"""The SMTP session as a sans-I/O state machine (RFC 5321, RFC 1870, RFC 2920, RFC 6152, RFC 6531).
+
+Bytes go in through :meth:`Session.feed`; out come, in order, :class:`~smtp_sink.replies.Reply`
+objects to send, a :class:`MessageReceived` for each complete message (the caller stores it and
+sends :func:`accepted` or :func:`store_failed`), and :data:`CLOSE` when the connection must end.
+No sockets, no files, no clock: every rule here is testable without a network.
+
+DATA is located with ``bytes.find`` over the new bytes only (plus the last four bytes seen),
+and dot-stuffing is undone with one ``replace``: no per-line loop in Python. The terminator is
+only ``CRLF . CRLF``; a bare LF followed by a dot is message content (SMTP-smuggling safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Union
+
+from . import __version__
+from .addresses import AddressError, parse_mailbox, parse_params, split_path
+from .replies import Code, Reply, reply
+
+# RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF. Extensions
+# may lengthen MAIL: SIZE (RFC 1870) +26, BODY (RFC 6152) +14, SMTPUTF8 (RFC 6531) +10,
+# AUTH= (RFC 4954) +500.
+COMMAND_LINE_MAX = 512
+MAIL_LINE_MAX = COMMAND_LINE_MAX + 26 + 14 + 10 + 500
+TERMINATOR = b"\r\n.\r\n"
+
+
+class State(Enum):
+    """Where a session is in the RFC 5321 command sequence."""
+
+    CONNECTED = "connected"  # greeting sent, no HELO/EHLO yet
+    GREETED = "greeted"  # HELO/EHLO accepted, no transaction open
+    MAIL = "mail"  # MAIL FROM accepted, no recipient accepted yet
+    RCPT = "rcpt"  # at least one RCPT TO accepted
+    DATA = "data"  # reading the message after 354
+    QUIT = "quit"  # QUIT answered or the session was closed
+
+
+class _Close:
+    """Marker: the caller must close the connection after sending what came before."""
+
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE = _Close()
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One mail transaction: who said hello, the sender, the recipients and MAIL parameters."""
+
+    helo: str = ""
+    esmtp: bool = False
+    mail_from: str = ""
+    rcpt_to: list[str] = field(default_factory=list)
+    mail_params: dict[str, str | None] = field(default_factory=dict)
+    smtputf8: bool = False
+    peer: str = ""
+    tls: bool = False
+    auth_user: str | None = None
+
+
+@dataclass(slots=True)
+class MessageReceived:
+    """A complete message: ``data`` is exactly what the client sent, dot-stuffing undone."""
+
+    envelope: Envelope
+    data: bytes
+
+
+Output = Union[Reply, MessageReceived, _Close]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parts of the configuration a session needs."""
+
+    hostname: str = "smtp-sink.localhost"
+    max_message_size: int = 33554432  # 0: no limit
+    max_recipients: int = 1000  # 0: no limit
+    smtputf8: bool = True
+
+
+class Policy:
+    """Envelope decisions. This default accepts everything; ``policy.py`` provides the real ones.
+
+    Each hook returns ``None`` to accept or a reply to send instead.
+    """
+
+    def check_sender(self, envelope: Envelope, address: str) -> Reply | None:
+        """Decide on ``MAIL FROM``."""
+        return None
+
+    def check_recipient(self, envelope: Envelope, address: str) -> Reply | None:
+        """Decide on ``RCPT TO``; a 2xx reply (e.g. 251) accepts with that text."""
+        return None
+
+    def verify(self, address: str) -> Reply:
+        """Answer ``VRFY``."""
+        return reply(Code.CANNOT_VERIFY, f"Cannot VRFY {address}, but will accept the message")
+
+    def expand(self, name: str) -> Reply:
+        """Answer ``EXPN``."""
+        return reply(Code.MAILBOX_UNAVAILABLE, f"{name}: no such mailing list")
+
+
+HELP_TOPICS: dict[str, str] = {
+    "HELO": "HELO <hostname>: introduce yourself (plain SMTP)",
+    "EHLO": "EHLO <hostname>: introduce yourself and list the extensions (ESMTP)",
+    "MAIL": "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]: start a transaction",
+    "RCPT": "RCPT TO:<recipient>: add a recipient (repeat for more)",
+    "DATA": "DATA: send the message, end with a line holding a single dot",
+    "RSET": "RSET: abort the current transaction",
+    "NOOP": "NOOP: do nothing, answer 250",
+    "QUIT": "QUIT: end the session",
+    "VRFY": "VRFY <address>: ask whether a mailbox exists",
+    "EXPN": "EXPN <list>: list the members of a mailing list",
+    "HELP": "HELP [command|STATUS]: this help, or the session status",
+    "SEND": "SEND FROM:<sender>: deliver to a terminal (not implemented, 502)",
+    "SOML": "SOML FROM:<sender>: send or mail (not implemented, 502)",
+    "SAML": "SAML FROM:<sender>: send and mail (not implemented, 502)",
+    "TURN": "TURN: swap client and server roles (not implemented, 502)",
+}
+
+
+def accepted(message_id: str) -> Reply:
+    """The final reply once a message is safely stored."""
+    return reply(Code.OK, f"OK: queued as {message_id}")
+
+
+def store_failed() -> Reply:
+    """The final reply when a message could not be stored (nothing was kept)."""
+    return reply(Code.LOCAL_ERROR, "Requested action aborted: local error in processing")
+
+
+def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
+    """421: the server closes the connection (shutdown, timeout, too many connections)."""
+    return reply(Code.SERVICE_UNAVAILABLE, f"{hostname} Service not available, {why}")
+
+
+class Session:
+    """One SMTP session. Call :meth:`greeting` once, then :meth:`feed` with each chunk received."""
+
+    def __init__(self, settings: Settings, policy: Policy | None = None, peer: str = "") -> None:
+        self.settings = settings
+        self.policy = policy or Policy()
+        self.peer = peer
+        self.state = State.CONNECTED
+        self.helo = ""
+        self.esmtp = False
+        self.envelope = Envelope(peer=peer)
+        self.messages = 0
+        self._refused_rcpt = 0
+        self._buf = b""
+        self._discarding = False  # inside an over-long command line, until its LF
+        # DATA reading
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+        self._oversize = False
+        self._dispatch: dict[str, Callable[[str], Reply]] = {
+            "HELO": self._helo,
+            "EHLO": self._ehlo,
+            "MAIL": self._mail,
+            "RCPT": self._rcpt,
+            "DATA": self._data,
+            "RSET": self._rset,
+            "NOOP": self._noop,
+            "QUIT": self._quit,
+            "VRFY": self._vrfy,
+            "EXPN": self._expn,
+            "HELP": self._help,
+            "SEND": self._not_implemented,
+            "SOML": self._not_implemented,
+            "SAML": self._not_implemented,
+            "TURN": self._not_implemented,
+            "STARTTLS": self._not_implemented,
+            "AUTH": self._not_implemented,
+            "BDAT": self._not_implemented,
+        }
+        self._out: list[Output] = []
+
+    # -- entry points -------------------------------------------------------------------
+
+    def greeting(self) -> Reply:
+        """The 220 banner sent on connect."""
+        return reply(Code.READY, f"{self.settings.hostname} ESMTP smtp-sink {__version__} ready")
+
+    def feed(self, data: bytes) -> list[Output]:
+        """Consume received bytes; return replies and events in the order they happen."""
+        out = self._out = []
+        if self.state is State.QUIT:
+            return out
+        if self.state is State.DATA:
+            data = self._feed_data(data)
+            if data is None:
+                return out
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                rest = buf[pos:]
+                if len(rest) > MAIL_LINE_MAX:  # no newline in sight: drop it, answer at the LF
+                    self._discarding = True
+                    rest = b""
+                self._buf = rest
+                return out
+            line = buf[pos:nl]
+            pos = nl + 1
+            if self._discarding:
+                self._discarding = False
+                out.append(reply(Code.SYNTAX_ERROR, "Line too long"))
+                continue
+            self._command(line)
+            if self.state is State.QUIT:
+                self._buf = b""
+                return out
+            if self.state is State.DATA:
+                rest = self._feed_data(buf[pos:])
+                if rest is None:
+                    self._buf = b""
+                    return out
+                buf, pos = rest, 0
+
+    def close(self) -> None:
+        """Mark the session closed (the connection is gone); a message in progress is dropped."""
+        self.state = State.QUIT
+        self._parts = []
+        self._buf = b""
+
+    # -- command mode -------------------------------------------------------------------
+
+    def _command(self, raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        verb_end = raw.find(b" ")
+        verb_bytes = raw if verb_end < 0 else raw[:verb_end]
+        verb = verb_bytes.decode("ascii", "replace").upper()
+        limit = MAIL_LINE_MAX if verb in ("MAIL", "RCPT") else COMMAND_LINE_MAX
+        if len(raw) + 2 > limit:
+            self._out.append(reply(Code.SYNTAX_ERROR, "Line too long"))
+            return
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._out.append(reply(Code.SYNTAX_ERROR, "Command contains bytes that are not UTF-8"))
+            return
+        arg = "" if verb_end < 0 else line[verb_end + 1 :].strip()
+        handler = self._dispatch.get(verb)
+        if handler is None:
+            if not verb:
+                result = reply(Code.SYNTAX_ERROR, "Error: bad syntax")
+            else:
+                result = reply(Code.SYNTAX_ERROR, f"Command unrecognized: {verb[:32]}")
+        else:
+            result = handler(arg)
+        self._out.append(result)
+        if self.state is State.QUIT:
+            self._out.append(CLOSE)
+
+    def _reset_transaction(self) -> None:
+        self.envelope = Envelope(helo=self.helo, esmtp=self.esmtp, peer=self.peer)
+        self._refused_rcpt = 0
+
+    def _helo(self, arg: str) -> Reply:
+        if not arg or " " in arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: HELO <hostname>")
+        self._greet(arg, esmtp=False)
+        return reply(Code.OK, f"{self.settings.hostname} Hello {arg} [{self.peer}]")
+
+    def _ehlo(self, arg: str) -> Reply:
+        if not arg or " " in arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: EHLO <hostname>")
+        self._greet(arg, esmtp=True)
+        lines = [f"{self.settings.hostname} Hello {arg} [{self.peer}]"]
+        if self.settings.max_message_size:
+            lines.append(f"SIZE {self.settings.max_message_size}")
+        else:
+            lines.append("SIZE")
+        lines += ["8BITMIME", "PIPELINING"]
+        if self.settings.smtputf8:
+            lines.append("SMTPUTF8")
+        lines.append("HELP")
+        return reply(Code.OK, *lines)
+
+    def _greet(self, name: str, esmtp: bool) -> None:
+        self.helo, self.esmtp = name, esmtp
+        self.state = State.GREETED
+        self._reset_transaction()
+
+    def _mail(self, arg: str) -> Reply:
+        if self.state is State.CONNECTED:
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: send HELO/EHLO first")
+        if self.state is not State.GREETED:
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: nested MAIL command")
+        if arg[:5].upper() != "FROM:":
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: MAIL FROM:<address> [parameters]")
+        try:
+            path, param_text = split_path(arg[5:])
+            address = parse_mailbox(path, allow_empty=True)
+            params = parse_params(param_text)
+        except AddressError as exc:
+            return reply(Code.PARAMETER_SYNTAX, f"Syntax error in MAIL FROM: {exc}")
+        if params and not self.esmtp:
+            return reply(Code.PARAMETERS_NOT_RECOGNIZED, "MAIL parameters need EHLO, not HELO")
+        smtputf8 = False
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    return reply(Code.PARAMETER_SYNTAX, "SIZE needs a number of octets")
+                limit = self.settings.max_message_size
+                if limit and int(value) > limit:
+                    return reply(
+                        Code.EXCEEDED_STORAGE,
+                        f"Message size {value} exceeds fixed maximum message size {limit}",
+                    )
+            elif key == "BODY":
+                body = (value or "").upper()
+                if body == "BINARYMIME":
+                    return reply(Code.PARAMETER_NOT_IMPLEMENTED, "BODY=BINARYMIME needs CHUNKING")
+                if body not in ("7BIT", "8BITMIME"):
+                    return reply(Code.PARAMETER_SYNTAX, "BODY must be 7BIT or 8BITMIME")
+            elif key == "SMTPUTF8" and self.settings.smtputf8:
+                if value is not None:
+                    return reply(Code.PARAMETER_SYNTAX, "SMTPUTF8 takes no value")
+                smtputf8 = True
+            else:
+                return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"MAIL parameter {key} not recognized")
+        if not smtputf8 and not address.isascii():
+            return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "Non-ASCII address needs the SMTPUTF8 parameter")
+        refusal = self.policy.check_sender(self.envelope, address)
+        if refusal is not None:
+            return refusal
+        self.envelope.mail_from = address
+        self.envelope.mail_params = params
+        self.envelope.smtputf8 = smtputf8
+        self.state = State.MAIL
+        return reply(Code.OK, f"<{address}>... Sender ok")
+
+    def _rcpt(self, arg: str) -> Reply:
+        if self.state in (State.CONNECTED, State.GREETED):
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need MAIL before RCPT")
+        if arg[:3].upper() != "TO:":
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: RCPT TO:<address>")
+        try:
+            path, param_text = split_path(arg[3:])
+            # RFC 5321 section 4.5.1: <Postmaster> without a domain must be accepted.
+            address = path if path.lower() == "postmaster" else parse_mailbox(path)
+            params = parse_params(param_text)
+        except AddressError as exc:
+            return reply(Code.PARAMETER_SYNTAX, f"Syntax error in RCPT TO: {exc}")
+        if params:
+            return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"RCPT parameter {next(iter(params))} not recognized")
+        if not self.envelope.smtputf8 and not address.isascii():
+            self._refused_rcpt += 1
+            return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "Non-ASCII address needs the SMTPUTF8 parameter")
+        limit = self.settings.max_recipients
+        if limit and len(self.envelope.rcpt_to) >= limit:
+            self._refused_rcpt += 1
+            return reply(Code.INSUFFICIENT_STORAGE, f"Too many recipients (limit {limit})")
+        decision = self.policy.check_recipient(self.envelope, address)
+        if decision is not None and decision.code >= 300:
+            self._refused_rcpt += 1
+            return decision
+        self.envelope.rcpt_to.append(address)
+        self.state = State.RCPT
+        return decision or reply(Code.OK, f"<{address}>... Recipient ok")
+
+    def _data(self, arg: str) -> Reply:
+        if arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: DATA (no arguments)")
+        if self.state in (State.CONNECTED, State.GREETED):
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need MAIL before DATA")
+        if self.state is State.MAIL:
+            if self._refused_rcpt:
+                return reply(Code.TRANSACTION_FAILED, "Transaction failed: no valid recipients")
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need RCPT before DATA")
+        self.state = State.DATA
+        self._parts = []
+        self._size = 0
+        self._tail = b"\r\n"  # the CRLF ending the DATA line: ".\r\n" at once is an empty message
+        self._oversize = False
+        return reply(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>")
+
+    def _rset(self, arg: str) -> Reply:
+        if arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: RSET (no arguments)")
+        if self.state is not State.CONNECTED:
+            self.state = State.GREETED
+        self._reset_transaction()
+        return reply(Code.OK, "OK")
+
+    def _noop(self, arg: str) -> Reply:
+        return reply(Code.OK, "OK")
+
+    def _quit(self, arg: str) -> Reply:
+        if arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: QUIT (no arguments)")
+        self.state = State.QUIT
+        return reply(Code.CLOSING, f"{self.settings.hostname} Service closing transmission channel")
+
+    def _vrfy(self, arg: str) -> Reply:
+        if not arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: VRFY <address>")
+        path = arg[1:-1] if arg.startswith("<") and arg.endswith(">") else arg
+        return self.policy.verify(path)
+
+    def _expn(self, arg: str) -> Reply:
+        if not arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: EXPN <list>")
+        return self.policy.expand(arg)
+
+    def _help(self, arg: str) -> Reply:
+        topic = arg.upper()
+        if not topic:
+            return reply(
+                Code.HELP,
+                f"smtp-sink {__version__}: a local mail sink. Commands:",
+                " ".join(HELP_TOPICS),
+                "HELP <command> explains one; HELP STATUS shows this session",
+            )
+        if topic == "STATUS":
+            return reply(
+                Code.SYSTEM_STATUS,
+                f"{self.settings.hostname} smtp-sink {__version__}",
+                f"state {self.state.value}, client {self.helo or '(no HELO yet)'} [{self.peer}]",
+                f"messages accepted in this session: {self.messages}",
+            )
+        text = HELP_TOPICS.get(topic)
+        if text is None:
+            return reply(Code.PARAMETER_NOT_IMPLEMENTED, f"HELP topic {arg[:32]} unknown")
+        return reply(Code.HELP, text)
+
+    def _not_implemented(self, arg: str) -> Reply:
+        return reply(Code.NOT_IMPLEMENTED, "Command not implemented")
+
+    # -- DATA mode ----------------------------------------------------------------------
+
+    def _feed_data(self, data: bytes) -> bytes | None:
+        """Take message bytes; at the terminator emit the message and return what follows it."""
+        tail = self._tail
+        # The terminator may straddle the previous chunk: look at the seam, then at the chunk.
+        found = (tail + data[:4]).find(TERMINATOR)
+        if found >= 0:
+            cut = found - len(tail)  # may be negative: it started in the previous chunk
+        else:
+            cut = data.find(TERMINATOR)
+            if cut < 0:
+                self._add_data(data)
+                return None
+        end = cut + 2  # the message keeps the CRLF before the dot
+        if end > 0:
+            self._add_data(data[:end])
+        elif end < 0:
+            self._drop_tail(-end)
+        self._finish_message()
+        return data[cut + 5 :]
+
+    def _add_data(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        limit = self.settings.max_message_size
+        if limit and self._size > limit:
+            self._oversize = True
+            self._parts = []
+        elif not self._oversize:
+            self._parts.append(chunk)
+        self._tail = chunk[-4:] if len(chunk) >= 4 else (self._tail + chunk)[-4:]
+
+    def _drop_tail(self, count: int) -> None:
+        """Remove bytes already stored (the terminator started inside the previous chunk)."""
+        self._size -= count
+        while count and self._parts:
+            last = self._parts[-1]
+            if len(last) <= count:
+                count -= len(last)
+                self._parts.pop()
+            else:
+                self._parts[-1] = last[:-count]
+                count = 0
+
+    def _finish_message(self) -> None:
+        envelope = self.envelope
+        oversize = self._oversize
+        raw = b"".join(self._parts)
+        self._parts = []
+        self.state = State.GREETED
+        self._reset_transaction()
+        if oversize:
+            limit = self.settings.max_message_size
+            self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
+            return
+        # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.
+        if b"\r\n." in raw or raw.startswith(b"."):
+            raw = (b"\r\n" + raw).replace(b"\r\n.", b"\r\n")[2:]
+        self.messages += 1
+        self._out.append(MessageReceived(envelope, raw))

@@ -1,0 +1,186 @@
+"""The reply-code table: the one place where SMTP reply codes are defined.
+
+Every reply the server sends is built from a :class:`Code` member; nothing else
+in the code base writes a reply code as a bare number. :data:`TABLE` holds, per
+code, the meaning RFC 5321 (or the extension RFC) gives it and when this server
+sends it. The README's reply-code table is rendered from it
+(``python -m smtp_sink.replies``) and a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    """SMTP reply codes (RFC 5321 section 4.2.3, RFC 4954, RFC 3207, RFC 1870)."""
+
+    SYSTEM_STATUS = 211
+    HELP = 214
+    READY = 220
+    CLOSING = 221
+    AUTH_SUCCEEDED = 235
+    OK = 250
+    WILL_FORWARD = 251
+    CANNOT_VERIFY = 252
+    AUTH_CHALLENGE = 334
+    START_MAIL_INPUT = 354
+    SERVICE_UNAVAILABLE = 421
+    MAILBOX_BUSY = 450
+    LOCAL_ERROR = 451
+    INSUFFICIENT_STORAGE = 452
+    TLS_UNAVAILABLE = 454
+    SYNTAX_ERROR = 500
+    PARAMETER_SYNTAX = 501
+    NOT_IMPLEMENTED = 502
+    BAD_SEQUENCE = 503
+    PARAMETER_NOT_IMPLEMENTED = 504
+    AUTH_REQUIRED = 530
+    AUTH_FAILED = 535
+    ENCRYPTION_REQUIRED = 538
+    MAILBOX_UNAVAILABLE = 550
+    USER_NOT_LOCAL = 551
+    EXCEEDED_STORAGE = 552
+    MAILBOX_NAME_NOT_ALLOWED = 553
+    TRANSACTION_FAILED = 554
+    PARAMETERS_NOT_RECOGNIZED = 555
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """What a code means (``meaning``, from its RFC) and when we send it (``sent_when``)."""
+
+    code: Code
+    meaning: str
+    sent_when: str
+    rfc: str = "5321"
+
+
+TABLE: dict[Code, CodeInfo] = {
+    info.code: info
+    for info in (
+        CodeInfo(Code.SYSTEM_STATUS, "System status, or system help reply",
+                 "`HELP STATUS`: server name, version, uptime and session state"),
+        CodeInfo(Code.HELP, "Help message",
+                 "`HELP` and `HELP <command>`"),
+        CodeInfo(Code.READY, "<domain> Service ready",
+                 "the greeting on connect"),
+        CodeInfo(Code.CLOSING, "<domain> Service closing transmission channel",
+                 "`QUIT`"),
+        CodeInfo(Code.AUTH_SUCCEEDED, "Authentication succeeded",
+                 "`AUTH` with accepted credentials", "4954"),
+        CodeInfo(Code.OK, "Requested mail action okay, completed",
+                 "`HELO`/`EHLO`, `MAIL`, `RCPT`, `RSET`, `NOOP`, `VRFY` of a known mailbox, "
+                 "`EXPN`, and the end of `DATA` once the `.eml` file is written "
+                 "(the text carries the message id)"),
+        CodeInfo(Code.WILL_FORWARD, "User not local; will forward to <forward-path>",
+                 "`RCPT`/`VRFY` of an address with a configured forward"),
+        CodeInfo(Code.CANNOT_VERIFY,
+                 "Cannot VRFY user, but will accept message and attempt delivery",
+                 "`VRFY` of an address the server cannot verify (the default)"),
+        CodeInfo(Code.AUTH_CHALLENGE, "Server challenge (base64)",
+                 "during an `AUTH` exchange", "4954"),
+        CodeInfo(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>",
+                 "`DATA` after at least one accepted recipient"),
+        CodeInfo(Code.SERVICE_UNAVAILABLE,
+                 "<domain> Service not available, closing transmission channel",
+                 "shutdown (Ctrl-C/SIGTERM), too many connections, idle timeout"),
+        CodeInfo(Code.MAILBOX_BUSY, "Requested mail action not taken: mailbox unavailable",
+                 "fault rules (temporary refusal for retry tests)"),
+        CodeInfo(Code.LOCAL_ERROR, "Requested action aborted: local error in processing",
+                 "the `.eml` file could not be written (nothing half-written is kept)"),
+        CodeInfo(Code.INSUFFICIENT_STORAGE, "Requested action not taken: insufficient system storage",
+                 "more recipients than `max_recipients`"),
+        CodeInfo(Code.TLS_UNAVAILABLE, "TLS not available due to temporary reason",
+                 "`STARTTLS` when TLS cannot be started", "3207"),
+        CodeInfo(Code.SYNTAX_ERROR, "Syntax error, command unrecognized",
+                 "an unknown command, or a command line longer than the limit"),
+        CodeInfo(Code.PARAMETER_SYNTAX, "Syntax error in parameters or arguments",
+                 "`HELO` without a name, `MAIL FROM:<not an address>`, a missing colon, "
+                 "arguments to a command that takes none"),
+        CodeInfo(Code.NOT_IMPLEMENTED, "Command not implemented",
+                 "`SEND`, `SOML`, `SAML`, `TURN`, and extensions not offered "
+                 "(`STARTTLS`, `AUTH`, `BDAT` when not enabled)"),
+        CodeInfo(Code.BAD_SEQUENCE, "Bad sequence of commands",
+                 "`MAIL` before `HELO`/`EHLO`, a second `MAIL` in a transaction, "
+                 "`RCPT` before `MAIL`, `DATA` before `RCPT`"),
+        CodeInfo(Code.PARAMETER_NOT_IMPLEMENTED, "Command parameter not implemented",
+                 "`HELP` on an unknown topic, `BODY=` with an unknown value"),
+        CodeInfo(Code.AUTH_REQUIRED, "Authentication required",
+                 "`MAIL` without `AUTH` when authentication is required", "4954"),
+        CodeInfo(Code.AUTH_FAILED, "Authentication credentials invalid",
+                 "`AUTH` with wrong credentials", "4954"),
+        CodeInfo(Code.ENCRYPTION_REQUIRED,
+                 "Encryption required for requested authentication mechanism",
+                 "`AUTH` over plaintext when TLS is required for it", "4954"),
+        CodeInfo(Code.MAILBOX_UNAVAILABLE, "Requested action not taken: mailbox unavailable",
+                 "`RCPT`/`VRFY` of an unknown mailbox when policy refuses it"),
+        CodeInfo(Code.USER_NOT_LOCAL, "User not local; please try <forward-path>",
+                 "`RCPT` of a recipient policy sends elsewhere"),
+        CodeInfo(Code.EXCEEDED_STORAGE, "Requested mail action aborted: exceeded storage allocation",
+                 "a message larger than `max_message_size` (declared by `SIZE=` or sent)"),
+        CodeInfo(Code.MAILBOX_NAME_NOT_ALLOWED,
+                 "Requested action not taken: mailbox name not allowed",
+                 "a recipient address policy does not allow"),
+        CodeInfo(Code.TRANSACTION_FAILED, "Transaction failed",
+                 "`DATA` when every recipient was refused; a refused greeting"),
+        CodeInfo(Code.PARAMETERS_NOT_RECOGNIZED,
+                 "MAIL FROM/RCPT TO parameters not recognized or not implemented",
+                 "an unknown `MAIL`/`RCPT` parameter (e.g. `FOO=1`)"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: a code and one or more text lines."""
+
+    code: Code
+    lines: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        """Wire form: ``250-first``/``250 last`` lines, each ending in CRLF."""
+        code = str(int(self.code))
+        last = len(self.lines) - 1
+        return "".join(
+            f"{code}{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(self.lines)
+        ).encode("utf-8", "replace")
+
+    @property
+    def text(self) -> str:
+        """All lines joined with newlines (for logs and tests)."""
+        return "\n".join(self.lines)
+
+
+def reply(code: Code, *lines: str) -> Reply:
+    """Build a reply; with no text, the code's RFC meaning is used."""
+    return Reply(code, lines or (TABLE[code].meaning,))
+
+
+def explain(code: int) -> str:
+    """One-line explanation of a reply code, for humans (e.g. the client's interactive mode)."""
+    try:
+        return TABLE[Code(code)].meaning
+    except ValueError:
+        first = str(code)[:1]
+        return {
+            "2": "Positive completion (code not in this server's table)",
+            "3": "Positive intermediate (code not in this server's table)",
+            "4": "Transient negative completion: try again later (code not in this server's table)",
+            "5": "Permanent negative completion (code not in this server's table)",
+        }.get(first, "Not an SMTP reply code")
+
+
+def markdown_table() -> str:
+    """The README's reply-code table, rendered from :data:`TABLE`."""
+    rows = ["| code | meaning (RFC) | this server sends it when |", "|---|---|---|"]
+    for info in TABLE.values():
+        meaning = info.meaning.replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| {int(info.code)} | {meaning} (RFC {info.rfc}) | {info.sent_when} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation helper
+    sys.stdout.write(markdown_table())

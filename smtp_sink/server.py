@@ -1,0 +1,280 @@
+"""The SMTP listener: one ``asyncio.Protocol`` per connection driving :mod:`smtp_sink.protocol`.
+
+This is the only module that does socket I/O. Replies to pipelined commands go out in one
+``transport.write``; a client that does not read its replies is paused (back-pressure);
+idle sessions get 421 and are closed; on shutdown every open session gets 421.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .config import Config
+from .protocol import CLOSE, MessageReceived, Policy, Session, Settings, accepted, shutting_down, store_failed
+from .replies import Reply
+from .store import Store, StoreError
+
+log = logging.getLogger("smtp_sink")
+
+
+class SMTPConnection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: SinkServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.last_active = 0.0
+        self.peer = ""
+        self._debug = log.isEnabledFor(logging.DEBUG)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        self.last_active = server.loop.time()
+        if len(server.connections) >= server.config.smtp.max_connections:
+            log.warning("refused %s: %d connections open (max_connections)", self.peer, len(server.connections))
+            self._send(shutting_down(server.settings.hostname, "too many connections, try again later"))
+            transport.close()
+            return
+        server.connections.add(self)
+        self.session = Session(server.settings, server.policy, peer=self.peer)
+        log.info("connect from %s", self.peer)
+        self._send(self.session.greeting())
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        self.last_active = self.server.loop.time()
+        if self._debug:
+            log.debug("C[%s]: %r", self.peer, data[:200])
+        outputs = session.feed(data)
+        if not outputs:
+            return
+        chunks = []
+        close = False
+        for item in outputs:
+            if type(item) is Reply:
+                chunks.append(item.encode())
+            elif item is CLOSE:
+                close = True
+                break
+            elif type(item) is MessageReceived:
+                chunks.append(self.server.deliver(item).encode())
+        out = b"".join(chunks)
+        if self._debug:
+            log.debug("S[%s]: %r", self.peer, out[:500])
+        transport = self.transport
+        assert transport is not None
+        transport.write(out)
+        if close:
+            transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.server.connections.discard(self)
+            log.info("disconnect %s", self.peer)
+
+    def pause_writing(self) -> None:
+        """The client is not reading its replies: stop reading its commands."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close_with(self, why: str) -> None:
+        """Send 421 and close (shutdown, idle timeout)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(shutting_down(self.server.settings.hostname, why))
+            self.transport.close()
+        if self.session is not None:
+            self.session.close()
+
+    def _send(self, item: Reply) -> None:
+        assert self.transport is not None
+        self.transport.write(item.encode())
+
+
+class SinkServer:
+    """The SMTP server: listener, store and the set of open connections."""
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self.config = config
+        smtp = config.smtp
+        self.settings = Settings(
+            hostname=smtp.hostname,
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            smtputf8=smtp.smtputf8,
+        )
+        self.policy = policy or Policy()
+        self.store = Store(config.store.path, fsync=config.store.fsync)
+        self.connections: set[SMTPConnection] = set()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.smtp_port = 0
+
+    async def start(self) -> None:
+        """Open the store and start listening (raises OSError when the port is taken)."""
+        self.loop = asyncio.get_running_loop()
+        self.store.open()
+        smtp = self.config.smtp
+        self._server = await self.loop.create_server(
+            lambda: SMTPConnection(self), smtp.host, smtp.port, reuse_address=True, backlog=1024
+        )
+        self.smtp_port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = self.loop.create_task(self._close_idle())
+        log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+
+    def deliver(self, message: MessageReceived) -> Reply:
+        """Store a complete message and return the final reply to DATA."""
+        try:
+            stored = self.store.save(message.envelope, message.data, self.settings.hostname)
+        except StoreError as exc:
+            log.error("message from <%s> not stored: %s", message.envelope.mail_from, exc.strerror)
+            return store_failed()
+        log.info(
+            "stored %s size=%d from=<%s> to=%s",
+            stored.id, stored.size, message.envelope.mail_from, ",".join(message.envelope.rcpt_to),
+        )
+        return accepted(stored.id)
+
+    async def _close_idle(self) -> None:
+        timeout = self.config.smtp.idle_timeout
+        period = min(1.0, timeout / 2)
+        while True:
+            await asyncio.sleep(period)
+            limit = self.loop.time() - timeout
+            for conn in [c for c in self.connections if c.last_active < limit]:
+                log.info("idle timeout for %s", conn.peer)
+                conn.close_with("idle timeout, closing connection")
+                self.connections.discard(conn)
+
+    async def stop(self) -> None:
+        """Stop listening, send 421 to every open session and close it."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_with("shutting down")
+        self.connections.clear()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        log.info("smtp-sink stopped")
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """An event loop: uvloop when installed and ``choice`` is auto or uvloop, else asyncio's."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise RuntimeError("--loop uvloop needs uvloop: pip install 'smtp-sink[fast]'") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, Any]], choice: str) -> Any:
+    """Run ``main()`` on a new loop of the chosen kind and close the loop afterwards."""
+    loop = new_event_loop(choice)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def serve(config: Config, ready: Callable[[SinkServer], None] | None = None) -> None:
+    """Run the server until SIGINT or SIGTERM (the ``smtp-sink serve`` command)."""
+
+    async def main() -> None:
+        server = SinkServer(config)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("event loop: %s", type(loop).__module__.split(".")[0])
+        if ready is not None:
+            ready(server)
+        await stop.wait()
+        log.info("shutting down")
+        await server.stop()
+
+    run_loop(main, config.smtp.loop)
+
+
+class ServerThread:
+    """A server running on its own event loop in a background thread (tests, pytest plugin).
+
+    >>> with ServerThread(config) as server:
+    ...     smtplib.SMTP("127.0.0.1", server.smtp_port)
+    """
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self.server = SinkServer(config, policy)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def smtp_port(self) -> int:
+        return self.server.smtp_port
+
+    def start(self) -> SinkServer:
+        """Start and wait until the server is listening; re-raise a start-up error."""
+        self._thread = threading.Thread(target=self._run, name="smtp-sink", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self.server
+
+    def _run(self) -> None:
+        loop = self._loop = new_event_loop(self.server.config.smtp.loop)
+        try:
+            loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # handed to the starting thread
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self.server.stop())
+        loop.close()
+
+    def stop(self) -> None:
+        """Stop the server (open sessions get 421) and join the thread."""
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> SinkServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
