@@ -1,0 +1,44 @@
+"""Shared fixtures: a real server on a free port with a temporary store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtp_sink.config import Config, SMTPConfig, StoreConfig
+from smtp_sink.server import ServerThread, SinkServer
+
+
+def make_config(store: Path, **smtp: object) -> Config:
+    """A config for tests: free port, no HTTP, the given store and SMTP overrides."""
+    base = Config()
+    return dataclasses.replace(
+        base,
+        smtp=dataclasses.replace(SMTPConfig(port=0), **smtp),
+        store=StoreConfig(path=str(store)),
+        http=dataclasses.replace(base.http, enabled=False, port=0),
+    )
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start servers with custom settings: ``server_factory(max_recipients=3)``."""
+    threads: list[ServerThread] = []
+
+    def start(**smtp: object) -> SinkServer:
+        thread = ServerThread(make_config(tmp_path / "mail", **smtp))
+        threads.append(thread)
+        return thread.start()
+
+    yield start
+    for thread in threads:
+        thread.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> SinkServer:
+    """A running server with default settings."""
+    return server_factory()
