@@ -1,0 +1,1 @@
+"""The bundled SMTP client, installed as ``smtp_sink.clients`` (see ``smtp_client.py``)."""

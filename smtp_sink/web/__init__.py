@@ -1,0 +1,1 @@
+"""The HTTP side: JSON API and the single-page web app (aiohttp)."""
