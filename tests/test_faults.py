@@ -1,0 +1,156 @@
+"""Faults: process kill, full disk, store folder removed. Nothing accepted is lost, nothing half-written is kept."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from smtp_wire import connect
+
+from smtp_sink.ids import new_id
+from smtp_sink.server import SinkServer
+from smtp_sink.store import Store
+
+
+class ServerProcess:
+    """``smtp-sink serve`` as a real child process on a free port."""
+
+    def __init__(self, store: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--no-http", "--store", str(store)],
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        deadline = time.monotonic() + 20
+        self.port = 0
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            found = re.search(r"listening on [\d.]+:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                break
+        assert self.port, "server did not start"
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    procs: list[ServerProcess] = []
+
+    def start(store: Path | None = None) -> ServerProcess:
+        proc = ServerProcess(store or tmp_path / "mail")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def test_kill9_during_data_leaves_nothing(spawn, tmp_path: Path) -> None:
+    store_dir = tmp_path / "mail"
+    server = spawn(store_dir)
+    wire = connect(server.port)
+    for line in ("EHLO k.test", "MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
+        assert wire.cmd(line)[0] == 250
+    assert wire.cmd("DATA")[0] == 354
+    wire.send(b"Subject: interrupted\r\n\r\n" + b"x" * 500_000)
+    time.sleep(0.3)
+    server.kill9()
+    wire.close()
+    assert list(store_dir.glob("*.eml")) == []
+    restarted = spawn(store_dir)
+    assert Store(store_dir).ids() == []
+    assert list((store_dir / "tmp").iterdir()) == []
+    restarted.stop()
+
+
+def test_message_answered_250_survives_kill9(spawn, tmp_path: Path) -> None:
+    store_dir = tmp_path / "mail"
+    server = spawn(store_dir)
+    body = b"Subject: durable\r\n\r\n" + b"line\r\n" * 10000
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("a@example.test")
+        smtp.rcpt("b@example.test")
+        code, text = smtp.data(body)
+        assert code == 250
+        server.kill9()  # immediately after the reply
+    message_id = text.decode().rsplit(" ", 1)[-1]
+    spawn(store_dir)
+    store = Store(store_dir)
+    assert store.ids() == [message_id]
+    assert store.read(message_id).endswith(body)
+
+
+def test_startup_sweeps_orphan_temp_files_of_dead_processes(spawn, tmp_path: Path) -> None:
+    store_dir = tmp_path / "mail"
+    (store_dir / "tmp").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = store_dir / "tmp" / f"{new_id()}.{dead.pid}.tmp"
+    orphan.write_bytes(b"Subject: half written")
+    live = store_dir / "tmp" / f"{new_id()}.{os.getpid()}.tmp"  # a live writer's file is kept
+    live.write_bytes(b"in progress")
+    spawn(store_dir)
+    assert not orphan.exists()
+    assert live.exists()
+    assert Store(store_dir).ids() == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB filesystem (tmpfs, mounted as root) to fill up."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_answers_451_and_keeps_serving(tiny_disk: Path) -> None:
+    from conftest import make_config
+
+    from smtp_sink.server import ServerThread
+
+    with ServerThread(make_config(tiny_disk / "mail")) as server:
+        small = b"Subject: small\r\n\r\nfits\r\n"
+        big = b"Subject: big\r\n\r\n" + b"z" * 400_000 + b"\r\n"
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+            assert smtp.sendmail("a@example.test", ["b@example.test"], small) == {}
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                smtp.sendmail("a@example.test", ["b@example.test"], big)
+            assert refused.value.smtp_code == 451
+            # same session, still served
+            assert smtp.noop()[0] == 250
+            assert smtp.sendmail("a@example.test", ["b@example.test"], small) == {}
+        assert len(server.store.ids()) == 2
+        assert list(server.store.tmp.iterdir()) == []  # nothing half-written left behind
+        for message_id in server.store.ids():
+            assert server.store.read(message_id).endswith(small)
+
+
+def test_store_folder_removed_while_running_is_recreated(server: SinkServer) -> None:
+    shutil.rmtree(server.store.path)
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+        assert smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: again\r\n\r\nx\r\n") == {}
+    assert len(server.store.ids()) == 1

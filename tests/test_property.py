@@ -1,0 +1,64 @@
+"""Property tests of the DATA reader: for any bytes, what is stored equals what was sent."""
+
+from __future__ import annotations
+
+import smtplib
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smtp_sink.protocol import MessageReceived, Session, Settings
+from smtp_sink.server import SinkServer
+
+# Bytes rich in the characters that matter: CR, LF, dots.
+_interesting = st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\r\n.", b"..", b"\r\n.\r\n", b"x", b"\x00", b"\xff"])
+content_strategy = st.lists(st.one_of(_interesting, st.binary(max_size=8)), max_size=60).map(b"".join)
+
+
+def stuff(content: bytes) -> bytes:
+    """What a correct client sends for ``content`` (RFC 5321 section 4.5.2), terminator included."""
+    if not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    return (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
+
+
+def expected(content: bytes) -> bytes:
+    return content if content.endswith(b"\r\n") else content + b"\r\n"
+
+
+def run_session(wire_bytes: bytes, cuts: list[int]) -> list[MessageReceived]:
+    session = Session(Settings(max_message_size=0))
+    session.feed(b"EHLO p\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+    events = []
+    points = sorted({c % (len(wire_bytes) + 1) for c in cuts})
+    start = 0
+    for point in [*points, len(wire_bytes)]:
+        events += session.feed(wire_bytes[start:point])
+        start = point
+    return [e for e in events if isinstance(e, MessageReceived)]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(content=content_strategy, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_any_content_any_chunking_round_trips(content: bytes, cuts: list[int]) -> None:
+    messages = run_session(stuff(content) + b"QUIT\r\n", cuts)
+    assert len(messages) == 1
+    assert messages[0].data == expected(content)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=content_strategy)
+def test_any_content_round_trips_over_a_socket(server: SinkServer, content: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("a@b.test")
+        smtp.rcpt("c@d.test")
+        code, text = smtp.docmd("DATA")
+        assert code == 354
+        smtp.send(stuff(content))
+        code, text = smtp.getreply()
+        assert code == 250
+    message_id = text.decode().rsplit(" ", 1)[-1]
+    raw = server.store.read(message_id)
+    marker = raw.rfind(b"X-Original-To: ")
+    assert raw[raw.index(b"\r\n", marker) + 2 :] == expected(content)
