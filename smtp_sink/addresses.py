@@ -31,6 +31,8 @@ def split_path(text: str) -> tuple[str, str]:
     A bare address without angle brackets is accepted, as Postfix and aiosmtpd do.
     """
     text = text.strip()
+    if not text:
+        raise AddressError("an address is required (<> for the null sender)")
     if text.startswith("<"):
         end = text.find(">")
         if end < 0:

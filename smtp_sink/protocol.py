@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Union
 
 from . import __version__
 from .addresses import AddressError, parse_mailbox, parse_params, split_path
@@ -73,7 +72,7 @@ class MessageReceived:
     data: bytes
 
 
-Output = Union[Reply, MessageReceived, _Close]
+Output = Reply | MessageReceived | _Close
 
 
 @dataclass(frozen=True)
@@ -126,6 +125,11 @@ HELP_TOPICS: dict[str, str] = {
     "SAML": "SAML FROM:<sender>: send and mail (not implemented, 502)",
     "TURN": "TURN: swap client and server roles (not implemented, 502)",
 }
+
+
+def _valid_helo_name(name: str) -> bool:
+    """A HELO/EHLO argument: one non-empty word of printable characters (RFC 5321 section 4.1.1.1)."""
+    return bool(name) and all(" " < ch != "\x7f" for ch in name)
 
 
 def accepted(message_id: str) -> Reply:
@@ -269,13 +273,13 @@ class Session:
         self._refused_rcpt = 0
 
     def _helo(self, arg: str) -> Reply:
-        if not arg or " " in arg:
+        if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: HELO <hostname>")
         self._greet(arg, esmtp=False)
         return reply(Code.OK, f"{self.settings.hostname} Hello {arg} [{self.peer}]")
 
     def _ehlo(self, arg: str) -> Reply:
-        if not arg or " " in arg:
+        if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: EHLO <hostname>")
         self._greet(arg, esmtp=True)
         lines = [f"{self.settings.hostname} Hello {arg} [{self.peer}]"]
@@ -465,7 +469,9 @@ class Session:
     def _add_data(self, chunk: bytes) -> None:
         self._size += len(chunk)
         limit = self.settings.max_message_size
-        if limit and self._size > limit:
+        # The last 2 bytes counted may be ".\r" of a terminator split across chunks, which
+        # _drop_tail uncounts: only past limit + 2 is the message surely too large.
+        if limit and self._size > limit + 2:
             self._oversize = True
             self._parts = []
         elif not self._oversize:
@@ -486,13 +492,13 @@ class Session:
 
     def _finish_message(self) -> None:
         envelope = self.envelope
-        oversize = self._oversize
+        limit = self.settings.max_message_size
+        oversize = self._oversize or bool(limit and self._size > limit)
         raw = b"".join(self._parts)
         self._parts = []
         self.state = State.GREETED
         self._reset_transaction()
         if oversize:
-            limit = self.settings.max_message_size
             self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
             return
         # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.

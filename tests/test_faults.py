@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -14,40 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_process import ServerProcess
 from smtp_wire import connect
 
 from smtp_sink.ids import new_id
 from smtp_sink.server import SinkServer
 from smtp_sink.store import Store
-
-
-class ServerProcess:
-    """``smtp-sink serve`` as a real child process on a free port."""
-
-    def __init__(self, store: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--no-http", "--store", str(store)],
-            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )
-        deadline = time.monotonic() + 20
-        self.port = 0
-        assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            found = re.search(r"listening on [\d.]+:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-                break
-        assert self.port, "server did not start"
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture

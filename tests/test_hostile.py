@@ -180,7 +180,7 @@ def test_client_that_never_reads_replies_is_paused(server: SinkServer) -> None:
         for _ in range(2000):  # up to 120 MB of commands
             wire.sock.sendall(line)
             sent += len(line)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         pass
     assert sent < 100 * len(line) * 2000 // 100, "the server kept reading although nobody read its replies"
     conn = next(iter(server.connections))
