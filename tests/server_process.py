@@ -16,7 +16,8 @@ class ServerProcess:
     def __init__(self, store: Path, *extra: str, log: Path | None = None) -> None:
         self.log_path = log or store.parent / f"serve-{time.monotonic_ns()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "w")  # a file, not a pipe: a full pipe would block the server
+        # a file, not a pipe: a full pipe would block the server
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--no-http", "--store", str(store), *extra],
             stderr=self._log, stdout=self._log, stdin=subprocess.DEVNULL,
