@@ -84,7 +84,6 @@ def drive(state: str, **settings: object) -> Session:
     """A session brought into ``state`` (a key of SETUP) by real commands."""
     session = new_session(**settings)
     out = send(session, *SETUP[state])
-    assert Code.OK in out or not out
     assert all(item in (Code.OK, Code.START_MAIL_INPUT, MESSAGE) for item in out), out
     assert session.state is REACHED[state]
     return session
@@ -397,7 +396,6 @@ def test_out_of_order_is_503(lines: list[str]) -> None:
     out = send(session, *lines)
     assert out[-1] == Code.BAD_SEQUENCE
     assert Code.BAD_SEQUENCE not in out[:-1]
-    assert MESSAGE not in out[:-1] or lines[3] == "DATA"
 
 
 class RefuseAll(Policy):
