@@ -1,0 +1,386 @@
+"""Reading a stored message for display: summaries, details, parts and headers.
+
+Parsing uses the stdlib ``email`` package with ``policy.default`` and never rewrites the stored
+bytes. Field names follow Mailpit's API v1 (``ID``, ``From``, ``Snippet``, ...) so its clients
+work unchanged. Part ids are numbered like Mailpit's (enmime): the children of the top
+multipart are ``"1"``, ``"2"``...; the children of a nested multipart ``"2"`` are ``"2.1"``,
+``"2.2"``...; a message that is not multipart has the single part ``"0"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.header
+import email.utils
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email import policy
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from typing import Any
+
+from .ids import id_time
+
+SNIPPET_LENGTH = 250
+TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
+_TRACE_HEADERS = {"return-path", "received", "x-original-to", "x-sink-auth"}
+_SPACE_RE = re.compile(r"\s+")
+_TAG_RE = re.compile(r"<[^>]*>")
+_DROP_RE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
+
+# Structure is parsed with compat32 (fast, lazy); the display headers are decoded one by one
+# with policy.default's header classes. policy.default re-parses a header on every access,
+# which made a whole-message parse about ten times slower.
+_parser = BytesParser(policy=policy.compat32)
+_header_parser = BytesHeaderParser(policy=policy.compat32)
+_header_factory = policy.default.header_factory
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox: display name and address (Mailpit's ``{"Name", "Address"}``)."""
+
+    name: str
+    address: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"Name": self.name, "Address": self.address}
+
+
+@dataclass
+class Summary:
+    """What a message list shows about one message, plus its envelope."""
+
+    id: str
+    message_id: str
+    sender: Address | None
+    to: list[Address]
+    cc: list[Address]
+    bcc: list[Address]
+    reply_to: list[Address]
+    subject: str
+    created: float
+    size: int
+    attachments: int
+    snippet: str
+    mail_from: str = ""
+    rcpt_to: list[str] = field(default_factory=list)
+    read: bool = False
+    text: str = field(default="", repr=False)  # body text for the search index (not in to_json)
+
+    def to_json(self) -> dict[str, Any]:
+        """Mailpit's message summary, field for field, plus ``MailFrom``/``RcptTo`` (the envelope)."""
+        return {
+            "ID": self.id,
+            "MessageID": self.message_id,
+            "Read": self.read,
+            "From": self.sender.to_json() if self.sender else None,
+            "To": [a.to_json() for a in self.to],
+            "Cc": [a.to_json() for a in self.cc],
+            "Bcc": [a.to_json() for a in self.bcc],
+            "ReplyTo": [a.to_json() for a in self.reply_to],
+            "Subject": self.subject,
+            "Created": rfc3339(self.created),
+            "Tags": [],
+            "Size": self.size,
+            "Attachments": self.attachments,
+            "Snippet": self.snippet,
+            "MailFrom": self.mail_from,
+            "RcptTo": list(self.rcpt_to),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, read: bool = False) -> Summary:
+        """The inverse of :meth:`to_json` (the index keeps summaries as JSON)."""
+
+        def addrs(items: list[dict[str, str]]) -> list[Address]:
+            return [Address(a["Name"], a["Address"]) for a in items]
+
+        sender = data.get("From")
+        return cls(
+            id=data["ID"], message_id=data["MessageID"],
+            sender=Address(sender["Name"], sender["Address"]) if sender else None,
+            to=addrs(data["To"]), cc=addrs(data["Cc"]), bcc=addrs(data["Bcc"]), reply_to=addrs(data["ReplyTo"]),
+            subject=data["Subject"], created=id_time(data["ID"]), size=data["Size"],
+            attachments=data["Attachments"], snippet=data["Snippet"],
+            mail_from=data.get("MailFrom", ""), rcpt_to=list(data.get("RcptTo", [])), read=read,
+        )
+
+
+@dataclass
+class _Parts:
+    text: str = ""
+    html: str = ""
+    inline: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rfc3339(when: float) -> str:
+    """A Unix time as RFC 3339 in UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
+    stamp = datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def parse(raw: bytes) -> Message:
+    """The whole message as an :class:`email.message.EmailMessage`."""
+    return _parser.parsebytes(raw)
+
+
+def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
+    """``(mail_from, rcpt_to)`` from the trace headers the server wrote at the top."""
+    msg = _header_parser.parsebytes(raw) if isinstance(raw, bytes) else raw
+    mail_from, rcpt_to = "", []
+    for name, value in msg.raw_items():
+        key = name.lower()
+        if key not in _TRACE_HEADERS:
+            break
+        value = _SPACE_RE.sub(" ", str(value)).strip()
+        if key == "return-path" and not mail_from:
+            mail_from = value.strip("<>")
+        elif key == "x-original-to":
+            rcpt_to.append(value.strip("<>"))
+    return mail_from, rcpt_to
+
+
+def _text(value: object) -> str:
+    return _SPACE_RE.sub(" ", str(value)).strip() if value is not None else ""
+
+
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """The values of every ``name`` header as stored: unfolded, 8-bit bytes read as UTF-8."""
+    name = name.lower()
+    values = []
+    for key, value in msg.raw_items():
+        if key.lower() == name:
+            if not isinstance(value, str):
+                value = str(value)
+            if not value.isascii():
+                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            values.append(_SPACE_RE.sub(" ", value).strip())
+    return values
+
+
+def _decoded(msg: Message, name: str) -> str:
+    """One header decoded for display (RFC 2047 encoded words), or ``""``."""
+    values = _raw_values(msg, name)
+    if not values:
+        return ""
+    try:
+        return _text(_header_factory(name, values[0]))
+    except Exception:  # a malformed header is shown as stored
+        return values[0]
+
+
+def addresses(msg: Message, name: str) -> list[Address]:
+    """Every mailbox in the ``name`` headers (groups flattened); unparseable ones kept as text."""
+    found: list[Address] = []
+    for value in _raw_values(msg, name):
+        try:
+            items = _header_factory(name, value).addresses
+        except Exception:  # the header registry gave up: fall back to the lenient parser
+            items = None
+        if items is None:
+            found.extend(Address(n, a) for n, a in email.utils.getaddresses([value]) if a or n)
+            continue
+        found.extend(Address(a.display_name or "", a.addr_spec) for a in items)
+    return found
+
+
+def _message_id(msg: Message) -> str:
+    values = _raw_values(msg, "Message-ID")
+    return values[0].strip().strip("<>") if values else ""
+
+
+def _bcc(msg: Message, rcpt_to: list[str], to: list[Address], cc: list[Address]) -> list[Address]:
+    """Bcc header mailboxes plus envelope recipients named in neither To nor Cc."""
+    bcc = addresses(msg, "Bcc")
+    seen = {a.address.lower() for a in [*to, *cc, *bcc]}
+    for rcpt in rcpt_to:
+        if rcpt.lower() not in seen:
+            seen.add(rcpt.lower())
+            bcc.append(Address("", rcpt))
+    return bcc
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text from HTML: scripts and styles dropped, tags removed, entities decoded."""
+    markup = _DROP_RE.sub(" ", markup)
+    markup = _BLOCK_RE.sub("\n", markup)
+    return html.unescape(_TAG_RE.sub(" ", markup))
+
+
+def snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
+    """The first ``length`` characters of ``text`` with whitespace collapsed (``...`` if cut)."""
+    text = _SPACE_RE.sub(" ", text).strip()
+    return text if len(text) <= length else text[:length].rstrip() + "..."
+
+
+def _walk(part: Message, part_id: str, top: bool) -> Iterator[tuple[str, Message, bool]]:
+    """Leaf parts with their Mailpit part ids and whether they sit in a multipart/related."""
+    if part.get_content_maintype() != "multipart" or not isinstance(part.get_payload(), list):
+        yield part_id, part, False
+        return
+    related = part.get_content_subtype() == "related"
+    for number, child in enumerate(part.get_payload(), 1):
+        child_id = str(number) if top else f"{part_id}.{number}"
+        for leaf_id, leaf, in_related in _walk(child, child_id, False):
+            yield leaf_id, leaf, in_related or related
+
+
+def leaves(msg: Message) -> Iterator[tuple[str, Message, bool]]:
+    """``(part_id, part, in_related)`` for every leaf part of a message."""
+    if msg.get_content_maintype() == "multipart":
+        yield from _walk(msg, "0", True)
+    else:
+        yield "0", msg, False
+
+
+def _payload(part: Message) -> bytes:
+    """The decoded content of a leaf part (a message/rfc822 part as its bytes)."""
+    if part.get_content_maintype() == "message":
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner:
+            return inner[0].as_bytes()
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _decoded_text(part: Message) -> str:
+    """A text part as a string: transfer encoding undone, decoded from its charset."""
+    charset = part.get_content_charset() or "utf-8"
+    data = _payload(part)
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:  # unknown charset
+        return data.decode("utf-8", "replace")
+
+
+def _filename(part: Message) -> str:
+    """The part's file name (RFC 2231 and RFC 2047 forms decoded), or ``""``."""
+    try:
+        name = part.get_filename() or ""
+    except (ValueError, TypeError):
+        return ""
+    if "=?" in name:
+        with contextlib.suppress(ValueError, LookupError, UnicodeDecodeError):
+            name = str(email.header.make_header(email.header.decode_header(name)))
+    return _text(name)
+
+
+def _parts(msg: Message) -> _Parts:
+    """Split a message into its text, HTML, inline parts and attachments."""
+    found = _Parts()
+    for part_id, part, in_related in leaves(msg):
+        ctype = part.get_content_type()
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part)
+        if disposition != "attachment" and not filename:
+            if ctype == "text/plain" and not found.text:
+                found.text = _decoded_text(part)
+                continue
+            if ctype == "text/html" and not found.html:
+                found.html = _decoded_text(part)
+                continue
+            if ctype.startswith("text/") or ctype.startswith("multipart/"):
+                continue
+        content_id = (_raw_values(part, "Content-ID") or [""])[0].strip("<>")
+        entry = {
+            "PartID": part_id,
+            "FileName": filename,
+            "ContentType": ctype,
+            "ContentID": content_id,
+            "Size": len(_payload(part)),
+        }
+        inline = disposition == "inline" or (disposition != "attachment" and in_related and content_id)
+        (found.inline if inline else found.attachments).append(entry)
+    if not found.text and found.html:
+        found.text = _SPACE_RE.sub(" ", html_to_text(found.html)).strip()
+    return found
+
+
+def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
+    """The summary of a stored message (one parse; used when indexing)."""
+    msg = parse(raw)
+    mail_from, rcpt_to = envelope(msg)
+    to, cc = addresses(msg, "To"), addresses(msg, "Cc")
+    senders = addresses(msg, "From")
+    parts = _parts(msg)
+    return Summary(
+        id=message_id,
+        message_id=_message_id(msg),
+        sender=senders[0] if senders else None,
+        to=to, cc=cc, bcc=_bcc(msg, rcpt_to, to, cc), reply_to=addresses(msg, "Reply-To"),
+        subject=_decoded(msg, "Subject"),
+        created=id_time(message_id),
+        size=len(raw) if size is None else size,
+        attachments=len(parts.attachments),
+        snippet=snippet(parts.text),
+        mail_from=mail_from, rcpt_to=rcpt_to,
+        text=parts.text[:TEXT_SEARCH_LENGTH],
+    )
+
+
+def _date(msg: Message, message_id: str) -> str:
+    """The Date header as RFC 3339 (the arrival time when it is missing or unparseable)."""
+    try:
+        when = email.utils.parsedate_to_datetime(_decoded(msg, "Date"))
+    except (TypeError, ValueError, IndexError):
+        when = None
+    if when is None:
+        return rfc3339(id_time(message_id))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def detail(message_id: str, raw: bytes, *, read: bool = False) -> dict[str, Any]:
+    """Mailpit's ``GET /api/v1/message/{ID}`` for a stored message."""
+    msg = parse(raw)
+    mail_from, rcpt_to = envelope(msg)
+    to, cc = addresses(msg, "To"), addresses(msg, "Cc")
+    senders = addresses(msg, "From")
+    parts = _parts(msg)
+    return {
+        "ID": message_id,
+        "MessageID": _message_id(msg),
+        "Read": read,
+        "From": senders[0].to_json() if senders else None,
+        "To": [a.to_json() for a in to],
+        "Cc": [a.to_json() for a in cc],
+        "Bcc": [a.to_json() for a in _bcc(msg, rcpt_to, to, cc)],
+        "ReplyTo": [a.to_json() for a in addresses(msg, "Reply-To")],
+        "ReturnPath": mail_from,
+        "Subject": _decoded(msg, "Subject"),
+        "Date": _date(msg, message_id),
+        "Created": rfc3339(id_time(message_id)),
+        "Tags": [],
+        "Text": parts.text,
+        "HTML": parts.html,
+        "Size": len(raw),
+        "Inline": parts.inline,
+        "Attachments": parts.attachments,
+        "MailFrom": mail_from,
+        "RcptTo": rcpt_to,
+    }
+
+
+def part(raw: bytes, part_id: str) -> tuple[str, str, bytes]:
+    """``(content_type, filename, decoded bytes)`` of one part; :class:`KeyError` if there is none."""
+    for leaf_id, leaf, _ in leaves(parse(raw)):
+        if leaf_id == part_id:
+            return leaf.get_content_type(), _filename(leaf), _payload(leaf)
+    raise KeyError(part_id)
+
+
+def headers(raw: bytes) -> dict[str, list[str]]:
+    """Header name -> values in order, as stored (unfolded, not decoded); names keep first spelling."""
+    found: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in _header_parser.parsebytes(raw).items():
+        key = names.setdefault(name.lower(), name)
+        found.setdefault(key, []).append(re.sub(r"\r?\n(?=[ \t])", "", str(value)).strip())
+    return found
