@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto: uvloop if installed)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity (debug shows every command and reply)")
     serve.add_argument("-v", "--verbose", action="store_true", help="same as --log-level debug")
+
+    from .inspect_cli import register as register_inspect  # list, show, search, wait, watch, clear, export
+
+    register_inspect(commands)
     return parser
 
 
@@ -86,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"serve": cmd_serve}
     try:
-        return handlers[args.command](args)
+        handler = getattr(args, "handler", None) or handlers[args.command]  # inspect_cli sets handler
+        return handler(args)
     except ConfigError as exc:
         print(f"smtp-sink: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

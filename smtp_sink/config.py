@@ -56,6 +56,8 @@ class StoreConfig:
 
     path: str = "./mail"
     fsync: bool = False
+    max_messages: int = _opt(0, low=0)
+    max_age: float = _opt(0.0, low=0)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class Query:
 
     fts: str = ""
     since_id: str = ""
+    after_id: str = ""
     read: bool | None = None
     empty: bool = False  # a term that can match nothing (e.g. only punctuation)
     terms: list[tuple[str, str]] = field(default_factory=list)
@@ -109,7 +110,8 @@ def _phrase(column: str | None, value: str) -> str:
 
 
 def parse_query(search: str | None = None, **filters: Any) -> Query:
-    """Build a :class:`Query` from a search string and ``from_``/``to``/``subject``/``since``/``read``.
+    """Build a :class:`Query` from a search string and the filters ``from_``, ``to``, ``subject``,
+    ``since`` (Unix time), ``after`` (an id: only newer messages) and ``read`` (bool).
 
     Words are ANDed; ``from:``, ``to:``, ``subject:`` (also ``cc:``, ``bcc:``, ``body:``) limit a
     word to a field; ``"quoted words"`` match as a phrase; ``is:read`` and ``is:unread`` filter
@@ -141,6 +143,8 @@ def parse_query(search: str | None = None, **filters: Any) -> Query:
     since = filters.get("since")
     if since:
         query.since_id = id_floor(float(since))
+    if filters.get("after"):
+        query.after_id = str(filters["after"])
     if filters.get("read") is not None:
         query.read = bool(filters["read"])
     return query
@@ -225,14 +229,14 @@ class Index:
                 del data["Read"]
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO messages (id, read, summary) VALUES (?, ?, ?)",
-                    (summary.id, int(summary.read), json.dumps(data, ensure_ascii=False)),
+                    (summary.id, int(summary.read), json.dumps(data)),  # ASCII: survives any stray surrogate
                 )
                 if cursor.rowcount != 1:
                     continue
                 db.execute(
                     "INSERT INTO fts (rowid, subject, sender, recipients, body) VALUES (?, ?, ?, ?, ?)",
-                    (cursor.lastrowid, summary.subject, _sender_text(summary), _recipient_text(summary),
-                     summary.text or summary.snippet),
+                    (cursor.lastrowid, *map(_safe, (summary.subject, _sender_text(summary),
+                                                    _recipient_text(summary), summary.text or summary.snippet))),
                 )
                 added.append(summary)
         return added
@@ -262,6 +266,16 @@ class Index:
     def ids(self) -> set[str]:
         with self.lock:
             return {row[0] for row in self.db.execute("SELECT id FROM messages")}
+
+    def existing(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are indexed."""
+        found: set[str] = set()
+        with self.lock:
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                marks = ",".join("?" * len(part))
+                found.update(r[0] for r in self.db.execute(f"SELECT id FROM messages WHERE id IN ({marks})", part))
+        return found
 
     def counts(self) -> tuple[int, int]:
         """``(total, unread)`` for the whole store, O(1)."""
@@ -300,6 +314,9 @@ class Index:
         if query.since_id:
             where.append("id >= ?")
             params.append(query.since_id)
+        if query.after_id:
+            where.append("id > ?")
+            params.append(query.after_id)
         if query.read is not None:
             where.append("read = ?")
             params.append(int(query.read))
@@ -321,6 +338,11 @@ class Index:
                     return Page(total, unread, [], 0, start)
                 raise
         return Page(total, unread, [_summary(row) for row in rows], matched, start)
+
+
+def _safe(text: str) -> str:
+    """Text SQLite can store (UTF-8): a lone surrogate becomes U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
 def _summary(row: tuple[str, int]) -> Summary:

@@ -138,12 +138,19 @@ def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
         key = name.lower()
         if key not in _TRACE_HEADERS:
             break
-        value = _SPACE_RE.sub(" ", str(value)).strip()
+        value = _SPACE_RE.sub(" ", _unescape(str(value))).strip()
         if key == "return-path" and not mail_from:
             mail_from = value.strip("<>")
         elif key == "x-original-to":
             rcpt_to.append(value.strip("<>"))
     return mail_from, rcpt_to
+
+
+def _unescape(value: str) -> str:
+    """8-bit header bytes (kept by the parser as surrogate escapes) read as UTF-8."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _text(value: object) -> str:
@@ -158,8 +165,7 @@ def _raw_values(msg: Message, name: str) -> list[str]:
         if key.lower() == name:
             if not isinstance(value, str):
                 value = str(value)
-            if not value.isascii():
-                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            value = _unescape(value)
             values.append(_SPACE_RE.sub(" ", value).strip())
     return values
 
@@ -169,6 +175,8 @@ def _decoded(msg: Message, name: str) -> str:
     values = _raw_values(msg, name)
     if not values:
         return ""
+    if "=?" not in values[0]:  # nothing to decode: skip the (slow) header registry
+        return values[0]
     try:
         return _text(_header_factory(name, values[0]))
     except Exception:  # a malformed header is shown as stored
@@ -179,10 +187,12 @@ def addresses(msg: Message, name: str) -> list[Address]:
     """Every mailbox in the ``name`` headers (groups flattened); unparseable ones kept as text."""
     found: list[Address] = []
     for value in _raw_values(msg, name):
-        try:
-            items = _header_factory(name, value).addresses
-        except Exception:  # the header registry gave up: fall back to the lenient parser
-            items = None
+        items = None
+        if "=?" in value or '"' in value or "(" in value or not value.isascii():
+            try:  # encoded words, quoting or comments: the full RFC 5322 parser
+                items = _header_factory(name, value).addresses
+            except Exception:  # the header registry gave up: fall back to the lenient parser
+                items = None
         if items is None:
             found.extend(Address(n, a) for n, a in email.utils.getaddresses([value]) if a or n)
             continue
@@ -254,9 +264,10 @@ def _decoded_text(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     data = _payload(part)
     try:
-        return data.decode(charset, "replace")
+        text = data.decode(charset, "replace")
     except LookupError:  # unknown charset
-        return data.decode("utf-8", "replace")
+        text = data.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n")  # for display; the stored bytes keep their CRLF
 
 
 def _filename(part: Message) -> str:
@@ -377,10 +388,12 @@ def part(raw: bytes, part_id: str) -> tuple[str, str, bytes]:
 
 
 def headers(raw: bytes) -> dict[str, list[str]]:
-    """Header name -> values in order, as stored (unfolded, not decoded); names keep first spelling."""
+    """Header name -> values in order, as stored (unfolded, not decoded); names keep first spelling.
+
+    Folding (a line break before white space) becomes one space, as Go's textproto does."""
     found: dict[str, list[str]] = {}
     names: dict[str, str] = {}
     for name, value in _header_parser.parsebytes(raw).items():
         key = names.setdefault(name.lower(), name)
-        found.setdefault(key, []).append(re.sub(r"\r?\n(?=[ \t])", "", str(value)).strip())
+        found.setdefault(key, []).append(re.sub(r"\r?\n[ \t]+", " ", str(value)).strip())
     return found

@@ -8,6 +8,7 @@ idle sessions get 421 and are closed; on shutdown every open session gets 421.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -21,6 +22,12 @@ from .replies import Reply
 from .store import Store, StoreError
 
 log = logging.getLogger("smtp_sink")
+INDEX_DELAY = 0.02  # seconds between a save and the batched index insert
+
+
+def _log_index_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("indexing failed", exc_info=future.exception())
 
 
 class SMTPConnection(asyncio.Protocol):
@@ -123,7 +130,13 @@ class SinkServer:
             smtputf8=smtp.smtputf8,
         )
         self.policy = policy or Policy()
-        self.store = Store(config.store.path, fsync=config.store.fsync)
+        self.store = Store(
+            config.store.path, fsync=config.store.fsync,
+            max_messages=config.store.max_messages, max_age=config.store.max_age,
+        )
+        # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
+        self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")
+        self._index_scheduled = False
         self.connections: set[SMTPConnection] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.base_events.Server | None = None
@@ -140,6 +153,9 @@ class SinkServer:
         )
         self.smtp_port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self.loop.create_task(self._close_idle())
+        # Open the index (rebuilding it from the files if needed) without delaying the listener.
+        opening = self.loop.run_in_executor(self._indexer, lambda: self.store.index)
+        opening.add_done_callback(_log_index_error)
         log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
 
     def deliver(self, message: MessageReceived) -> Reply:
@@ -153,7 +169,19 @@ class SinkServer:
             "stored %s size=%d from=<%s> to=%s",
             stored.id, stored.size, message.envelope.mail_from, ",".join(message.envelope.rcpt_to),
         )
+        self._schedule_index()
         return accepted(stored.id)
+
+    def _schedule_index(self) -> None:
+        """Index the messages saved in the last INDEX_DELAY seconds in one batch, in the worker."""
+        if not self._index_scheduled:
+            self._index_scheduled = True
+            self.loop.call_later(INDEX_DELAY, self._index_batch)
+
+    def _index_batch(self) -> None:
+        self._index_scheduled = False
+        future = self.loop.run_in_executor(self._indexer, self.store.index_pending)
+        future.add_done_callback(_log_index_error)
 
     async def _close_idle(self) -> None:
         timeout = self.config.smtp.idle_timeout
@@ -178,6 +206,11 @@ class SinkServer:
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
+        try:
+            await self.loop.run_in_executor(self._indexer, self.store.close)  # index what is pending
+        except Exception:  # the .eml files are safe; the next start rescans them
+            log.exception("indexing at shutdown failed")
+        self._indexer.shutdown(wait=False)
         log.info("smtp-sink stopped")
 
 

@@ -8,20 +8,52 @@ recipient) followed by exactly what the client sent, dot-stuffing undone.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
+import logging
 import os
 import re
-from collections.abc import Iterator
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import __version__
 from .ids import is_id, new_id
+from .index import Index, Page, id_floor
+from .message import Summary, detail, summarize
 from .protocol import Envelope
+
+__all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
+log = logging.getLogger("smtp_sink")
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """Store event: these messages were removed (``all``: the store was emptied)."""
+
+    ids: tuple[str, ...]
+    all: bool = False
+
+
+@dataclass(frozen=True)
+class Marked:
+    """Store event: the read flag of these messages (None: all) was set to ``read``."""
+
+    ids: tuple[str, ...] | None
+    read: bool
+
+
+StoreEvent = Summary | Deleted | Marked
+T = TypeVar("T")
 
 
 class StoreError(OSError):
@@ -65,10 +97,20 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
 class Store:
     """A folder of ``.eml`` files. Safe for several processes: writes are atomic renames."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = False, max_messages: int = 0, max_age: float = 0.0,
+    ) -> None:
         self.path = Path(path)
         self.tmp = self.path / "tmp"
         self.fsync = fsync
+        self.max_messages = max_messages  # retention: keep at most this many (0: no limit)
+        self.max_age = max_age  # retention: seconds a message is kept (0: forever)
+        self._index: Index | None = None
+        self._index_lock = threading.RLock()
+        self._pending: deque[tuple[str, int]] = deque()  # saved, not yet indexed (see index_pending)
+        self._subscribers: list[Callable[[StoreEvent], None]] = []
+        self._scanned_mtime = -1
+        self._scanned_at = 0.0
 
     def open(self) -> None:
         """Create the folders and remove temporary files left by a process that died."""
@@ -109,7 +151,9 @@ class Store:
             except OSError:
                 pass
             raise StoreError(exc.errno, f"cannot write {final}: {exc.strerror}") from exc
-        return StoredMessage(message_id, final, len(header) + len(data))
+        size = len(header) + len(data)
+        self._pending.append((message_id, size))  # indexed later, off the reply path
+        return StoredMessage(message_id, final, size)
 
     def ids(self) -> list[str]:
         """All message ids, oldest first."""
@@ -141,17 +185,238 @@ class Store:
         except FileNotFoundError:
             raise KeyError(message_id) from None
 
-    def delete(self, message_id: str) -> bool:
-        """Remove one message; False when it was not there."""
-        try:
-            os.unlink(self.file(message_id))
-        except (KeyError, FileNotFoundError):
-            return False
-        return True
+    def delete(self, ids: str | Iterable[str]) -> int:
+        """Remove one message (an id) or several (ids) and their index rows; return how many
+        files were removed (0, falsy, when a single id was not there)."""
+        if isinstance(ids, str):
+            ids = [ids]
+        removed, listed = [], []
+        for message_id in ids:
+            if not is_id(message_id):
+                continue
+            listed.append(message_id)
+            try:
+                os.unlink(self.path / f"{message_id}.eml")
+            except FileNotFoundError:
+                continue
+            removed.append(message_id)
+        gone = set(removed) | set(self._guard(lambda: self.index.remove(listed)))
+        if gone:
+            self._notify(Deleted(tuple(sorted(gone))))
+        return len(removed)
 
     def clear(self) -> int:
         """Remove every message; return how many were removed."""
-        return sum(self.delete(message_id) for message_id in self.ids())
+        return self.delete_all()
+
+    # -- the index and its readers (smtp_sink/index.py) ----------------------------------------
+
+    @property
+    def index(self) -> Index:
+        """The SQLite index, opened (and brought up to date with the files) on first use."""
+        with self._index_lock:
+            if self._index is None:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._index = Index(self.path)
+                self.rescan()
+            return self._index
+
+    def close(self) -> None:
+        """Index what is pending and close the index (a later use opens it again)."""
+        with self._index_lock:
+            if self._pending:
+                self.index_pending()
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each new message (its :class:`Summary`, once indexed), each
+        deletion (:class:`Deleted`) and read-flag change (:class:`Marked`), in the thread that
+        indexed or deleted. Returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _notify(self, event: StoreEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken listener must not break the store
+                log.exception("store subscriber %r failed", callback)
+
+    def _guard(self, operation: Callable[[], T]) -> T:
+        """Run an index operation; a corrupt index file is rebuilt from the files and retried."""
+        try:
+            return operation()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            log.warning("index %s is damaged (%s): rebuilding it from the .eml files", self.path, exc)
+            with self._index_lock:
+                self.index.reset()
+                self.rescan()
+            return operation()
+
+    def _summarize(self, message_id: str, size: int | None = None) -> Summary | None:
+        try:
+            raw = (self.path / f"{message_id}.eml").read_bytes()
+        except OSError:  # removed meanwhile
+            return None
+        return summarize(message_id, raw, len(raw) if size is None else size)
+
+    def index_pending(self) -> list[Summary]:
+        """Index the messages this process saved since the last call (the server calls this on a
+        short timer, in batches); notify subscribers; apply retention. Returns their summaries."""
+        with self._index_lock:
+            index = self.index
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if not batch:
+                return []
+            known = self._guard(lambda: index.existing([message_id for message_id, _ in batch]))
+            summaries = []
+            for message_id, size in batch:  # one already indexed (by a rescan) is not parsed again
+                found = index.get(message_id) if message_id in known else self._summarize(message_id, size)
+                if found is not None:
+                    summaries.append(found)
+            self._guard(lambda: index.insert([s for s in summaries if s.id not in known]))
+        for summary in summaries:
+            self._notify(summary)
+        self.prune()
+        return summaries
+
+    def rescan(self) -> tuple[list[str], list[str]]:
+        """Bring the index in line with the ``.eml`` files on disk (files added or removed by
+        hand); only new files are parsed. Returns ``(added, removed)`` ids."""
+        with self._index_lock:
+            index = self.index
+            try:
+                mtime = os.stat(self.path).st_mtime_ns
+            except FileNotFoundError:
+                mtime = -1
+            known = self._guard(index.ids)  # before listing: a message indexed meanwhile is on disk
+            on_disk = set(self.ids())
+            pending = {message_id for message_id, _ in self._pending}
+            new = sorted(on_disk - known)
+            gone = sorted(known - on_disk)
+            added: list[Summary] = []
+            for chunk in range(0, len(new), 500):
+                summaries = [s for s in map(self._summarize, new[chunk:chunk + 500]) if s is not None]
+                added += self._guard(lambda summaries=summaries: index.insert(summaries))
+            removed = self._guard(lambda: index.remove(gone)) if gone else []
+            self._scanned_mtime, self._scanned_at = mtime, time.monotonic()
+        for summary in added:
+            if summary.id not in pending:  # index_pending announces this process's own saves
+                self._notify(summary)
+        if removed:
+            self._notify(Deleted(tuple(removed)))
+        if added:
+            self.prune()
+        return [s.id for s in added], removed
+
+    def refresh(self, min_interval: float = 0.2) -> None:
+        """Index pending saves, and rescan when the folder changed (at most every ``min_interval`` s)."""
+        if self._index is None:
+            self.index  # noqa: B018 - opening rescans
+            return
+        self.index_pending()
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1
+        if mtime != self._scanned_mtime and time.monotonic() - self._scanned_at >= min_interval:
+            self.rescan()
+
+    def prune(self) -> list[str]:
+        """Retention: remove the oldest messages past ``max_messages`` or older than ``max_age``."""
+        if not self.max_messages and not self.max_age:
+            return []
+        index = self.index
+        doomed: list[str] = []
+        if self.max_age:
+            doomed += self._guard(lambda: index.older_than(id_floor(time.time() - self.max_age)))
+        if self.max_messages:
+            excess = self._guard(index.counts)[0] - len(doomed) - self.max_messages
+            if excess > 0:
+                oldest = self._guard(lambda: index.oldest(len(doomed) + excess))
+                doomed = sorted(set(doomed) | set(oldest))
+        if doomed:
+            self.delete(doomed)
+        return doomed
+
+    def query(self, start: int = 0, limit: int = 50, search: str | None = None, **filters: Any) -> Page:
+        """Newest first, one page of the messages matching ``search`` (see
+        :func:`smtp_sink.index.parse_query`) and ``from_``/``to``/``subject``/``since``/``read``."""
+        self.refresh()
+        return self._guard(lambda: self.index.page(start, limit, search, **filters))
+
+    def summary(self, message_id: str) -> Summary:
+        """The summary of one message (``latest`` accepted); :class:`KeyError` if unknown."""
+        message_id = self.resolve(message_id)
+        found = self._guard(lambda: self.index.get(message_id))
+        if found is None:
+            found = self._summarize(message_id)
+            if found is None:
+                raise KeyError(message_id)
+            self._guard(lambda: self.index.insert([found]))
+        return found
+
+    def detail(self, message_id: str) -> dict[str, Any]:
+        """Mailpit's message detail (``GET /api/v1/message/{ID}``); :class:`KeyError` if unknown."""
+        message_id = self.resolve(message_id)
+        raw = self.read(message_id)
+        found = self._guard(lambda: self.index.get(message_id))
+        return detail(message_id, raw, read=bool(found and found.read))
+
+    def resolve(self, message_id: str) -> str:
+        """An id, with ``latest`` meaning the newest message; :class:`KeyError` if there is none."""
+        if message_id == "latest":
+            latest = self.latest_id()
+            if latest is None:
+                raise KeyError(message_id)
+            return latest
+        if not is_id(message_id):
+            raise KeyError(message_id)
+        return message_id
+
+    def latest_id(self) -> str | None:
+        """The id of the newest message, or None for an empty store."""
+        self.refresh()
+        return self._guard(self.index.latest_id)
+
+    def counts(self) -> tuple[int, int]:
+        """``(total, unread)``."""
+        self.refresh()
+        return self._guard(self.index.counts)
+
+    def mark_read(self, ids: Iterable[str] | None = None, read: bool = True) -> int:
+        """Set the read flag of ``ids`` (every message when None); return how many changed."""
+        self.refresh()
+        listed = None if ids is None else [self.resolve(i) if i == "latest" else i for i in ids]
+        changed = self._guard(lambda: self.index.set_read(listed, read))
+        if changed:
+            self._notify(Marked(None if listed is None else tuple(listed), read))
+        return changed
+
+    def delete_all(self) -> int:
+        """Remove every message; return how many files were removed."""
+        listed = self.ids()
+        removed = 0
+        for message_id in listed:
+            try:
+                os.unlink(self.path / f"{message_id}.eml")
+            except FileNotFoundError:
+                continue
+            removed += 1
+        self._guard(lambda: self.index.remove(set(listed) | self.index.ids()))
+        self._notify(Deleted(tuple(listed), all=True))
+        return removed
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:

@@ -1,0 +1,434 @@
+"""The store inspection commands: ``list``, ``show``, ``search``, ``wait``, ``watch``, ``clear``, ``export``.
+
+They read the store folder and its index directly, so they work with the server running or not.
+Human output is a table; ``--json`` prints the shapes documented in the README (Mailpit's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .cli import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, _add_config_options, _load
+from .index import Page
+from .message import Summary, headers, part
+from .store import Store
+
+POLL_INTERVAL = 0.1  # seconds between looks at the store in wait and watch
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class UsageError(Exception):
+    """A bad option value: printed as one line, exit status 2."""
+
+
+class NotFound(Exception):
+    """No such message or part: printed as one line, exit status 1."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the inspection subcommands to the ``smtp-sink`` parser."""
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        _add_config_options(parser)
+        parser.set_defaults(handler=lambda args: _run(handler, args))
+        return parser
+
+    def filters(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--from", dest="from_", metavar="X", help="sender (name or address) has words starting X")
+        parser.add_argument("--to", metavar="X", help="a recipient (To, Cc, Bcc or envelope) matches X")
+        parser.add_argument("--subject", metavar="X", help="subject contains words starting X")
+
+    listing = add("list", cmd_list, "list captured messages, newest first")
+    filters(listing)
+    listing.add_argument("--since", metavar="T", help="only messages since T: 10m, 2h, 1d, 2024-05-01T12:00")
+    listing.add_argument("--limit", type=int, default=50, metavar="N", help="at most N messages (default 50; 0: all)")
+    listing.add_argument("--start", type=int, default=0, metavar="N", help="skip the N newest matches (paging)")
+    listing.add_argument("--json", action="store_true", help="print JSON (Mailpit's message list shape)")
+
+    show = add("show", cmd_show, "show one message (an id, or latest)")
+    show.add_argument("id", metavar="ID|latest", help="message id, or 'latest' for the newest")
+    what = show.add_mutually_exclusive_group()
+    what.add_argument("--raw", action="store_true", help="the stored bytes, exactly")
+    what.add_argument("--headers", action="store_true", help="every header")
+    what.add_argument("--text", action="store_true", help="the text body (from the HTML when there is no text part)")
+    what.add_argument("--html", action="store_true", help="the HTML body")
+    what.add_argument("--part", metavar="N", help="the decoded content of part N (part ids as in --json)")
+    what.add_argument("--save-attachments", metavar="DIR", help="write attachments and inline parts into DIR")
+    show.add_argument("--json", action="store_true", help="print JSON (Mailpit's message shape)")
+
+    search = add("search", cmd_search, "search subject, addresses and text (from:, to:, subject: prefixes)")
+    search.add_argument("query", help='words to find, e.g. \'invoice from:billing to:bob subject:"your order"\'')
+    search.add_argument("--limit", type=int, default=50, metavar="N", help="at most N messages (default 50; 0: all)")
+    search.add_argument("--start", type=int, default=0, metavar="N", help="skip the N newest matches (paging)")
+    search.add_argument("--json", action="store_true", help="print JSON (Mailpit's message list shape)")
+
+    wait = add("wait", cmd_wait, "wait until a matching message is in the store, print its id (exit 1 on timeout)")
+    filters(wait)
+    wait.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (default 30)")
+    wait.add_argument("--new", action="store_true", help="only messages arriving after wait started")
+    wait.add_argument("--since", metavar="T", help="only messages since T (as in list)")
+    wait.add_argument("--json", action="store_true", help="print the message summary as JSON instead of its id")
+
+    watch = add("watch", cmd_watch, "print each new message as it arrives, until Ctrl-C")
+    watch.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    watch.add_argument("--json", action="store_true", help="one JSON summary per line")
+
+    clear = add("clear", cmd_clear, "delete every captured message")
+    clear.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    clear.add_argument("--json", action="store_true", help='print {"deleted": N}')
+
+    export = add("export", cmd_export, "write every message into one mbox file, oldest first")
+    export.add_argument("--mbox", required=True, metavar="FILE", help="the mbox file to write ('-': standard output)")
+    export.add_argument("--json", action="store_true", help='print {"exported": N, "file": FILE}')
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"smtp-sink: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NotFound as exc:
+        print(f"smtp-sink: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return EXIT_OK
+    except OSError as exc:
+        print(f"smtp-sink: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _store(args: argparse.Namespace) -> Store:
+    config = _load(args, {})
+    return Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age)
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """``10m``, ``2h30m``, ``1d`` (ago), an ISO date or date-time (local time), or Unix seconds."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    if _DURATION_RE.fullmatch(text) or (text and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+", text, re.I)):
+        return now - sum(float(n) * _UNITS[u.lower()] for n, u in _DURATION_RE.findall(text))
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: expected a duration (10m, 2h, 1d), a date (2024-05-01) or a date-time "
+            "(2024-05-01T12:00)"
+        ) from None
+
+
+def _json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def page_json(page: Page) -> dict[str, Any]:
+    """Mailpit's ``GET /api/v1/messages`` shape."""
+    return {
+        "total": page.total,
+        "unread": page.unread,
+        "count": len(page.messages),
+        "messages_count": page.matched,
+        "start": page.start,
+        "tags": [],
+        "messages": [m.to_json() for m in page.messages],
+    }
+
+
+def _addr(summary: Summary) -> str:
+    sender = summary.sender
+    if sender is None:
+        return summary.mail_from
+    return sender.address or sender.name
+
+
+def _fit(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _when(created: float) -> str:
+    return datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _row(summary: Summary, widths: tuple[int, int, int]) -> str:
+    to = ", ".join(a.address for a in [*summary.to, *summary.cc]) or ", ".join(summary.rcpt_to)
+    clip = f" [{summary.attachments}]" if summary.attachments else ""
+    return "  ".join([
+        summary.id, _when(summary.created),
+        _fit(_addr(summary), widths[0]).ljust(widths[0]),
+        _fit(to, widths[1]).ljust(widths[1]),
+        _fit(summary.subject + clip, widths[2]),
+    ]).rstrip()
+
+
+def _widths() -> tuple[int, int, int]:
+    columns = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 160
+    free = max(30, columns - 26 - 19 - 8)  # id, date and separators
+    return max(10, free * 3 // 10), max(10, free * 3 // 10), max(10, free * 4 // 10)
+
+
+def print_table(page: Page) -> None:
+    """The human listing: one line per message, then a count."""
+    widths = _widths()
+    if page.messages:
+        print("  ".join(["ID".ljust(26), "RECEIVED".ljust(19), "FROM".ljust(widths[0]), "TO".ljust(widths[1]),
+                         "SUBJECT"]))
+        for summary in page.messages:
+            print(_row(summary, widths))
+    shown = f"{page.start + 1}-{page.start + len(page.messages)} of " if page.messages else ""
+    counts = f", {page.unread} unread"
+    if page.matched != page.total:
+        counts = f" ({page.total} in store, {page.unread} unread)"
+    print(f"{shown}{page.matched} message{'s' if page.matched != 1 else ''}{counts}")
+
+
+def _limit(value: int) -> int:
+    if value < 0:
+        raise UsageError(f"--limit {value}: must be 0 (all) or more")
+    return value or 2**62
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    since = parse_time(args.since) if args.since else None
+    store = _store(args)
+    page = store.query(max(0, args.start), _limit(args.limit), None,
+                       from_=args.from_, to=args.to, subject=args.subject, since=since)
+    _json(page_json(page)) if args.json else print_table(page)
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    page = _store(args).query(max(0, args.start), _limit(args.limit), args.query)
+    _json(page_json(page)) if args.json else print_table(page)
+    return EXIT_OK
+
+
+def _resolve(store: Store, ref: str) -> str:
+    try:
+        message_id = store.resolve(ref)
+        store.file(message_id)
+    except KeyError:
+        where = store.path
+        if ref == "latest":
+            raise NotFound(f"no messages in {where}") from None
+        raise NotFound(f"no message {ref!r} in {where}") from None
+    return message_id
+
+
+def _write_bytes(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _safe_name(name: str, part_id: str, content_type: str) -> str:
+    """A file name that stays inside the target folder."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "").strip().lstrip(".")
+    if not name:
+        name = f"part-{part_id}{mimetypes.guess_extension(content_type) or '.bin'}"
+    return name
+
+
+def _save_attachments(raw: bytes, detail: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for entry in [*detail["Attachments"], *detail["Inline"]]:
+        _, _, data = part(raw, entry["PartID"])
+        name = _safe_name(entry["FileName"], entry["PartID"], entry["ContentType"])
+        target, stem, suffix, n = folder / name, Path(name).stem, Path(name).suffix, 1
+        while target.exists():
+            target, n = folder / f"{stem}-{n}{suffix}", n + 1
+        target.write_bytes(data)
+        saved.append({**entry, "Path": str(target)})
+    return saved
+
+
+def _print_message(detail: dict[str, Any]) -> None:
+    def names(items: list[dict[str, str]]) -> str:
+        return ", ".join(f"{a['Name']} <{a['Address']}>" if a["Name"] else a["Address"] for a in items)
+
+    sender = detail["From"]
+    lines = [
+        ("ID", detail["ID"]),
+        ("From", names([sender]) if sender else ""),
+        ("To", names(detail["To"])),
+        ("Cc", names(detail["Cc"])),
+        ("Bcc", names(detail["Bcc"])),
+        ("Reply-To", names(detail["ReplyTo"])),
+        ("Subject", detail["Subject"]),
+        ("Date", detail["Date"]),
+        ("Envelope", f"from <{detail['MailFrom']}> to " + ", ".join(f"<{r}>" for r in detail["RcptTo"])),
+        ("Size", f"{detail['Size']} bytes"),
+    ]
+    for label, value in lines:
+        if value:
+            print(f"{label + ':':<10} {value}")
+    for entry in [*detail["Attachments"], *detail["Inline"]]:
+        kind = "Inline" if entry in detail["Inline"] else "Attached"
+        print(f"{kind + ':':<10} part {entry['PartID']}: {entry['FileName'] or '(no name)'} "
+              f"({entry['ContentType']}, {entry['Size']} bytes)")
+    print()
+    text = detail["Text"]
+    print(text if text.endswith("\n") or not text else text + "\n", end="")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    message_id = _resolve(store, args.id)
+    raw = store.read(message_id)
+    if args.raw:
+        _write_bytes(raw)
+        return EXIT_OK
+    if args.headers:
+        found = headers(raw)
+        if args.json:
+            _json(found)
+        else:
+            for name, values in found.items():
+                for value in values:
+                    print(f"{name}: {value}")
+        return EXIT_OK
+    if args.part is not None:
+        try:
+            _, _, data = part(raw, args.part)
+        except KeyError:
+            raise NotFound(f"message {message_id} has no part {args.part!r}") from None
+        _write_bytes(data)
+        return EXIT_OK
+    detail = store.detail(message_id)
+    store.mark_read([message_id])
+    detail["Read"] = True
+    if args.save_attachments is not None:
+        saved = _save_attachments(raw, detail, Path(args.save_attachments))
+        if args.json:
+            _json(saved)
+        else:
+            for entry in saved:
+                print(entry["Path"])
+        return EXIT_OK
+    if args.text or args.html:
+        body = detail["Text" if args.text else "HTML"]
+        if args.html and not body:
+            raise NotFound(f"message {message_id} has no HTML part")
+        if args.json:
+            _json({"ID": message_id, "Text" if args.text else "HTML": body})
+        else:
+            print(body if body.endswith("\n") or not body else body + "\n", end="")
+        return EXIT_OK
+    _json(detail) if args.json else _print_message(detail)
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    started = time.time()
+    since = started if args.new else (parse_time(args.since) if args.since else None)
+    store = _store(args)
+    deadline = time.monotonic() + max(0.0, args.timeout)
+    while True:
+        page = store.query(0, 1, None, from_=args.from_, to=args.to, subject=args.subject, since=since)
+        if page.messages:
+            found = page.messages[0]
+            _json(found.to_json()) if args.json else print(found.id)
+            return EXIT_OK
+        if time.monotonic() >= deadline:
+            wanted = " ".join(f"--{k} {v}" for k, v in (("from", args.from_), ("to", args.to),
+                                                          ("subject", args.subject)) if v)
+            print(f"smtp-sink: no message{' matching ' + wanted if wanted else ''} within {args.timeout:g} s",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
+        time.sleep(POLL_INTERVAL)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    store = _store(args)
+    last = store.latest_id() or ""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    widths = _widths()
+    if not args.json:
+        print(f"watching {store.path} (Ctrl-C to stop)", file=sys.stderr)
+    while deadline is None or time.monotonic() < deadline:
+        page = store.query(0, 1000, None, after=last)
+        for summary in reversed(page.messages):  # oldest first
+            print(json.dumps(summary.to_json(), ensure_ascii=False) if args.json else _row(summary, widths), flush=True)
+            last = max(last, summary.id)
+        time.sleep(POLL_INTERVAL)
+    return EXIT_OK
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    store = _store(args)
+    count = len(store.ids())
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            print(f"smtp-sink: not deleting {count} message{'s' if count != 1 else ''} in {store.path} without "
+                  "confirmation: run it in a terminal, or pass --yes", file=sys.stderr)
+            return EXIT_RUNTIME
+        answer = input(f"Delete all {count} messages in {store.path}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return EXIT_RUNTIME
+    deleted = store.delete_all()
+    _json({"deleted": deleted}) if args.json else print(f"deleted {deleted} message{'s' if deleted != 1 else ''}")
+    return EXIT_OK
+
+
+_FROM_LINE_RE = re.compile(rb"^(>*From )", re.MULTILINE)
+
+
+def mbox_entry(summary_from: str, created: float, raw: bytes) -> bytes:
+    """One mboxrd entry: ``From `` separator line, body with ``>*From `` lines quoted, blank line."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(created))
+    body = raw.replace(b"\r\n", b"\n")
+    body = _FROM_LINE_RE.sub(rb">\1", body)
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    return f"From {summary_from or 'MAILER-DAEMON'} {stamp}\n".encode() + body + b"\n"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = _store(args)
+    ids = store.ids()
+    to_stdout = args.mbox == "-"
+    out = sys.stdout.buffer if to_stdout else open(args.mbox, "wb")  # noqa: SIM115 - closed below
+    exported = 0
+    try:
+        for message_id in ids:
+            try:
+                raw = store.read(message_id)
+                summary = store.summary(message_id)
+            except KeyError:  # deleted meanwhile
+                continue
+            out.write(mbox_entry(summary.mail_from, summary.created, raw))
+            exported += 1
+    finally:
+        if to_stdout:
+            out.flush()
+        else:
+            out.close()
+    report = {"exported": exported, "file": args.mbox}
+    if args.json and not to_stdout:
+        _json(report)
+    else:
+        print(f"exported {exported} message{'s' if exported != 1 else ''} to {args.mbox}", file=sys.stderr)
+    return EXIT_OK
+
+
+__all__ = ["mbox_entry", "page_json", "parse_time", "register"]

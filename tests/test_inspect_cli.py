@@ -1,0 +1,239 @@
+"""The inspection commands as a user runs them: real processes on a real store, server running or not."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from conftest import make_config
+
+from smtp_sink.server import ServerThread, SinkServer
+
+
+def run(store: Path, *args: str, timeout: float = 30, stdin: int | None = subprocess.DEVNULL
+        ) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "smtp_sink", *args, "--store", str(store)],
+        capture_output=True, timeout=timeout, stdin=stdin,
+    )
+
+
+def out(result: subprocess.CompletedProcess[bytes]) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def send(server: SinkServer, subject: str, to: str = "bob@example.test", *, attach: bool = False,
+         bcc: str | None = None) -> None:
+    msg = EmailMessage()
+    msg["From"] = "App <app@example.test>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content(f"Text of {subject}.\n")
+    if attach:
+        msg.add_alternative(f"<p>HTML of <b>{subject}</b></p>", subtype="html")
+        msg.add_attachment(b"col1,col2\n1,2\n", maintype="text", subtype="csv", filename="../../evil/data.csv")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+        smtp.send_message(msg, to_addrs=[to] + ([bcc] if bcc else []))
+
+
+@pytest.fixture
+def filled(server: SinkServer) -> SinkServer:
+    send(server, "Welcome Alice", "alice@example.test")
+    send(server, "Invoice 42", "bob@example.test", attach=True, bcc="audit@example.test")
+    send(server, "Reset your password", "carol@example.test")
+    return server
+
+
+def test_list_table_and_json(filled: SinkServer) -> None:
+    store = filled.store.path
+    table = out(run(store, "list"))
+    lines = table.splitlines()
+    assert lines[0].split()[:5] == ["ID", "RECEIVED", "FROM", "TO", "SUBJECT"]
+    assert "Reset your password" in lines[1] and "Welcome Alice" in lines[3]
+    assert "Invoice 42 [1]" in lines[2]  # attachment count
+    assert lines[-1] == "1-3 of 3 messages, 3 unread"
+    data = json.loads(out(run(store, "list", "--json")))
+    assert set(data) == {"total", "unread", "count", "messages_count", "start", "tags", "messages"}
+    assert (data["total"], data["count"], data["messages_count"]) == (3, 3, 3)
+    first = data["messages"][0]
+    assert first["Subject"] == "Reset your password" and first["From"] == {"Name": "App", "Address": "app@example.test"}
+    assert first["ID"] == filled.store.ids()[-1]
+    invoice = data["messages"][1]
+    assert invoice["Bcc"] == [{"Name": "", "Address": "audit@example.test"}] and invoice["Attachments"] == 1
+
+
+def test_list_filters(filled: SinkServer) -> None:
+    store = filled.store.path
+
+    def subjects(*args: str) -> list[str]:
+        return [m["Subject"] for m in json.loads(out(run(store, "list", "--json", *args)))["messages"]]
+
+    assert subjects("--to", "alice@example.test") == ["Welcome Alice"]
+    assert subjects("--to", "audit") == ["Invoice 42"]  # an envelope-only (Bcc) recipient
+    assert subjects("--from", "app", "--subject", "invoice") == ["Invoice 42"]
+    assert subjects("--limit", "2") == ["Reset your password", "Invoice 42"]
+    assert subjects("--since", "10m") == ["Reset your password", "Invoice 42", "Welcome Alice"]
+    assert subjects("--since", "2999-01-01") == []
+    bad = run(store, "list", "--since", "yesterday-ish")
+    assert bad.returncode == 2 and bad.stderr.decode().count("\n") == 1 and "--since" in bad.stderr.decode()
+    assert out(run(store, "list", "--to", "nobody")).strip() == "0 messages (3 in store, 3 unread)"
+
+
+def test_search(filled: SinkServer) -> None:
+    store = filled.store.path
+    data = json.loads(out(run(store, "search", "password", "--json")))
+    assert [m["Subject"] for m in data["messages"]] == ["Reset your password"]
+    assert data["messages_count"] == 1 and data["total"] == 3
+    assert "Invoice 42" in out(run(store, "search", "to:bob subject:invoice"))
+    assert json.loads(out(run(store, "search", "text of welcome", "--json")))["count"] == 1  # body words
+
+
+def test_show_views(filled: SinkServer, tmp_path: Path) -> None:
+    store = filled.store.path
+    invoice_id = filled.store.ids()[1]
+    human = out(run(store, "show", invoice_id))
+    assert "Subject:   Invoice 42" in human and "Bcc:       audit@example.test" in human
+    assert "Attached:  part 2: ../../evil/data.csv (text/csv" in human or "data.csv" in human
+    assert human.rstrip().endswith("Text of Invoice 42.")
+    detail = json.loads(out(run(store, "show", invoice_id, "--json")))
+    assert detail["ID"] == invoice_id and detail["Read"] is True
+    assert detail["Attachments"][0]["PartID"] == "2" and detail["Attachments"][0]["ContentType"] == "text/csv"
+    assert detail["HTML"] == "<p>HTML of <b>Invoice 42</b></p>\n"
+    assert detail["ReturnPath"] == "app@example.test"
+    raw = run(store, "show", invoice_id, "--raw")
+    assert raw.returncode == 0 and raw.stdout == (store / f"{invoice_id}.eml").read_bytes()
+    headers = json.loads(out(run(store, "show", invoice_id, "--headers", "--json")))
+    assert headers["Subject"] == ["Invoice 42"] and len(headers["X-Original-To"]) == 2
+    assert "X-Original-To: audit@example.test" in out(run(store, "show", invoice_id, "--headers"))
+    assert out(run(store, "show", invoice_id, "--text")) == "Text of Invoice 42.\n"
+    assert out(run(store, "show", invoice_id, "--html")) == "<p>HTML of <b>Invoice 42</b></p>\n"
+    assert run(store, "show", invoice_id, "--part", "2").stdout == b"col1,col2\n1,2\n"
+    saved = json.loads(out(run(store, "show", invoice_id, "--save-attachments", str(tmp_path / "att"), "--json")))
+    assert [Path(s["Path"]).name for s in saved] == ["data.csv"]  # the path in the name is dropped
+    assert (tmp_path / "att" / "data.csv").read_bytes() == b"col1,col2\n1,2\n"
+    latest = json.loads(out(run(store, "show", "latest", "--json")))
+    assert latest["Subject"] == "Reset your password"
+    no_html = run(store, "show", "latest", "--html")
+    assert no_html.returncode == 1 and "no HTML part" in no_html.stderr.decode()
+    unknown = (["show", "01HZZZZZZZZZZZZZZZZZZZZZZZ"], ["show", "../../etc/passwd"],
+               ["show", invoice_id, "--part", "7"])
+    for args in unknown:
+        failed = run(store, *args)
+        assert failed.returncode == 1 and failed.stderr.decode().startswith("smtp-sink: ")
+        assert "Traceback" not in failed.stderr.decode()
+    # show marked what it displayed as read
+    assert json.loads(out(run(store, "list", "--json")))["unread"] == 1
+
+
+def test_wait_for_a_message_sent_from_another_thread(server: SinkServer) -> None:
+    store = server.store.path
+    send(server, "old news", "x@y.test")
+    sender = threading.Timer(0.8, send, (server, "your code is 123456", "x@y.test"))
+    started = time.monotonic()
+    sender.start()
+    try:
+        result = run(store, "wait", "--to", "x@y.test", "--new", "--timeout", "10")
+    finally:
+        sender.join()
+    waited = time.monotonic() - started
+    message_id = out(result).strip()
+    assert waited >= 0.8
+    assert message_id == server.store.ids()[-1]
+    assert json.loads(out(run(store, "show", message_id, "--json")))["Subject"] == "your code is 123456"
+    # without --new an existing match counts (the mail may have arrived before wait started)
+    existing = json.loads(out(run(store, "wait", "--to", "x@y.test", "--subject", "old", "--json")))
+    assert existing["Subject"] == "old news"
+
+
+def test_wait_times_out_with_exit_1(server: SinkServer) -> None:
+    started = time.monotonic()
+    result = run(server.store.path, "wait", "--to", "nobody@example.test", "--timeout", "0.5")
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode() == "smtp-sink: no message matching --to nobody@example.test within 0.5 s\n"
+    assert 0.5 <= time.monotonic() - started < 10
+
+
+def test_watch_prints_each_new_message(server: SinkServer) -> None:
+    send(server, "before watch")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smtp_sink", "watch", "--json", "--timeout", "6", "--store", str(server.store.path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # let it start and note the newest message
+        send(server, "first live")
+        send(server, "second live")
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [json.loads(line)["Subject"] for line in lines] == ["first live", "second live"]
+
+
+def test_watch_human_output_and_timeout(server: SinkServer) -> None:
+    threading.Timer(0.8, send, (server, "watched subject")).start()
+    result = run(server.store.path, "watch", "--timeout", "2.5")
+    assert "watched subject" in out(result) and "watching" in result.stderr.decode()
+
+
+def test_clear_asks_refuses_without_stdin_and_deletes_with_yes(filled: SinkServer) -> None:
+    store = filled.store.path
+    refused = run(store, "clear")
+    assert refused.returncode == 1
+    assert refused.stderr.decode() == (
+        f"smtp-sink: not deleting 3 messages in {store} without confirmation: run it in a terminal, or pass --yes\n"
+    )
+    assert len(filled.store.ids()) == 3
+    assert json.loads(out(run(store, "clear", "--yes", "--json"))) == {"deleted": 3}
+    assert filled.store.ids() == []
+    assert json.loads(out(run(store, "list", "--json")))["total"] == 0
+    assert out(run(store, "clear", "--yes")) == "deleted 0 messages\n"
+
+
+def test_export_mbox(filled: SinkServer, tmp_path: Path) -> None:
+    store = filled.store.path
+    target = tmp_path / "all.mbox"
+    send(filled, "From the start", "bob@example.test")  # a subject starting with "From "
+    result = run(store, "export", "--mbox", str(target), "--json")
+    assert json.loads(out(result)) == {"exported": 4, "file": str(target)}
+    box = mailbox.mbox(target)
+    assert [m["Subject"] for m in box] == ["Welcome Alice", "Invoice 42", "Reset your password", "From the start"]
+    assert box[1].get_from().startswith("app@example.test ")
+    stdout = run(store, "export", "--mbox", "-")
+    assert stdout.stdout.count(b"\nFrom app@example.test ") == 3 and stdout.stdout.startswith(b"From ")
+
+
+def test_commands_work_without_the_server_and_take_config(tmp_path: Path) -> None:
+    thread = ServerThread(make_config(tmp_path / "mail"))
+    server = thread.start()
+    send(server, "written while running")
+    thread.stop()
+    store = server.store.path
+    config = tmp_path / "sink.toml"
+    config.write_text(f'[store]\npath = "{store}"\n')
+    # --config names the store; no --store given
+    result = subprocess.run([sys.executable, "-m", "smtp_sink", "list", "--json", "--config", str(config)],
+                            capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert [m["Subject"] for m in json.loads(out(result))["messages"]] == ["written while running"]
+    bad = subprocess.run([sys.executable, "-m", "smtp_sink", "list", "--config", str(tmp_path / "missing.toml")],
+                         capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and "missing.toml" in bad.stderr.decode()
+
+
+def test_commands_on_a_store_no_server_ever_wrote(tmp_path: Path) -> None:
+    store = tmp_path / "mail"
+    store.mkdir()
+    (store / "01HZZZZZZZZZZZZZZZZZZZZZZZ.eml").write_bytes(b"From: a@b.test\r\nSubject: by hand\r\n\r\nhello\r\n")
+    assert "by hand" in out(run(store, "list"))
+    assert out(run(store, "show", "latest", "--text")) == "hello\n"
+    (store / "index.sqlite").unlink()
+    assert json.loads(out(run(store, "search", "hello", "--json")))["count"] == 1

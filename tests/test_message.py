@@ -1,0 +1,144 @@
+"""Parsing stored messages for display: summaries, details, part ids, headers (smtp_sink/message.py)."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from smtp_sink import message
+from smtp_sink.ids import id_time, new_id
+
+TRACE = (
+    b"Return-Path: <sender@example.test>\r\n"
+    b"Received: from client ([127.0.0.1])\r\n\tby sink (smtp-sink) with ESMTP id X;\r\n"
+    b"\tMon, 1 Jan 2024 00:00:00 +0000\r\n"
+    b"X-Original-To: bob@example.test\r\n"
+    b"X-Original-To: hidden@example.test\r\n"
+)
+
+
+def rich_message() -> bytes:
+    """text + (html + related image) + pdf attachment, with encoded subject and names."""
+    msg = EmailMessage()
+    msg["From"] = "Alïce <alice@example.test>"
+    msg["To"] = "bob@example.test, Carol <carol@example.test>"
+    msg["Cc"] = "dave@example.test"
+    msg["Reply-To"] = "replies@example.test"
+    msg["Subject"] = "Héllo wörld"
+    msg["Message-ID"] = "<m1@example.test>"
+    msg["Date"] = "Tue, 02 Jan 2024 10:20:30 +0100"
+    msg.set_content("Hello   world,\n\nthis is the text part.\n")
+    msg.add_alternative("<p>Hello <b>HTML</b></p><img src='cid:logo'>", subtype="html")
+    msg.get_payload()[1].add_related(b"\x89PNG fake", "image", "png", cid="<logo>")
+    msg.add_attachment(b"%PDF-1.4 report", maintype="application", subtype="pdf", filename="réport.pdf")
+    return TRACE + msg.as_bytes()
+
+
+def test_summary_fields_and_mailpit_json() -> None:
+    message_id = new_id()
+    raw = rich_message()
+    summary = message.summarize(message_id, raw, len(raw))
+    data = summary.to_json()
+    assert list(data)[:15] == ["ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject",
+                               "Created", "Tags", "Size", "Attachments", "Snippet", "MailFrom"]
+    assert data["ID"] == message_id
+    assert data["MessageID"] == "m1@example.test"
+    assert data["From"] == {"Name": "Alïce", "Address": "alice@example.test"}
+    assert data["To"] == [
+        {"Name": "", "Address": "bob@example.test"}, {"Name": "Carol", "Address": "carol@example.test"}
+    ]
+    assert data["Cc"] == [{"Name": "", "Address": "dave@example.test"}]
+    # the envelope recipient named in neither To nor Cc is a Bcc recipient
+    assert data["Bcc"] == [{"Name": "", "Address": "hidden@example.test"}]
+    assert data["ReplyTo"] == [{"Name": "", "Address": "replies@example.test"}]
+    assert data["Subject"] == "Héllo wörld"
+    assert data["Size"] == len(raw)
+    assert data["Attachments"] == 1
+    assert data["Snippet"] == "Hello world, this is the text part."
+    assert data["Read"] is False and data["Tags"] == []
+    assert data["MailFrom"] == "sender@example.test"
+    assert data["RcptTo"] == ["bob@example.test", "hidden@example.test"]
+    assert data["Created"].endswith("Z") and data["Created"] == message.rfc3339(id_time(message_id))
+    assert message.Summary.from_json(data).to_json() == data
+
+
+def test_detail_parts_numbered_like_mailpit() -> None:
+    raw = rich_message()
+    detail = message.detail("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw)
+    assert detail["Text"].startswith("Hello   world")
+    assert "<b>HTML</b>" in detail["HTML"]
+    assert detail["ReturnPath"] == "sender@example.test"
+    assert detail["Date"] == "2024-01-02T10:20:30+01:00"
+    # multipart/mixed -> 1: multipart/alternative (1.1 text, 1.2 related (1.2.1 html, 1.2.2 png)), 2: pdf
+    assert detail["Attachments"] == [
+        {"PartID": "2", "FileName": "réport.pdf", "ContentType": "application/pdf", "ContentID": "", "Size": 15}
+    ]
+    assert detail["Inline"] == [
+        {"PartID": "1.2.2", "FileName": "", "ContentType": "image/png", "ContentID": "logo", "Size": 9}
+    ]
+    assert message.part(raw, "2") == ("application/pdf", "réport.pdf", b"%PDF-1.4 report")
+    assert message.part(raw, "1.2.2")[2] == b"\x89PNG fake"
+    assert message.part(raw, "1.1")[0] == "text/plain"
+    try:
+        message.part(raw, "9")
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("part 9 exists?")
+
+
+def test_html_only_message_gets_text_and_snippet_from_html() -> None:
+    raw = TRACE + (
+        b"From: a@example.test\r\nTo: bob@example.test\r\nSubject: h\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<html><head><style>p {color: red}</style></head><body><p>Caf&eacute; <i>time</i></p>"
+        b"<script>alert(1)</script></body></html>\r\n"
+    )
+    summary = message.summarize(new_id(), raw)
+    assert summary.snippet == "Café time"
+    detail = message.detail(new_id(), raw)
+    assert detail["HTML"].startswith("<html>")
+    assert "alert" not in detail["Text"] and "Café" in detail["Text"]
+
+
+def test_snippet_is_cut_and_collapsed() -> None:
+    raw = b"Subject: long\r\n\r\n" + b"word  \r\n" * 200
+    summary = message.summarize(new_id(), raw)
+    assert message.SNIPPET_LENGTH <= len(summary.snippet) <= message.SNIPPET_LENGTH + 3
+    assert summary.snippet.endswith("...")
+    assert "  " not in summary.snippet
+
+
+def test_message_without_trace_headers_or_from() -> None:
+    raw = b"Subject: dropped by hand\r\n\r\nhi\r\n"
+    data = message.summarize(new_id(), raw).to_json()
+    assert data["From"] is None and data["MailFrom"] == "" and data["Bcc"] == [] and data["To"] == []
+    assert message.detail(new_id(), raw)["Attachments"] == []
+    assert message.part(raw, "0") == ("text/plain", "", b"hi\r\n")
+
+
+def test_headers_unfolded_in_order_not_decoded() -> None:
+    raw = rich_message()
+    found = message.headers(raw)
+    assert found["X-Original-To"] == ["bob@example.test", "hidden@example.test"]
+    assert found["Received"][0].startswith("from client ([127.0.0.1]) by sink")
+    assert "\n" not in found["Received"][0]
+    assert found["Subject"][0].startswith("=?utf-8?")  # as stored, not decoded
+    assert list(found)[:3] == ["Return-Path", "Received", "X-Original-To"]
+
+
+def test_eight_bit_headers_and_bad_charset_do_not_crash() -> None:
+    raw = ("From: Jörg <jörg@exämple.test>\r\nTo: bob@example.test\r\nSubject: grüße\r\n"
+           "Content-Type: text/plain; charset=x-unknown\r\n\r\nkörper\r\n").encode()
+    summary = message.summarize(new_id(), raw)
+    assert summary.subject == "grüße"
+    assert summary.sender is not None and summary.sender.address == "jörg@exämple.test"
+    assert summary.snippet == "körper"
+
+
+def test_eight_bit_envelope_is_indexed(tmp_path) -> None:
+    from smtp_sink.store import Store
+
+    raw = "Return-Path: <jörg@exämple.test>\r\nX-Original-To: bö@exämple.test\r\nSubject: x\r\n\r\nhi\r\n".encode()
+    summary = message.summarize(new_id(), raw)
+    assert summary.mail_from == "jörg@exämple.test" and summary.rcpt_to == ["bö@exämple.test"]
+    (tmp_path / f"{summary.id}.eml").write_bytes(raw)
+    assert Store(tmp_path).query(0, 5, "to:bö").messages[0].mail_from == "jörg@exämple.test"
