@@ -39,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="SMTP port (default 2525; 0 picks a free one)")
     serve.add_argument("--hostname", help="name the server gives itself in replies and Received headers")
     serve.add_argument("--no-http", action="store_true", help="do not start the web page and HTTP API")
-    serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto: uvloop if installed)")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity (debug shows every command and reply)")
+    serve.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto: uvloop if installed)"
+    )
+    serve.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"),
+        help="log verbosity (debug shows every command and reply)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="same as --log-level debug")
 
     from .inspect_cli import register as register_inspect  # list, show, search, wait, watch, clear, export

@@ -118,10 +118,8 @@ class Store:
         for entry in os.scandir(self.tmp):
             pid = entry.name.rsplit(".", 2)[-2] if entry.name.endswith(_TMP_SUFFIX) else ""
             if pid.isdigit() and not _alive(int(pid)):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
 
     def save(self, envelope: Envelope, data: bytes, hostname: str) -> StoredMessage:
         """Write one message atomically and return where it is. Raises :class:`StoreError`."""
@@ -146,10 +144,8 @@ class Store:
                 os.close(fd)
             os.replace(tmp, final)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise StoreError(exc.errno, f"cannot write {final}: {exc.strerror}") from exc
         size = len(header) + len(data)
         self._pending.append((message_id, size))  # indexed later, off the reply path
