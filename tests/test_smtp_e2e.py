@@ -13,6 +13,7 @@ from email.message import EmailMessage
 import pytest
 from smtp_wire import Wire, connect
 
+import smtp_sink
 from smtp_sink.ids import is_id
 from smtp_sink.server import ServerThread, SinkServer
 
@@ -182,14 +183,15 @@ def test_trace_headers(server: SinkServer) -> None:
         for command in ("HELO old.test", "MAIL FROM:<>", "RCPT TO:<Postmaster>", "DATA"):
             wire.cmd(command)
         wire.send(b"Subject: bounce\r\n\r\nx\r\n.\r\n")
-        code, lines = wire.reply()
+        _, lines = wire.reply()
     message_id = queued_id(lines[0])
     raw = server.store.read(message_id).decode()
     head = raw.split("Subject: bounce")[0]
     lines = head.split("\r\n")
     assert lines[0] == "Return-Path: <>"
     assert lines[1] == "Received: from old.test ([127.0.0.1])"
-    assert lines[2] == f"\tby smtp-sink.localhost (smtp-sink {__import__('smtp_sink').__version__}) with SMTP id {message_id}"
+    version = smtp_sink.__version__
+    assert lines[2] == f"\tby smtp-sink.localhost (smtp-sink {version}) with SMTP id {message_id}"
     assert lines[3] == "\tfor <Postmaster>;"
     assert lines[4].startswith("\t") and email.utils.parsedate_to_datetime(lines[4].strip())
     assert lines[5] == "X-Original-To: Postmaster"
