@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from smtp_sink.clients.smtp_client import SMTPClientError, send_message
+
 from smtp_sink.server import SinkServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,7 +237,8 @@ def test_exit_4_connection_failure() -> None:
         (["--to", "a@b.test", "--attach", "/nonexistent/file.pdf"],
          "smtp-send: cannot read --attach file '/nonexistent/file.pdf': No such file or directory"),
         (["--to", "a@b.test", "--header", "no colon"], "smtp-send: bad --header 'no colon': expected 'Name: value'"),
-        (["--server", "host:notaport", "--to", "a@b.test"], "smtp-send: bad --server 'host:notaport': expected HOST[:PORT]"),
+        (["--server", "host:notaport", "--to", "a@b.test"],
+         "smtp-send: bad --server 'host:notaport': expected HOST[:PORT]"),
         ([], "smtp-send: no recipients: give --to (or --cc/--bcc)"),
     ],
 )
@@ -284,7 +285,7 @@ def test_against_aiosmtpd(tmp_path: Path) -> None:
     received = []
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        async def handle_DATA(self, server, session, envelope):
             received.append((envelope.mail_from, envelope.rcpt_tos, envelope.content))
             return "250 OK stored by aiosmtpd"
 
