@@ -304,3 +304,75 @@ def test_against_aiosmtpd(tmp_path: Path) -> None:
     ((mail_from, rcpt_tos, content),) = received
     assert mail_from == "a@example.test" and rcpt_tos == ["b@example.test", "c@example.test"]
     assert content.endswith(b"\r\n\r\n.dot\r\nline\r\n")
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 (cryptography)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_starttls_then_auth_against_aiosmtpd(tmp_path: Path, mechanism: str) -> None:
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    logins, received = [], []
+
+    def authenticator(server, session, envelope, used, data):
+        logins.append((used, data.login, data.password, session.ssl is not None))
+        return AuthResult(success=data.login == b"ann" and data.password == b"s3cret", handled=False)
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.content)
+            return "250 OK"
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, authenticator=authenticator, auth_require_tls=True,
+                            auth_exclude_mechanism=["PLAIN"] if mechanism == "LOGIN" else [])
+    controller.start()
+    try:
+        ok = smtp_send("-v", "--server", f"127.0.0.1:{port}", "--starttls", "--insecure", "--user", "ann",
+                       "--password", "s3cret", "--to", "b@example.test", "--body", "secret mail")
+        bad = smtp_send("--server", f"127.0.0.1:{port}", "--starttls", "--insecure", "--user", "ann",
+                        "--password", "wrong", "--to", "b@example.test")
+        untrusted = smtp_send("--server", f"127.0.0.1:{port}", "--starttls", "--to", "b@example.test")
+    finally:
+        controller.stop()
+    assert ok.returncode == 0, ok.stderr
+    assert logins[0] == (mechanism, b"ann", b"s3cret", True)  # over TLS
+    assert "s3cret" not in ok.stdout and "****" in ok.stdout  # credentials masked in the transcript
+    assert len(received) == 1 and received[0].endswith(b"secret mail\r\n")
+    assert bad.returncode == 5 and "authentication failed: 535" in bad.stderr
+    assert untrusted.returncode == 4 and "TLS handshake failed" in untrusted.stderr
