@@ -58,6 +58,21 @@ class StoreConfig:
     fsync: bool = False
     max_messages: int = _opt(0, low=0)
     max_age: float = _opt(0.0, low=0)
+    min_free_space: int = _opt(10485760, low=0)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``[policy]``: which recipients are accepted, forwarded, refused; VRFY and EXPN answers."""
+
+    mailboxes: tuple[str, ...] = field(default_factory=tuple)
+    domains: tuple[str, ...] = field(default_factory=tuple)
+    unknown: str = _opt("accept", choices=("accept", "550", "553"))
+    forbidden: tuple[str, ...] = field(default_factory=tuple)
+    forwards: dict[str, str] = field(default_factory=dict)
+    moved: dict[str, str] = field(default_factory=dict)
+    lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    expn: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,7 @@ class Config:
 
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="(defaults)", compare=False)
@@ -102,9 +118,19 @@ def _keys(section: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
     return {f.name: (hints[f.name], f.metadata) for f in dataclasses.fields(section)}
 
 
-def _check(value: Any, kind: type, meta: Mapping[str, Any], where: str) -> Any:
+def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
     """Validate one value against its field's type and range; return it converted."""
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    origin = typing.get_origin(kind)
+    if origin is tuple:  # a TOML array of strings
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin is dict:  # a TOML table of string keys
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        item_kind = typing.get_args(kind)[1]
+        return {key: _check(item, item_kind, {}, f'{where}."{key}"') for key, item in value.items()}
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
@@ -126,8 +152,12 @@ def _check(value: Any, kind: type, meta: Mapping[str, Any], where: str) -> Any:
     return value
 
 
-def _parse_env(text: str, kind: type) -> Any:
+def _parse_env(text: str, kind: Any) -> Any:
     """An environment string as the field's type (unparseable text is left for _check to name)."""
+    if typing.get_origin(kind) is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if typing.get_origin(kind) is dict:
+        return text  # tables are set in the config file; _check names the variable
     if kind is bool:
         return {"true": True, "1": True, "yes": True, "on": True,
                 "false": False, "0": False, "no": False, "off": False}.get(text.strip().lower(), text)

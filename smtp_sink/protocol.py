@@ -99,6 +99,14 @@ class Policy:
         """Decide on ``RCPT TO``; a 2xx reply (e.g. 251) accepts with that text."""
         return None
 
+    def forwarded(self, address: str) -> list[str]:
+        """Recipients added because ``address`` is forwarded (answered 251)."""
+        return []
+
+    def check_data(self, envelope: Envelope) -> Reply | None:
+        """Decide on ``DATA`` before 354 (e.g. 452 when the store cannot take mail)."""
+        return None
+
     def verify(self, address: str) -> Reply:
         """Answer ``VRFY``."""
         return reply(Code.CANNOT_VERIFY, f"Cannot VRFY {address}, but will accept the message")
@@ -373,6 +381,8 @@ class Session:
             self._refused_rcpt += 1
             return decision
         self.envelope.rcpt_to.append(address)
+        if decision is not None and decision.code == Code.WILL_FORWARD:
+            self.envelope.rcpt_to.extend(self.policy.forwarded(address))
         self.state = State.RCPT
         return decision or reply(Code.OK, f"<{address}>... Recipient ok")
 
@@ -385,6 +395,9 @@ class Session:
             if self._refused_rcpt:
                 return reply(Code.TRANSACTION_FAILED, "Transaction failed: no valid recipients")
             return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need RCPT before DATA")
+        refusal = self.policy.check_data(self.envelope)
+        if refusal is not None:
+            return refusal
         self.state = State.DATA
         self._parts = []
         self._size = 0

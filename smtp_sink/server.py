@@ -11,12 +11,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .config import Config
+from .policy import MailboxPolicy
 from .protocol import CLOSE, MessageReceived, Policy, Session, Settings, accepted, shutting_down, store_failed
 from .replies import Reply
 from .store import Store, StoreError
@@ -129,7 +132,9 @@ class SinkServer:
             max_recipients=smtp.max_recipients,
             smtputf8=smtp.smtputf8,
         )
-        self.policy = policy or Policy()
+        self.policy = policy or MailboxPolicy(config.policy, self.storage_problem)
+        self._storage_checked = -1.0
+        self._storage_status: str | None = None
         self.store = Store(
             config.store.path, fsync=config.store.fsync,
             max_messages=config.store.max_messages, max_age=config.store.max_age,
@@ -157,6 +162,32 @@ class SinkServer:
         opening = self.loop.run_in_executor(self._indexer, lambda: self.store.index)
         opening.add_done_callback(_log_index_error)
         log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+
+    def storage_problem(self) -> str | None:
+        """Why the store cannot take mail now (not writable, short of ``min_free_space``), or None.
+
+        Checked at MAIL and DATA, at most once a second (one ``statvfs``), not per message write.
+        """
+        now = time.monotonic()
+        if now - self._storage_checked < 1.0:
+            return self._storage_status
+        self._storage_checked = now
+        path, minimum = self.store.path, self.config.store.min_free_space
+        problem = None
+        try:
+            stat = os.statvfs(path)
+            if not os.access(path, os.W_OK):
+                problem = f"store folder {path} is not writable"
+            elif stat.f_bavail * stat.f_frsize < minimum:
+                problem = f"less than min_free_space={minimum} bytes free in {path}"
+        except FileNotFoundError:
+            problem = None  # removed while running: the next save recreates it
+        except OSError as exc:
+            problem = f"store folder {path}: {exc.strerror}"
+        if problem != self._storage_status:
+            (log.warning if problem else log.info)("store: %s", problem or "can take mail again")
+        self._storage_status = problem
+        return problem
 
     def deliver(self, message: MessageReceived) -> Reply:
         """Store a complete message and return the final reply to DATA."""

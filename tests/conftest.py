@@ -12,13 +12,13 @@ from smtp_sink.config import Config, SMTPConfig, StoreConfig
 from smtp_sink.server import ServerThread, SinkServer
 
 
-def make_config(store: Path, **smtp: object) -> Config:
-    """A config for tests: free port, no HTTP, the given store and SMTP overrides."""
+def make_config(store: Path, store_options: dict[str, object] | None = None, **smtp: object) -> Config:
+    """A config for tests: free port, no HTTP, the given store (and ``[store]`` options) and SMTP overrides."""
     base = Config()
     return dataclasses.replace(
         base,
         smtp=dataclasses.replace(SMTPConfig(port=0), **smtp),
-        store=StoreConfig(path=str(store)),
+        store=StoreConfig(path=str(store), **(store_options or {})),
         http=dataclasses.replace(base.http, enabled=False, port=0),
     )
 

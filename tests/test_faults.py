@@ -102,7 +102,8 @@ def test_disk_full_answers_451_and_keeps_serving(tiny_disk: Path) -> None:
 
     from smtp_sink.server import ServerThread
 
-    with ServerThread(make_config(tiny_disk / "mail")) as server:
+    # min_free_space=0: no 452 up front, so the write itself fails mid-way
+    with ServerThread(make_config(tiny_disk / "mail", {"min_free_space": 0})) as server:
         small = b"Subject: small\r\n\r\nfits\r\n"
         big = b"Subject: big\r\n\r\n" + b"z" * 400_000 + b"\r\n"
         with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
@@ -124,3 +125,45 @@ def test_store_folder_removed_while_running_is_recreated(server: SinkServer) -> 
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
         assert smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: again\r\n\r\nx\r\n") == {}
     assert len(server.store.ids()) == 1
+
+
+def test_short_of_min_free_space_answers_452_at_mail_and_data(tiny_disk: Path) -> None:
+    from conftest import make_config
+
+    from smtp_sink.server import ServerThread
+
+    with ServerThread(make_config(tiny_disk / "mail", {"min_free_space": 64 * 1024})) as server:
+        with connect(server.smtp_port) as wire:
+            wire.cmd("EHLO c.test")
+            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250  # more than 64 KiB free: enough
+            assert wire.cmd("RCPT TO:<b@example.test>")[0] == 250
+            stat = os.statvfs(tiny_disk)
+            (tiny_disk / "filler").write_bytes(b"f" * (stat.f_bavail * stat.f_frsize - 32 * 1024))
+            time.sleep(1.1)  # the check runs at most once a second
+            code, lines = wire.cmd("DATA")
+            assert code == 452 and "min_free_space" in lines[0]
+            assert wire.cmd("RSET")[0] == 250
+            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 452
+            (tiny_disk / "filler").unlink()
+            time.sleep(1.1)
+            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250
+        assert server.store.ids() == []
+
+
+def test_store_not_writable_answers_452(tmp_path: Path) -> None:
+    from conftest import make_config
+
+    from smtp_sink.server import ServerThread
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    with ServerThread(make_config(readonly / "mail", {"min_free_space": 0})) as server:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(server.store.path)], check=True)
+        try:
+            time.sleep(1.1)
+            with connect(server.smtp_port) as wire:
+                wire.cmd("EHLO c.test")
+                code, lines = wire.cmd("MAIL FROM:<a@example.test>")
+                assert code == 452 and "not writable" in lines[0]
+        finally:
+            subprocess.run(["umount", "-l", str(server.store.path)], check=False)

@@ -1,0 +1,88 @@
+"""Envelope decisions from ``[policy]``: known mailboxes and domains, forwards, moved users,
+forbidden names, mailing lists; and the storage check behind 452.
+
+The same data answers RCPT, VRFY and EXPN, so the three never disagree. The protocol calls
+these hooks (see :class:`smtp_sink.protocol.Policy`); nothing here touches sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+
+from .config import PolicyConfig
+from .protocol import Envelope, Policy
+from .replies import Code, Reply, reply
+
+
+class MailboxPolicy(Policy):
+    """The configured policy. ``storage_problem`` returns why the store cannot take mail, or None."""
+
+    def __init__(self, config: PolicyConfig, storage_problem: Callable[[], str | None] | None = None) -> None:
+        self.config = config
+        self.storage_problem = storage_problem or (lambda: None)
+        self.mailboxes = {address.lower() for address in config.mailboxes}
+        self.domains = {domain.lower() for domain in config.domains}
+        self.forwards = {old.lower(): new for old, new in config.forwards.items()}
+        self.moved = {old.lower(): new for old, new in config.moved.items()}
+        self.lists = {name.lower(): members for name, members in config.lists.items()}
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _forbidden(self, address: str) -> bool:
+        lowered = address.lower()
+        return any(fnmatchcase(lowered, pattern.lower()) for pattern in self.config.forbidden)
+
+    def _known(self, address: str) -> bool:
+        """Known: listed, or in a listed domain; with neither list configured, everyone is."""
+        if not self.mailboxes and not self.domains:
+            return True
+        lowered = address.lower()
+        return lowered in self.mailboxes or lowered.rpartition("@")[2] in self.domains
+
+    def _storage(self) -> Reply | None:
+        problem = self.storage_problem()
+        if problem is None:
+            return None
+        return reply(Code.INSUFFICIENT_STORAGE, f"Requested action not taken: insufficient system storage ({problem})")
+
+    def check_sender(self, envelope: Envelope, address: str) -> Reply | None:
+        return self._storage()
+
+    def check_recipient(self, envelope: Envelope, address: str) -> Reply | None:
+        lowered = address.lower()
+        if self._forbidden(address):
+            return reply(Code.MAILBOX_NAME_NOT_ALLOWED, f"<{address}>: mailbox name not allowed")
+        if lowered in self.forwards:
+            return reply(Code.WILL_FORWARD, f"User not local; will forward to <{self.forwards[lowered]}>")
+        if lowered in self.moved:
+            return reply(Code.USER_NOT_LOCAL, f"User not local; please try <{self.moved[lowered]}>")
+        if self._known(address) or self.config.unknown == "accept":
+            return None
+        if self.config.unknown == "553":
+            return reply(Code.MAILBOX_NAME_NOT_ALLOWED, f"<{address}>: mailbox name not allowed")
+        return reply(Code.MAILBOX_UNAVAILABLE, "No such user here")
+
+    def forwarded(self, address: str) -> list[str]:
+        """Extra recipients a forward adds (the message is stored for both)."""
+        target = self.forwards.get(address.lower())
+        return [target] if target else []
+
+    def check_data(self, envelope: Envelope) -> Reply | None:
+        return self._storage()
+
+    def verify(self, address: str) -> Reply:
+        decision = self.check_recipient(Envelope(), address)
+        if decision is not None:
+            return decision
+        if not self.mailboxes and not self.domains:
+            return super().verify(address)  # 252: anything is accepted, nothing can be verified
+        return reply(Code.OK, f"<{address}>")
+
+    def expand(self, name: str) -> Reply:
+        if not self.config.expn:
+            return reply(Code.NOT_IMPLEMENTED, "EXPN is disabled here")
+        members = self.lists.get(name.lower())
+        if not members:
+            return super().expand(name)
+        return reply(Code.OK, *(f"<{member}>" for member in members))
