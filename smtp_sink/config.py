@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rules import Rule, RuleError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -100,6 +102,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
     source: str = field(default="(defaults)", compare=False)
 
 
@@ -110,7 +113,7 @@ class ConfigError(ValueError):
 def sections() -> dict[str, type]:
     """Section name -> dataclass type, in the order of :class:`Config`."""
     hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "source"}
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name not in ("source", "rules")}
 
 
 def _keys(section: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
@@ -193,6 +196,9 @@ def read_file(path: Path) -> dict[str, dict[str, Any]]:
     known = sections()
     values: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
+        if name == "rules":
+            values["rules"] = {"rules": _read_rules(path, table)}
+            continue
         if name not in known:
             raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(known)})")
         if not isinstance(table, dict):
@@ -204,6 +210,19 @@ def read_file(path: Path) -> dict[str, dict[str, Any]]:
             kind, meta = keys[key]
             values.setdefault(name, {})[key] = _check(value, kind, meta, f"{path}: [{name}] {key}")
     return values
+
+
+def _read_rules(path: Path, tables: Any) -> tuple[Rule, ...]:
+    """``[[rules]]``: an array of tables, each a :class:`~smtp_sink.rules.Rule`."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: rules must be an array of tables: [[rules]]")
+    rules = []
+    for number, table in enumerate(tables, 1):
+        try:
+            rules.append(Rule.from_mapping(table))
+        except RuleError as exc:
+            raise ConfigError(f"{path}: [[rules]] #{number}: {exc}") from None
+    return tuple(rules)
 
 
 def read_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -243,9 +262,10 @@ def load(
                 kind, meta = keys[key]
                 flag_values.setdefault(name, {})[key] = _check(value, kind, meta, f"option --{key.replace('_', '-')}")
     layers.append(flag_values)
-    merged: dict[str, dict[str, Any]] = {name: {} for name in known}
+    merged: dict[str, dict[str, Any]] = {name: {} for name in [*known, "rules"]}
     for layer in layers:
         for name, table in layer.items():
             merged[name].update(table)
     built = {name: known[name](**merged[name]) for name in known}
-    return Config(**built, source=str(file) if file else "(defaults)")
+    rules = merged["rules"].get("rules", ())
+    return Config(**built, rules=rules, source=str(file) if file else "(defaults)")

@@ -13,13 +13,16 @@ from fnmatch import fnmatchcase
 from .config import PolicyConfig
 from .protocol import Envelope, Policy
 from .replies import Code, Reply, reply
+from .rules import Rule, RuleSet
 
 
 class MailboxPolicy(Policy):
     """The configured policy. ``storage_problem`` returns why the store cannot take mail, or None."""
 
-    def __init__(self, config: PolicyConfig, storage_problem: Callable[[], str | None] | None = None) -> None:
+    def __init__(self, config: PolicyConfig, storage_problem: Callable[[], str | None] | None = None,
+                 rules: RuleSet | None = None) -> None:
         self.config = config
+        self.rules = rules if rules is not None else RuleSet()
         self.storage_problem = storage_problem or (lambda: None)
         self.mailboxes = {address.lower() for address in config.mailboxes}
         self.domains = {domain.lower() for domain in config.domains}
@@ -70,6 +73,9 @@ class MailboxPolicy(Policy):
 
     def check_data(self, envelope: Envelope) -> Reply | None:
         return self._storage()
+
+    def fault(self, stage: str, client: str, sender: str | None, recipients: list[str]) -> Rule | None:
+        return self.rules.match(stage, client, sender, recipients)
 
     def verify(self, address: str) -> Reply:
         decision = self.check_recipient(Envelope(), address)

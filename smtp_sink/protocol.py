@@ -15,10 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .addresses import AddressError, parse_mailbox, parse_params, split_path
-from .replies import Code, Reply, reply
+from .replies import Code, Reply, explain, reply
+
+if TYPE_CHECKING:
+    from .rules import Rule
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF. Extensions
 # may lengthen MAIL: SIZE (RFC 1870) +26, BODY (RFC 6152) +14, SMTPUTF8 (RFC 6531) +10,
@@ -72,7 +76,21 @@ class MessageReceived:
     data: bytes
 
 
-Output = Reply | MessageReceived | _Close
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Fault rule: wait this long before sending what follows."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Fault rule: read the rest of this session at most ``rate`` bytes per second."""
+
+    rate: int
+
+
+Output = Reply | MessageReceived | _Close | Delay | Throttle
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,10 @@ class Policy:
     def forwarded(self, address: str) -> list[str]:
         """Recipients added because ``address`` is forwarded (answered 251)."""
         return []
+
+    def fault(self, stage: str, client: str, sender: str | None, recipients: list[str]) -> Rule | None:
+        """The fault rule that fires now, if any (see :mod:`smtp_sink.rules`)."""
+        return None
 
     def check_data(self, envelope: Envelope) -> Reply | None:
         """Decide on ``DATA`` before 354 (e.g. 452 when the store cannot take mail)."""
@@ -175,7 +197,8 @@ class Session:
         self._size = 0
         self._tail = b""
         self._oversize = False
-        self._dispatch: dict[str, Callable[[str], Reply]] = {
+        self._no_service = False  # a connect rule refused the session: only QUIT is served
+        self._dispatch: dict[str, Callable[[str], Reply | None]] = {
             "HELO": self._helo,
             "EHLO": self._ehlo,
             "MAIL": self._mail,
@@ -199,9 +222,44 @@ class Session:
 
     # -- entry points -------------------------------------------------------------------
 
-    def greeting(self) -> Reply:
-        """The 220 banner sent on connect."""
-        return reply(Code.READY, f"{self.settings.hostname} ESMTP smtp-sink {__version__} ready")
+    def greeting(self) -> list[Output]:
+        """What to send on connect: the 220 banner, or what a connect fault rule says."""
+        out = self._out = []
+        fault = self._fault("connect")
+        if fault is None:
+            out.append(reply(Code.READY, f"{self.settings.hostname} ESMTP smtp-sink {__version__} ready"))
+        elif isinstance(fault, Reply):
+            out.append(fault)
+            # RFC 5321 section 3.1: after a 554 greeting only QUIT is served.
+            self._no_service = self.state is not State.QUIT
+        if self.state is State.QUIT and (not out or out[-1] is not CLOSE):
+            out.append(CLOSE)
+        return out
+
+    def _fault(self, stage: str, recipients: list[str] | None = None, sender: str | None = None) -> Reply | None:
+        """Apply a fault rule for this stage: events go out now; a refusal reply is returned.
+
+        A delay or throttle rule adds its event and returns None (go on as usual); a disconnect
+        rule ends the session (state QUIT, nothing to send); a reply rule returns its reply.
+        """
+        if sender is None and stage not in ("connect", "helo"):
+            sender = self.envelope.mail_from
+        rule = self.policy.fault(stage, self.peer, sender, self.envelope.rcpt_to if recipients is None else recipients)
+        if rule is None:
+            return None
+        if rule.action == "delay":
+            self._out.append(Delay(rule.seconds))
+            return None
+        if rule.action == "throttle":
+            self._out.append(Throttle(rule.rate))
+            return None
+        if rule.action == "disconnect":
+            self.state = State.QUIT
+            return None
+        code = Code(rule.code) if rule.code in Code._value2member_map_ else rule.code
+        if rule.code == Code.SERVICE_UNAVAILABLE:
+            self.state = State.QUIT  # 421 closes the channel
+        return Reply(code, rule.lines or (explain(rule.code),))  # type: ignore[arg-type]
 
     def feed(self, data: bytes) -> list[Output]:
         """Consume received bytes; return replies and events in the order they happen."""
@@ -210,7 +268,7 @@ class Session:
             return out
         if self.state is State.DATA:
             data = self._feed_data(data)
-            if data is None:
+            if data is None or self.state is State.QUIT:
                 return out
         buf = self._buf + data if self._buf else data
         pos = 0
@@ -235,7 +293,7 @@ class Session:
                 return out
             if self.state is State.DATA:
                 rest = self._feed_data(buf[pos:])
-                if rest is None:
+                if rest is None or self.state is State.QUIT:
                     self._buf = b""
                     return out
                 buf, pos = rest, 0
@@ -265,14 +323,17 @@ class Session:
             return
         arg = "" if verb_end < 0 else line[verb_end + 1 :].strip()
         handler = self._dispatch.get(verb)
-        if handler is None:
+        if self._no_service and verb != "QUIT":
+            result: Reply | None = reply(Code.BAD_SEQUENCE, "Bad sequence of commands: no service here, send QUIT")
+        elif handler is None:
             if not verb:
                 result = reply(Code.SYNTAX_ERROR, "Error: bad syntax")
             else:
                 result = reply(Code.SYNTAX_ERROR, f"Command unrecognized: {verb[:32]}")
         else:
             result = handler(arg)
-        self._out.append(result)
+        if result is not None:
+            self._out.append(result)
         if self.state is State.QUIT:
             self._out.append(CLOSE)
 
@@ -280,15 +341,21 @@ class Session:
         self.envelope = Envelope(helo=self.helo, esmtp=self.esmtp, peer=self.peer)
         self._refused_rcpt = 0
 
-    def _helo(self, arg: str) -> Reply:
+    def _helo(self, arg: str) -> Reply | None:
         if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: HELO <hostname>")
+        refusal = self._fault("helo")
+        if refusal is not None or self.state is State.QUIT:
+            return refusal
         self._greet(arg, esmtp=False)
         return reply(Code.OK, f"{self.settings.hostname} Hello {arg} [{self.peer}]")
 
-    def _ehlo(self, arg: str) -> Reply:
+    def _ehlo(self, arg: str) -> Reply | None:
         if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: EHLO <hostname>")
+        refusal = self._fault("helo")
+        if refusal is not None or self.state is State.QUIT:
+            return refusal
         self._greet(arg, esmtp=True)
         lines = [f"{self.settings.hostname} Hello {arg} [{self.peer}]"]
         if self.settings.max_message_size:
@@ -306,7 +373,7 @@ class Session:
         self.state = State.GREETED
         self._reset_transaction()
 
-    def _mail(self, arg: str) -> Reply:
+    def _mail(self, arg: str) -> Reply | None:
         if self.state is State.CONNECTED:
             return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: send HELO/EHLO first")
         if self.state is not State.GREETED:
@@ -346,8 +413,8 @@ class Session:
                 return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"MAIL parameter {key} not recognized")
         if not smtputf8 and not address.isascii():
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "Non-ASCII address needs the SMTPUTF8 parameter")
-        refusal = self.policy.check_sender(self.envelope, address)
-        if refusal is not None:
+        refusal = self._fault("mail", sender=address) or self.policy.check_sender(self.envelope, address)
+        if refusal is not None or self.state is State.QUIT:
             return refusal
         self.envelope.mail_from = address
         self.envelope.mail_params = params
@@ -355,7 +422,7 @@ class Session:
         self.state = State.MAIL
         return reply(Code.OK, f"<{address}>... Sender ok")
 
-    def _rcpt(self, arg: str) -> Reply:
+    def _rcpt(self, arg: str) -> Reply | None:
         if self.state in (State.CONNECTED, State.GREETED):
             return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need MAIL before RCPT")
         if arg[:3].upper() != "TO:":
@@ -376,7 +443,10 @@ class Session:
         if limit and len(self.envelope.rcpt_to) >= limit:
             self._refused_rcpt += 1
             return reply(Code.INSUFFICIENT_STORAGE, f"Too many recipients (limit {limit})")
-        decision = self.policy.check_recipient(self.envelope, address)
+        decision = self._fault("rcpt", recipients=[address])
+        if self.state is State.QUIT:
+            return None
+        decision = decision or self.policy.check_recipient(self.envelope, address)
         if decision is not None and decision.code >= 300:
             self._refused_rcpt += 1
             return decision
@@ -386,7 +456,7 @@ class Session:
         self.state = State.RCPT
         return decision or reply(Code.OK, f"<{address}>... Recipient ok")
 
-    def _data(self, arg: str) -> Reply:
+    def _data(self, arg: str) -> Reply | None:
         if arg:
             return reply(Code.PARAMETER_SYNTAX, "Syntax: DATA (no arguments)")
         if self.state in (State.CONNECTED, State.GREETED):
@@ -395,8 +465,8 @@ class Session:
             if self._refused_rcpt:
                 return reply(Code.TRANSACTION_FAILED, "Transaction failed: no valid recipients")
             return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need RCPT before DATA")
-        refusal = self.policy.check_data(self.envelope)
-        if refusal is not None:
+        refusal = self._fault("data") or self.policy.check_data(self.envelope)
+        if refusal is not None or self.state is State.QUIT:
             return refusal
         self.state = State.DATA
         self._parts = []
@@ -513,6 +583,13 @@ class Session:
         self._reset_transaction()
         if oversize:
             self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
+            return
+        refusal = self._fault("after-data", recipients=envelope.rcpt_to, sender=envelope.mail_from)
+        if refusal is not None or self.state is State.QUIT:  # refused or dropped: nothing is stored
+            if refusal is not None:
+                self._out.append(refusal)
+            if self.state is State.QUIT:
+                self._out.append(CLOSE)
             return
         # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.
         if b"\r\n." in raw or raw.startswith(b"."):

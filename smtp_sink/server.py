@@ -20,8 +20,21 @@ from typing import Any
 
 from .config import Config
 from .policy import MailboxPolicy
-from .protocol import CLOSE, MessageReceived, Policy, Session, Settings, accepted, shutting_down, store_failed
+from .protocol import (
+    CLOSE,
+    Delay,
+    MessageReceived,
+    Output,
+    Policy,
+    Session,
+    Settings,
+    Throttle,
+    accepted,
+    shutting_down,
+    store_failed,
+)
 from .replies import Reply
+from .rules import RuleSet
 from .store import Store, StoreError
 
 log = logging.getLogger("smtp_sink")
@@ -43,6 +56,8 @@ class SMTPConnection(asyncio.Protocol):
         self.last_active = 0.0
         self.peer = ""
         self._debug = log.isEnabledFor(logging.DEBUG)
+        self._rate = 0  # bytes per second, set by a throttle rule
+        self._held = False  # reading paused by a delay or throttle rule
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -58,7 +73,7 @@ class SMTPConnection(asyncio.Protocol):
         server.connections.add(self)
         self.session = Session(server.settings, server.policy, peer=self.peer)
         log.info("connect from %s", self.peer)
-        self._send(self.session.greeting())
+        self._emit(self.session.greeting())
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -68,26 +83,54 @@ class SMTPConnection(asyncio.Protocol):
         if self._debug:
             log.debug("C[%s]: %r", self.peer, data[:200])
         outputs = session.feed(data)
-        if not outputs:
-            return
+        if outputs:
+            self._emit(outputs)
+        if self._rate and not self._held:  # throttle rule: this many bytes take len/rate seconds
+            self._hold(len(data) / self._rate, [])
+
+    def _emit(self, outputs: list[Output]) -> None:
+        """Carry out the session's outputs in order: one write per batch of replies."""
         chunks = []
-        close = False
-        for item in outputs:
-            if type(item) is Reply:
-                chunks.append(item.encode())
-            elif item is CLOSE:
-                close = True
-                break
-            elif type(item) is MessageReceived:
-                chunks.append(self.server.deliver(item).encode())
-        out = b"".join(chunks)
-        if self._debug:
-            log.debug("S[%s]: %r", self.peer, out[:500])
         transport = self.transport
         assert transport is not None
-        transport.write(out)
-        if close:
-            transport.close()
+        for i, item in enumerate(outputs):
+            kind = type(item)
+            if kind is Reply:
+                chunks.append(item.encode())  # type: ignore[union-attr]
+            elif kind is MessageReceived:
+                chunks.append(self.server.deliver(item).encode())  # type: ignore[arg-type]
+            elif item is CLOSE:
+                self._write(b"".join(chunks))
+                transport.close()
+                return
+            elif kind is Delay:
+                self._write(b"".join(chunks))
+                self._hold(item.seconds, outputs[i + 1 :])  # type: ignore[union-attr]
+                return
+            elif kind is Throttle:
+                self._rate = item.rate  # type: ignore[union-attr]
+        self._write(b"".join(chunks))
+
+    def _hold(self, seconds: float, then: list[Output]) -> None:
+        """Stop reading for ``seconds`` (delay and throttle rules), then send ``then``."""
+        assert self.transport is not None
+        self._held = True
+        self.transport.pause_reading()
+        self.server.loop.call_later(seconds, self._release, then)
+
+    def _release(self, then: list[Output]) -> None:
+        self._held = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._emit(then)
+
+    def _write(self, out: bytes) -> None:
+        if out:
+            if self._debug:
+                log.debug("S[%s]: %r", self.peer, out[:500])
+            assert self.transport is not None
+            self.transport.write(out)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -104,7 +147,7 @@ class SMTPConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self._held:
             self.transport.resume_reading()
 
     def close_with(self, why: str) -> None:
@@ -132,7 +175,8 @@ class SinkServer:
             max_recipients=smtp.max_recipients,
             smtputf8=smtp.smtputf8,
         )
-        self.policy = policy or MailboxPolicy(config.policy, self.storage_problem)
+        self.rules = RuleSet(config.rules)  # fault rules; add, list and clear them at run time
+        self.policy = policy or MailboxPolicy(config.policy, self.storage_problem, self.rules)
         self._storage_checked = -1.0
         self._storage_status: str | None = None
         self.store = Store(
