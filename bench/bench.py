@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="work-", dir=args.work or CACHE) as scratch:
         work = Path(scratch)
+        work.chmod(0o755)  # Postfix's smtp-sink runs as nobody and writes below it
         run_throughput(args, work, results)
         if "memory" in args.only:
             first, total = args.memory

@@ -83,7 +83,7 @@ def _postfix(dump: bool) -> Callable[[int, Path], list[str]]:
 def _aiosmtpd(handler: str, with_folder: bool) -> Callable[[int, Path], list[str]]:
     def command(port: int, folder: Path) -> list[str]:
         cmd = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{HOST}:{port}", "-c", handler]
-        return cmd + ([str(folder)] if with_folder else [])
+        return cmd + ([f"{folder}/maildir"] if with_folder else [])  # Maildir creates it (and new/, cur/, tmp/)
 
     return command
 
@@ -100,7 +100,7 @@ SERVERS = [
     Server("postfix-d", "Postfix smtp-sink -d (C, file per msg)", _postfix(True), True, _files, postfix_env),
     Server("postfix", "Postfix smtp-sink (discards)", _postfix(False), False, None, postfix_env),
     Server("aiosmtpd-mailbox", "aiosmtpd Mailbox (maildir)", _aiosmtpd("aiosmtpd.handlers.Mailbox", True), True,
-           lambda f: _files(f / "new")),
+           lambda f: _files(f / "maildir" / "new")),
     Server("aiosmtpd-sink", "aiosmtpd Sink (discards)", _aiosmtpd("aiosmtpd.handlers.Sink", False), False),
     Server("maildev", "MailDev (.eml files)", _maildev, True, lambda f: _files(f, ".eml")),
 ]

@@ -56,79 +56,113 @@ class CodeInfo:
     meaning: str
     sent_when: str
     rfc: str = "5321"
+    provoke: str = ""  # how to make the server send it on purpose
 
 
 TABLE: dict[Code, CodeInfo] = {
     info.code: info
     for info in (
         CodeInfo(Code.SYSTEM_STATUS, "System status, or system help reply",
-                 "`HELP STATUS`: server name, version, uptime and session state"),
+                 "`HELP STATUS`: server name, version, uptime and session state",
+                 provoke='`HELP STATUS`'),
         CodeInfo(Code.HELP, "Help message",
-                 "`HELP` and `HELP <command>`"),
+                 "`HELP` and `HELP <command>`",
+                 provoke='`HELP`'),
         CodeInfo(Code.READY, "<domain> Service ready",
-                 "the greeting on connect"),
+                 "the greeting on connect",
+                 provoke='connect'),
         CodeInfo(Code.CLOSING, "<domain> Service closing transmission channel",
-                 "`QUIT`"),
+                 "`QUIT`",
+                 provoke='`QUIT`'),
         CodeInfo(Code.AUTH_SUCCEEDED, "Authentication succeeded",
-                 "`AUTH` with accepted credentials", "4954"),
+                 "`AUTH` with accepted credentials (AUTH is not offered yet)", "4954",
+                 provoke='not sent yet: AUTH is not offered'),
         CodeInfo(Code.OK, "Requested mail action okay, completed",
                  "`HELO`/`EHLO`, `MAIL`, `RCPT`, `RSET`, `NOOP`, `VRFY` of a known mailbox, "
                  "`EXPN`, and the end of `DATA` once the `.eml` file is written "
-                 "(the text carries the message id)"),
+                 "(the text carries the message id)",
+                 provoke='`NOOP`'),
         CodeInfo(Code.WILL_FORWARD, "User not local; will forward to <forward-path>",
-                 "`RCPT`/`VRFY` of an address with a configured forward"),
+                 "`RCPT`/`VRFY` of an address with a configured forward",
+                 provoke='`[policy] forwards = {"old@x" = "new@y"}`, then `RCPT TO:<old@x>`'),
         CodeInfo(Code.CANNOT_VERIFY,
                  "Cannot VRFY user, but will accept message and attempt delivery",
-                 "`VRFY` of an address the server cannot verify (the default)"),
+                 "`VRFY` of an address the server cannot verify (the default)",
+                 provoke='`VRFY anyone@example.test` (no mailboxes configured)'),
         CodeInfo(Code.AUTH_CHALLENGE, "Server challenge (base64)",
-                 "during an `AUTH` exchange", "4954"),
+                 "during an `AUTH` exchange (AUTH is not offered yet)", "4954",
+                 provoke='not sent yet: AUTH is not offered'),
         CodeInfo(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>",
-                 "`DATA` after at least one accepted recipient"),
+                 "`DATA` after at least one accepted recipient",
+                 provoke='`DATA` after an accepted `RCPT`'),
         CodeInfo(Code.SERVICE_UNAVAILABLE,
                  "<domain> Service not available, closing transmission channel",
-                 "shutdown (Ctrl-C/SIGTERM), too many connections, idle timeout"),
+                 "shutdown (Ctrl-C/SIGTERM), too many connections, idle timeout",
+                 provoke=('stop the server with a session open; `max_connections = 1` and a second client;'
+                          ' `idle_timeout`; a rule `stage = "connect"`, `code = 421`')),
         CodeInfo(Code.MAILBOX_BUSY, "Requested mail action not taken: mailbox unavailable",
-                 "fault rules (temporary refusal for retry tests)"),
+                 "only by a fault rule (temporary refusal, for retry tests)",
+                 provoke='a rule: `stage = "rcpt"`, `code = 450`'),
         CodeInfo(Code.LOCAL_ERROR, "Requested action aborted: local error in processing",
-                 "the `.eml` file could not be written (nothing half-written is kept)"),
+                 "the `.eml` file could not be written (nothing half-written is kept)",
+                 provoke='a full disk during the write (with `min_free_space = 0`); a rule with `code = 451`'),
         CodeInfo(Code.INSUFFICIENT_STORAGE, "Requested action not taken: insufficient system storage",
-                 "more recipients than `max_recipients`"),
+                 "more recipients than `max_recipients`; at `MAIL`/`DATA` when the store is short of "
+                 "`min_free_space` or not writable",
+                 provoke=('`max_recipients = 1` and two `RCPT`; free space under `min_free_space`;'
+                          ' a store folder that is not writable')),
         CodeInfo(Code.TLS_UNAVAILABLE, "TLS not available due to temporary reason",
-                 "`STARTTLS` when TLS cannot be started", "3207"),
+                 "`STARTTLS` when TLS cannot be started (STARTTLS is not offered yet)", "3207",
+                 provoke='not sent yet: STARTTLS is not offered (502)'),
         CodeInfo(Code.SYNTAX_ERROR, "Syntax error, command unrecognized",
-                 "an unknown command, or a command line longer than the limit"),
+                 "an unknown command, or a command line longer than the limit",
+                 provoke='`FROBNICATE`; a 600-octet command line'),
         CodeInfo(Code.PARAMETER_SYNTAX, "Syntax error in parameters or arguments",
                  "`HELO` without a name, `MAIL FROM:<not an address>`, a missing colon, "
-                 "arguments to a command that takes none"),
+                 "arguments to a command that takes none",
+                 provoke='`HELO` alone; `MAIL FROM:<not an address>`'),
         CodeInfo(Code.NOT_IMPLEMENTED, "Command not implemented",
                  "`SEND`, `SOML`, `SAML`, `TURN`, and extensions not offered "
-                 "(`STARTTLS`, `AUTH`, `BDAT` when not enabled)"),
+                 "(`STARTTLS`, `AUTH`, `BDAT` when not enabled)",
+                 provoke='`TURN`; `EXPN` with `[policy] expn = false`'),
         CodeInfo(Code.BAD_SEQUENCE, "Bad sequence of commands",
                  "`MAIL` before `HELO`/`EHLO`, a second `MAIL` in a transaction, "
-                 "`RCPT` before `MAIL`, `DATA` before `RCPT`"),
+                 "`RCPT` before `MAIL`, `DATA` before `RCPT`",
+                 provoke='`RCPT TO:<a@b>` before `MAIL`'),
         CodeInfo(Code.PARAMETER_NOT_IMPLEMENTED, "Command parameter not implemented",
-                 "`HELP` on an unknown topic, `BODY=` with an unknown value"),
+                 "`HELP` on an unknown topic, `BODY=` with an unknown value",
+                 provoke='`HELP FROBNICATE`; `MAIL FROM:<a@b> BODY=BINARYMIME`'),
         CodeInfo(Code.AUTH_REQUIRED, "Authentication required",
-                 "`MAIL` without `AUTH` when authentication is required", "4954"),
+                 "`MAIL` without `AUTH` when authentication is required", "4954",
+                 provoke='not sent yet: AUTH is not offered'),
         CodeInfo(Code.AUTH_FAILED, "Authentication credentials invalid",
-                 "`AUTH` with wrong credentials", "4954"),
+                 "`AUTH` with wrong credentials", "4954",
+                 provoke='not sent yet: AUTH is not offered'),
         CodeInfo(Code.ENCRYPTION_REQUIRED,
                  "Encryption required for requested authentication mechanism",
-                 "`AUTH` over plaintext when TLS is required for it", "4954"),
+                 "`AUTH` over plaintext when TLS is required for it", "4954",
+                 provoke='not sent yet: AUTH is not offered'),
         CodeInfo(Code.MAILBOX_UNAVAILABLE, "Requested action not taken: mailbox unavailable",
-                 "`RCPT`/`VRFY` of an unknown mailbox when policy refuses it"),
+                 "`RCPT`/`VRFY` of an unknown mailbox when policy refuses it",
+                 provoke=('`[policy] mailboxes = ["ann@x"]`, `unknown = "550"`, then `RCPT TO:<bob@x>`;'
+                          ' `EXPN nosuchlist`')),
         CodeInfo(Code.USER_NOT_LOCAL, "User not local; please try <forward-path>",
-                 "`RCPT` of a recipient policy sends elsewhere"),
+                 "`RCPT` of a recipient policy sends elsewhere",
+                 provoke='`[policy] moved = {"gone@x" = "new@y"}`, then `RCPT TO:<gone@x>`'),
         CodeInfo(Code.EXCEEDED_STORAGE, "Requested mail action aborted: exceeded storage allocation",
-                 "a message larger than `max_message_size` (declared by `SIZE=` or sent)"),
+                 "a message larger than `max_message_size` (declared by `SIZE=` or sent)",
+                 provoke='`MAIL FROM:<a@b> SIZE=999999999`; a message over `max_message_size`'),
         CodeInfo(Code.MAILBOX_NAME_NOT_ALLOWED,
                  "Requested action not taken: mailbox name not allowed",
-                 "a recipient address policy does not allow"),
+                 "a recipient address policy does not allow",
+                 provoke='`[policy] forbidden = ["root@*"]`, then `RCPT TO:<root@x>`'),
         CodeInfo(Code.TRANSACTION_FAILED, "Transaction failed",
-                 "`DATA` when every recipient was refused; a refused greeting"),
+                 "`DATA` when every recipient was refused; a refused greeting",
+                 provoke='`DATA` after every `RCPT` was refused; a rule `stage = "connect"`, `code = 554`'),
         CodeInfo(Code.PARAMETERS_NOT_RECOGNIZED,
                  "MAIL FROM/RCPT TO parameters not recognized or not implemented",
-                 "an unknown `MAIL`/`RCPT` parameter (e.g. `FOO=1`)"),
+                 "an unknown `MAIL`/`RCPT` parameter (e.g. `FOO=1`)",
+                 provoke='`MAIL FROM:<a@b> FOO=1`'),
     )
 }
 
@@ -175,10 +209,10 @@ def explain(code: int) -> str:
 
 def markdown_table() -> str:
     """The README's reply-code table, rendered from :data:`TABLE`."""
-    rows = ["| code | meaning (RFC) | this server sends it when |", "|---|---|---|"]
+    rows = ["| code | meaning (RFC) | this server sends it when | how to provoke it |", "|---|---|---|---|"]
     for info in TABLE.values():
         meaning = info.meaning.replace("<", "&lt;").replace(">", "&gt;")
-        rows.append(f"| {int(info.code)} | {meaning} (RFC {info.rfc}) | {info.sent_when} |")
+        rows.append(f"| {int(info.code)} | {meaning} (RFC {info.rfc}) | {info.sent_when} | {info.provoke} |")
     return "\n".join(rows) + "\n"
 
 
