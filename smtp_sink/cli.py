@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .inspect_cli import register as register_inspect  # list, show, search, wait, watch, clear, export
 
     register_inspect(commands)
+    from .rules_cli import register as register_rules  # rules add | list | clear
+
+    register_rules(commands)
     return parser
 
 
@@ -76,13 +79,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(config)
     except OSError as exc:
-        where = f"{config.smtp.host}:{config.smtp.port}"
+        where = exc.filename or f"{config.smtp.host}:{config.smtp.port}"
         if exc.errno == errno.EADDRINUSE:
             print(f"smtp-sink: cannot listen on {where}: address already in use", file=sys.stderr)
-        elif exc.errno == errno.EACCES and exc.filename is None:
+        elif exc.errno == errno.EACCES:
             print(f"smtp-sink: cannot listen on {where}: permission denied", file=sys.stderr)
         else:
-            print(f"smtp-sink: {exc.strerror or exc}: {exc.filename or where}", file=sys.stderr)
+            print(f"smtp-sink: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except RuntimeError as exc:
         print(f"smtp-sink: {exc}", file=sys.stderr)

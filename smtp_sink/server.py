@@ -191,21 +191,41 @@ class SinkServer:
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.smtp_port = 0
+        self.http: Any = None  # web.app.HTTPServer when [http] enabled
+        self.http_port = 0
 
     async def start(self) -> None:
         """Open the store and start listening (raises OSError when the port is taken)."""
         self.loop = asyncio.get_running_loop()
-        self.store.open()
+        try:
+            self.store.open()
+        except OSError as exc:
+            raise RuntimeError(f"cannot use store folder {self.store.path}: {exc.strerror or exc}") from None
         smtp = self.config.smtp
-        self._server = await self.loop.create_server(
-            lambda: SMTPConnection(self), smtp.host, smtp.port, reuse_address=True, backlog=1024
-        )
+        try:
+            self._server = await self.loop.create_server(
+                lambda: SMTPConnection(self), smtp.host, smtp.port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:  # name the address: the CLI prints it
+            raise OSError(exc.errno, exc.strerror, f"{smtp.host}:{smtp.port}") from None
         self.smtp_port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self.loop.create_task(self._close_idle())
         # Open the index (rebuilding it from the files if needed) without delaying the listener.
         opening = self.loop.run_in_executor(self._indexer, lambda: self.store.index)
         opening.add_done_callback(_log_index_error)
         log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+        if self.config.http.enabled:
+            from .web.app import HTTPServer  # aiohttp is imported only when HTTP is on
+
+            self.http = HTTPServer(self)
+            try:
+                await self.http.start()
+            except OSError as exc:
+                self._server.close()
+                self._sweeper.cancel()
+                http = self.config.http
+                raise OSError(exc.errno, exc.strerror, f"{http.host}:{http.port}") from None
+            self.http_port = self.http.port
 
     def storage_problem(self) -> str | None:
         """Why the store cannot take mail now (not writable, short of ``min_free_space``), or None.
@@ -275,6 +295,8 @@ class SinkServer:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
+        if self.http is not None:
+            await self.http.stop()
         for conn in list(self.connections):
             conn.close_with("shutting down")
         self.connections.clear()

@@ -39,6 +39,16 @@ def server_factory(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[SinkServer]:
+    """A running server with its HTTP API on a free port (``server.http_port``)."""
+    config = make_config(tmp_path / "mail")
+    config = dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0))
+    thread = ServerThread(config)
+    yield thread.start()
+    thread.stop()
+
+
+@pytest.fixture
 def server(server_factory) -> SinkServer:
     """A running server with default settings."""
     return server_factory()
