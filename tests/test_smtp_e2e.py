@@ -7,6 +7,7 @@ import email.policy
 import os
 import smtplib
 import socket
+import threading
 import time
 from email.message import EmailMessage
 
@@ -267,3 +268,26 @@ def test_ipv4_client_address_in_received(server: SinkServer) -> None:
     with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
         smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: ip\r\n\r\nx\r\n")
     assert b"([127.0.0.1])" in server.store.read(server.store.ids()[0])
+
+
+def test_max_connections_under_50_concurrent_clients(server_factory) -> None:
+    import concurrent.futures
+
+    server = server_factory(max_connections=20)
+    barrier = threading.Barrier(50)
+
+    def client(_: int) -> tuple[int, Wire]:
+        barrier.wait()
+        wire = Wire(server.smtp_port)
+        return wire.code(), wire
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(client, range(50)))
+    codes = sorted(code for code, _ in results)
+    assert codes == [220] * 20 + [421] * 30
+    for code, wire in results:
+        if code == 421:
+            assert wire.closed()
+        else:
+            assert wire.cmd("NOOP")[0] == 250
+        wire.close()
