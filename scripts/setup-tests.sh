@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine: the package with its
-# test extras, and the Debian tools the end-to-end tests drive (swaks).
+# test extras, and the Debian tools the end-to-end tests drive (swaks; chromium for the web
+# page tests, driven by Playwright for Python: no browser is downloaded).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(swaks)
+apt_packages=(swaks chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
