@@ -11,6 +11,7 @@ The config file is the one given by ``--config``, else ``$SMTP_SINK_CONFIG``, el
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -123,7 +124,7 @@ def _keys(section: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
 
 def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
     """Validate one value against its field's type and range; return it converted."""
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
     origin = typing.get_origin(kind)
     if origin is tuple:  # a TOML array of strings
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
@@ -138,8 +139,8 @@ def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
         ok = isinstance(value, bool)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is float:  # nan and inf (valid TOML) would disable limits silently
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     else:
         ok = isinstance(value, kind)
@@ -193,6 +194,8 @@ def read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself and lets this through
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text (byte {exc.start})") from None
     known = sections()
     values: dict[str, dict[str, Any]] = {}
     for name, table in data.items():

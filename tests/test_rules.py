@@ -171,7 +171,7 @@ def test_delay_before_the_reply_keeps_order(server: SinkServer) -> None:
         started = time.monotonic()
         wire.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nNOOP\r\n")  # pipelined
         assert [wire.code() for _ in range(3)] == [250, 250, 250]
-        assert time.monotonic() - started >= 0.5
+        assert time.monotonic() - started >= 0.45  # the loop timer has millisecond granularity
         with connect(server.smtp_port) as other:  # other sessions are not blocked meanwhile
             assert other.cmd("NOOP")[0] == 250
 
