@@ -6,7 +6,10 @@ interactively (``smtp-send --interactive``) or from Python (:func:`send_message`
 
 Exit codes: 0 delivered to every recipient; 1 some recipients refused (5xx), the message went
 to the others; 2 bad usage; 3 a transient refusal (4xx); 4 connection or TLS failure;
-5 the message was refused (5xx at MAIL or DATA, or every recipient refused).
+5 the message was refused (5xx at MAIL or DATA, or every recipient refused); 130 interrupted.
+
+The client decides on a handful of reply codes RFC 5321 fixes (220, 250, 354, ...); what each
+code means for a human comes from ``smtp_sink.replies`` (the project's one table), never a copy.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import contextlib
 import json
 import mimetypes
+import os
 import re
 import socket
 import ssl
@@ -36,23 +40,37 @@ EXIT_USAGE = 2
 EXIT_TRANSIENT = 3
 EXIT_CONNECTION = 4
 EXIT_REFUSED = 5
+EXIT_INTERRUPTED = 130
 
 _ADDRESS_RE = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
 
 
 def _explainer() -> Any:
-    """``smtp_sink.replies.explain`` (the one reply table), also from a bare checkout."""
+    """``smtp_sink.replies.explain`` (the one reply table), also from a bare checkout.
+
+    Installed: the package. Run as ``clients/smtp_client.py`` without installing: the repository
+    root is added to ``sys.path``. Copied on its own: only the class of the code is explained.
+    """
     try:
         from smtp_sink.replies import explain
     except ImportError:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         try:
             from smtp_sink.replies import explain
-        except ImportError:  # pragma: no cover - client copied on its own
-            return lambda code: {"2": "success", "3": "go on", "4": "temporary failure", "5": "permanent failure"}.get(
-                str(code)[:1], "not an SMTP reply"
-            )
+        except ImportError:
+            sys.path.pop(0)
+            return _code_class
     return explain
+
+
+def _code_class(code: int) -> str:
+    """The RFC 5321 class of a reply code (the fallback when smtp_sink.replies is not importable)."""
+    return {
+        "2": "2xx: positive completion",
+        "3": "3xx: positive intermediate, send more",
+        "4": "4xx: transient negative completion, try again later",
+        "5": "5xx: permanent negative completion",
+    }.get(str(code)[:1], "not an SMTP reply code")
 
 
 class SMTPClientError(Exception):
@@ -119,7 +137,7 @@ class Session:
 
     def __init__(self, host: str = "localhost", port: int = 2525, *, timeout: float = 30.0,
                  tls: ssl.SSLContext | None = None, echo: Any = None) -> None:
-        self.host, self.port = host, port
+        self.host, self.port, self.timeout = host, port, timeout
         self.echo = echo
         self.transcript: list[Exchange] = []
         self.extensions: dict[str, str] = {}
@@ -153,6 +171,10 @@ class Session:
         while True:
             try:
                 raw = self.reader.readline(65536)
+            except TimeoutError:
+                raise SMTPClientError(
+                    f"no reply from {self.host}:{self.port} within {self.timeout:g} s", EXIT_CONNECTION
+                ) from None
             except OSError as exc:
                 raise SMTPClientError(f"connection to {self.host}:{self.port} lost: {exc}", EXIT_CONNECTION) from None
             if not raw:
@@ -175,9 +197,10 @@ class Session:
         else:
             shown = line
         self._show("C:", shown)
-        self._write(line.encode("utf-8") + b"\r\n")
+        self.send_raw(line.encode("utf-8") + b"\r\n")
 
-    def _write(self, data: bytes) -> None:
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (no CRLF added, nothing shown in the transcript)."""
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -200,12 +223,14 @@ class Session:
         started = time.monotonic()
         for line in commands:
             self._show("C:", line)
-        self._write(b"".join(line.encode("utf-8") + b"\r\n" for line in commands))
+        self.send_raw(b"".join(line.encode("utf-8") + b"\r\n" for line in commands))
         replies = []
         for line in commands:
             reply = self.read_reply()
             self.transcript.append(Exchange(line, reply.code, reply.text, round(time.monotonic() - started, 6)))
             replies.append(reply)
+            if reply.code == 421:  # the server is closing: no more replies will come
+                break
         return replies
 
     def hello(self, name: str | None = None) -> Reply:
@@ -232,12 +257,17 @@ class Session:
         reply = self.command("STARTTLS")
         if reply.code != 220:
             raise SMTPClientError(f"STARTTLS refused: {reply}", EXIT_CONNECTION)
+        self.upgrade(context)
+        self.hello(name)
+
+    def upgrade(self, context: ssl.SSLContext) -> None:
+        """The TLS handshake on this connection (after the server's 220 to STARTTLS)."""
         try:
             sock = context.wrap_socket(self.sock, server_hostname=self.host)
         except (ssl.SSLError, OSError) as exc:
             raise SMTPClientError(f"TLS handshake failed: {exc}", EXIT_CONNECTION) from None
         self._attach(sock)
-        self.hello(name)
+        self.extensions, self.esmtp = {}, False  # RFC 3207: forget what was said in the clear
 
     def login(self, user: str, password: str) -> None:
         """AUTH PLAIN (or LOGIN when PLAIN is not offered)."""
@@ -264,7 +294,7 @@ class Session:
         if self.echo is not None:
             for line in wire.decode("utf-8", "replace").split("\r\n")[:-1]:
                 self._show("C:", line)
-        self._write(wire)
+        self.send_raw(wire)
         reply = self.read_reply()
         self.transcript.append(Exchange("<message>", reply.code, reply.text, round(time.monotonic() - started, 6)))
         return reply
@@ -284,8 +314,8 @@ class Session:
 
 
 def to_wire(content: bytes) -> bytes:
-    """CRLF line endings whatever the input has, dot-stuffing, and the terminating dot."""
-    content = re.sub(rb"\r?\n", b"\r\n", content)
+    """CRLF line endings whatever the input has (LF, CRLF or lone CR), dot-stuffing, the final dot."""
+    content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
     if not content.endswith(b"\r\n"):
         content += b"\r\n"
     return (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
@@ -310,17 +340,32 @@ def tls_context(insecure: bool) -> ssl.SSLContext:
     return context
 
 
-def deliver(session: Session, sender: str, recipients: Sequence[str], content: bytes) -> Result:
-    """One transaction on a greeted session: MAIL, RCPT for each recipient, DATA."""
+def serialize(message: EmailMessage, extensions: dict[str, str], utf8: bool = False) -> bytes:
+    """The message's bytes for this server: 8-bit parts only if it offers 8BITMIME, else base64/QP."""
+    chosen = policy.SMTPUTF8 if utf8 else policy.SMTP
+    if "8BITMIME" not in extensions:
+        chosen = chosen.clone(cte_type="7bit")
+    return message.as_bytes(policy=chosen)
+
+
+def deliver(session: Session, sender: str, recipients: Sequence[str], content: bytes | EmailMessage) -> Result:
+    """One transaction on a greeted session: MAIL, RCPT for each recipient, DATA.
+
+    An :class:`EmailMessage` is serialized for what the server advertised (see :func:`serialize`);
+    bytes are sent as they are (line endings made CRLF, dots stuffed).
+    """
     result = Result()
+    utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+    if utf8 and "SMTPUTF8" not in session.extensions:
+        raise SMTPClientError("non-ASCII addresses need SMTPUTF8, which the server does not offer", EXIT_REFUSED)
+    if isinstance(content, EmailMessage):
+        content = serialize(content, session.extensions, utf8)
     options = []
     if "SIZE" in session.extensions:
         options.append(f"SIZE={len(content)}")
     if "8BITMIME" in session.extensions and not content.isascii():
         options.append("BODY=8BITMIME")
-    if not (sender.isascii() and all(r.isascii() for r in recipients)):
-        if "SMTPUTF8" not in session.extensions:
-            raise SMTPClientError("non-ASCII addresses need SMTPUTF8, which the server does not offer", EXIT_REFUSED)
+    if utf8:
         options.append("SMTPUTF8")
     mail = f"MAIL FROM:<{sender}>" + "".join(f" {o}" for o in options)
     rcpts = [f"RCPT TO:<{r}>" for r in recipients]
@@ -328,8 +373,13 @@ def deliver(session: Session, sender: str, recipients: Sequence[str], content: b
         replies = session.pipeline([mail, *rcpts])
     else:
         replies = [session.command(mail)]
-        if replies[0].code == 250:
-            replies += [session.command(line) for line in rcpts]
+        for line in rcpts if replies[0].code == 250 else ():
+            replies.append(session.command(line))
+            if replies[-1].code == 421:
+                break
+    if replies[-1].code == 421:  # the server is closing the connection
+        result.final = replies[-1]
+        return result
     if replies[0].code != 250:
         result.final = replies[0]
         session.command("RSET")
@@ -370,8 +420,6 @@ def send_message(
 
     Raises :class:`SMTPClientError` when the session itself fails (connection, TLS, AUTH).
     """
-    if isinstance(content, EmailMessage):
-        content = content.as_bytes(policy=policy.SMTP)
     context = tls_context(insecure) if (starttls or implicit_tls) else None
     session = Session(host, port, timeout=timeout, tls=context if implicit_tls else None, echo=echo)
     try:
@@ -455,8 +503,13 @@ def parse_server(text: str) -> tuple[str, int]:
     return host.strip("[]") or "localhost", int(port)
 
 
-def interactive(session: Session, explain: Any, stdin: Any = None, out: Any = None) -> int:
-    """A telnet-like prompt: type raw commands; each reply is printed with its meaning."""
+def interactive(session: Session, explain: Any, stdin: Any = None, out: Any = None,
+                tls: ssl.SSLContext | None = None) -> int:
+    """A telnet-like prompt: type raw commands; each reply is printed with its meaning.
+
+    Ends at QUIT, a 221/421 reply, or end of input (Ctrl-D). After ``STARTTLS`` and its 220 the
+    connection is upgraded with ``tls`` (default: verify the certificate).
+    """
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     tty = stdin.isatty()
@@ -474,14 +527,15 @@ def interactive(session: Session, explain: Any, stdin: Any = None, out: Any = No
     in_data = False
     while True:
         try:
-            line = input("smtp> " if tty and not in_data else "") if tty else stdin.readline()
-        except EOFError:
-            line = ""
+            line = input("smtp> " if not in_data else "") if tty else stdin.readline()
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D / Ctrl-C at the prompt: leave
+            print(file=out)
+            break
         if not tty and line == "":
             break
         line = line.rstrip("\r\n")
         if in_data:  # raw, as telnet would send it: the user does the dot-stuffing
-            session._write(line.encode() + b"\r\n")
+            session.send_raw(line.encode() + b"\r\n")
             if line == ".":
                 in_data = False
                 show(session.read_reply())
@@ -494,10 +548,24 @@ def interactive(session: Session, explain: Any, stdin: Any = None, out: Any = No
         if reply.code == 354:
             in_data = True
             print("   (type the message; a line with a single dot ends it)", file=out)
+        if line.upper() == "STARTTLS" and reply.code == 220:
+            session.upgrade(tls or tls_context(insecure=False))
+            print("   (TLS is on; say EHLO again)", file=out)
         if line.upper() == "QUIT" or reply.code in (221, 421):
             break
     session.close()
     return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smtp-send",
         description="Send a message over SMTP on a plain socket and show the dialogue.",
         epilog="Exit codes: 0 delivered to all; 1 some recipients refused (5xx); 2 bad usage; "
-               "3 transient refusal (4xx); 4 connection or TLS failure; 5 message refused (5xx).",
+               "3 transient refusal (4xx); 4 connection or TLS failure; 5 message refused (5xx); 130 interrupted.",
     )
     parser.add_argument("--server", default="localhost:2525", help="HOST[:PORT] (default localhost:2525)")
     parser.add_argument("--from", dest="sender", help="sender address (default smtp-send@localhost)")
@@ -526,33 +594,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--insecure", action="store_true", help="accept any TLS certificate (self-signed)")
     parser.add_argument("--user", help="AUTH user name (PLAIN, else LOGIN)")
     parser.add_argument("--password", help="AUTH password")
-    parser.add_argument("--timeout", type=float, default=30.0, help="socket timeout in seconds (default 30)")
+    parser.add_argument("--timeout", type=_seconds, default=30.0, help="socket timeout in seconds (default 30)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the whole dialogue (C:/S: lines)")
     parser.add_argument("--json", action="store_true", help="print a JSON record of the session")
     parser.add_argument("-i", "--interactive", action="store_true", help="type raw SMTP commands yourself")
     return parser
 
 
+_PATH_OPTIONS = {"body_file", "html", "attach", "eml"}  # file names may be any bytes; text must be UTF-8
+
+
+def check_text(args: argparse.Namespace) -> None:
+    """Text options are valid UTF-8, and those that become headers hold no line break."""
+    for name, value in vars(args).items():
+        if name in _PATH_OPTIONS:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            option = "--" + ("from" if name == "sender" else name.replace("_", "-"))
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SMTPClientError(f"{option}: not valid UTF-8 text", EXIT_USAGE) from None
+            if name in ("subject", "header") and ("\r" in text or "\n" in text):
+                raise SMTPClientError(f"{option} {text!r}: a header cannot hold a line break", EXIT_USAGE)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_text(args)
     host, port = parse_server(args.server)
     echo = print if args.verbose and not args.json else None
     if args.interactive:
         context = tls_context(args.insecure) if args.tls else None
         piped = None if sys.stdin.isatty() else print  # show what was sent when it is not typed
         session = Session(host, port, timeout=args.timeout, tls=context, echo=piped)
-        return interactive(session, _explainer())
+        return interactive(session, _explainer(), tls=tls_context(args.insecure))
     for option in ("to", "cc", "bcc"):
         for address in getattr(args, option):
             check_address(address, f"--{option}")
     if args.eml:
         content, sender, recipients = eml_envelope(_read(args.eml, "--eml"), args)
+        if not (args.to or args.cc or args.bcc):
+            for address in recipients:
+                check_address(address, "the --eml file's To/Cc/Bcc headers")
     else:
         args.sender = args.sender or "smtp-send@localhost"
         recipients = args.to + args.cc + args.bcc
         if not recipients:
             raise SMTPClientError("no recipients: give --to (or --cc/--bcc)", EXIT_USAGE)
-        content, sender = build_message(args).as_bytes(policy=policy.SMTP), args.sender
-    check_address(sender, "--from")
+        content, sender = build_message(args), args.sender
+    check_address(sender, "--from" if args.sender else "the --eml file's From header")
     result = send_message(
         content, sender, recipients, host=host, port=port, starttls=args.starttls, implicit_tls=args.tls,
         insecure=args.insecure, user=args.user, password=args.password, helo=args.helo,
@@ -587,7 +679,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"smtp-send: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return EXIT_CONNECTION
+        print("smtp-send: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (| head): stop quietly
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -85,7 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         elif exc.errno == errno.EACCES:
             print(f"smtp-sink: cannot listen on {where}: permission denied", file=sys.stderr)
         else:
-            print(f"smtp-sink: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+            # asyncio wraps the reason in "error while attempting to bind on address ...": use the errno's
+            reason = os.strerror(exc.errno).lower() if exc.errno and exc.errno > 0 else exc.strerror or exc
+            print(f"smtp-sink: cannot listen on {where}: {reason}", file=sys.stderr)
         return EXIT_RUNTIME
     except RuntimeError as exc:
         print(f"smtp-sink: {exc}", file=sys.stderr)

@@ -146,6 +146,10 @@ def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
         ok = isinstance(value, kind)
     if not ok:
         raise ConfigError(f"{where}: expected {names.get(kind, kind.__name__)}, got {value!r}")
+    if kind is str and (not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+        # "" would mean every interface for a host and the current folder for a path; a CR LF
+        # in a hostname would break the replies it appears in
+        raise ConfigError(f"{where}: must be non-empty text without control characters, got {value!r}")
     low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
     if low is not None and value < low:
         raise ConfigError(f"{where}: must be at least {low}, got {value!r}")
@@ -255,7 +259,13 @@ def load(
     """Build the configuration from every layer; ``overrides`` are the command-line flags."""
     environ = os.environ if environ is None else environ
     file = find_file(path, environ)
-    layers = [read_file(file) if file else {}, read_env(environ)]
+    try:
+        file_values = read_file(file) if file else {}
+    except ConfigError as exc:
+        if path or not environ.get(ENV_CONFIG):
+            raise
+        raise ConfigError(f"{exc} (named by {ENV_CONFIG})") from None
+    layers = [file_values, read_env(environ)]
     flag_values: dict[str, dict[str, Any]] = {}
     known = sections()
     for name, table in (overrides or {}).items():

@@ -341,11 +341,12 @@ def serve(config: Config, ready: Callable[[SinkServer], None] | None = None) -> 
 
     async def main() -> None:
         server = SinkServer(config)
-        await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Before start(): a signal sent as soon as "listening on" is logged must stop cleanly.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await server.start()
         log.info("event loop: %s", type(loop).__module__.split(".")[0])
         if ready is not None:
             ready(server)

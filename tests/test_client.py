@@ -1,4 +1,4 @@
-"""The bundled client (clients/smtp_client.py, ``smtp-send``) against real servers."""
+"""The bundled client (clients/smtp_client.py, ``smtp-send``): sending modes and exit codes over real sockets."""
 
 from __future__ import annotations
 
@@ -6,72 +6,23 @@ import email
 import email.policy
 import json
 import socket
+import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from smtp_sink.clients.smtp_client import SMTPClientError, send_message
+from client_support import ROOT, StubServer, free_port, only_message, refuse, self_signed, smtp_send
+from smtp_sink.clients.smtp_client import Session, SMTPClientError, send_message
 
+from smtp_sink.replies import Code
 from smtp_sink.server import SinkServer
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def smtp_send(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "clients" / "smtp_client.py"), *args],
-        capture_output=True, text=True, timeout=60, input=stdin,
-    )
-
-
-def only_message(server: SinkServer) -> email.message.EmailMessage:
-    (message_id,) = server.store.ids()
-    return email.message_from_bytes(server.store.read(message_id), policy=email.policy.default)
-
-
-class StubServer:
-    """A scripted SMTP server on a raw socket: ``answer(line) -> reply`` decides each reply."""
-
-    def __init__(self, answer: Callable[[str], str]) -> None:
-        self.answer = answer
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.received: list[str] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        reader = conn.makefile("rb")
-        conn.sendall(b"220 stub ready\r\n")
-        in_data = False
-        for raw in reader:
-            line = raw.decode().rstrip("\r\n")
-            self.received.append(line)
-            if in_data:
-                if line == ".":
-                    in_data = False
-                    conn.sendall(b"250 stored\r\n")
-                continue
-            reply = self.answer(line)
-            conn.sendall(reply.encode() + b"\r\n")
-            if reply.startswith("354"):
-                in_data = True
-            if line.upper() == "QUIT":
-                break
-        conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
 def stub() -> Iterator[Callable[[Callable[[str], str]], StubServer]]:
+    """Start scripted stub servers: ``stub(refuse({...}))``."""
     servers: list[StubServer] = []
 
     def start(answer: Callable[[str], str]) -> StubServer:
@@ -178,25 +129,6 @@ def test_json_record(server: SinkServer) -> None:
         assert isinstance(step["code"], int) and step["seconds"] >= 0
 
 
-def refuse(rcpt_codes: dict[str, str], data: str = "354 go ahead", ehlo: str = "250-stub\r\n250 PIPELINING"):
-    def answer(line: str) -> str:
-        verb = line.split(" ")[0].upper()
-        if verb == "EHLO":
-            return ehlo
-        if verb == "RCPT":
-            for address, reply in rcpt_codes.items():
-                if address in line:
-                    return reply
-            return "250 ok"
-        if verb == "DATA":
-            return data
-        if verb == "QUIT":
-            return "221 bye"
-        return "250 ok"
-
-    return answer
-
-
 def test_exit_1_some_recipients_refused_message_still_sent(stub) -> None:
     server = stub(refuse({"green@": "550 No such user here"}))
     result = smtp_send("--server", f"127.0.0.1:{server.port}", "--to", "jones@beta.test",
@@ -221,10 +153,7 @@ def test_exit_5_message_refused(stub) -> None:
 
 
 def test_exit_4_connection_failure() -> None:
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()
+    port = free_port()
     result = smtp_send("--server", f"127.0.0.1:{port}", "--to", "a@b.test")
     assert result.returncode == 4
     assert result.stderr.strip() == f"smtp-send: cannot connect to 127.0.0.1:{port}: Connection refused"
@@ -240,24 +169,21 @@ def test_exit_4_connection_failure() -> None:
         (["--server", "host:notaport", "--to", "a@b.test"],
          "smtp-send: bad --server 'host:notaport': expected HOST[:PORT]"),
         ([], "smtp-send: no recipients: give --to (or --cc/--bcc)"),
+        (["--to", "a@b.test", "--body-file", "/"], "smtp-send: cannot read --body-file file '/': Is a directory"),
+        (["--eml", "/no.eml"], "smtp-send: cannot read --eml file '/no.eml': No such file or directory"),
+        (["--to", "a@b.test", "--from", "me at home"], "smtp-send: malformed address 'me at home' in --from"),
+        (["--to", "a@b.test", "--subject", "hi\nBcc: x@y.test"],
+         "smtp-send: --subject 'hi\\nBcc: x@y.test': a header cannot hold a line break"),
+        (["--to", "a@\udcffb.test"], "smtp-send: --to: not valid UTF-8 text"),  # the raw byte 0xff on the command line
+        (["--to", "a@b.test", "--timeout", "-1"],
+         "smtp-send: error: argument --timeout: expected a positive number of seconds, got '-1'"),
     ],
 )
 def test_exit_2_bad_usage_is_one_clear_line(args: list[str], message: str) -> None:
     result = smtp_send(*args)
     assert result.returncode == 2
-    assert result.stderr.strip() == message
-
-
-def test_interactive_mode_explains_each_reply(server: SinkServer) -> None:
-    script = "EHLO lab\nMAIL FROM:<a@example.test>\nRCPT TO:<b@example.test>\nDATA\nSubject: typed\n\nhi\n.\nQUIT\n"
-    result = smtp_send("--server", f"127.0.0.1:{server.smtp_port}", "--interactive", stdin=script)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "(220: <domain> Service ready)" in out
-    assert "(354: Start mail input; end with <CRLF>.<CRLF>)" in out
-    assert "(221: <domain> Service closing transmission channel)" in out
-    assert out.count("(250: Requested mail action okay, completed)") == 4
-    assert only_message(server)["Subject"] == "typed"
+    assert result.stderr.strip().splitlines()[-1] == message  # argparse prints its usage lines first
+    assert "Traceback" not in result.stderr
 
 
 def test_helo_fallback_when_ehlo_is_refused(stub) -> None:
@@ -289,10 +215,7 @@ def test_against_aiosmtpd(tmp_path: Path) -> None:
             received.append((envelope.mail_from, envelope.rcpt_tos, envelope.content))
             return "250 OK stored by aiosmtpd"
 
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     controller = Controller(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -306,37 +229,8 @@ def test_against_aiosmtpd(tmp_path: Path) -> None:
     assert content.endswith(b"\r\n\r\n.dot\r\nline\r\n")
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A throw-away certificate for 127.0.0.1 (cryptography)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_starttls_then_auth_against_aiosmtpd(tmp_path: Path, mechanism: str) -> None:
-    import ssl
-
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
@@ -354,10 +248,7 @@ def test_starttls_then_auth_against_aiosmtpd(tmp_path: Path, mechanism: str) -> 
             received.append(envelope.content)
             return "250 OK"
 
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=context,
                             require_starttls=True, authenticator=authenticator, auth_require_tls=True,
                             auth_exclude_mechanism=["PLAIN"] if mechanism == "LOGIN" else [])
@@ -376,3 +267,135 @@ def test_starttls_then_auth_against_aiosmtpd(tmp_path: Path, mechanism: str) -> 
     assert len(received) == 1 and received[0].endswith(b"secret mail\r\n")
     assert bad.returncode == 5 and "authentication failed: 535" in bad.stderr
     assert untrusted.returncode == 4 and "TLS handshake failed" in untrusted.stderr
+
+
+def test_body_file_any_line_endings(server: SinkServer, tmp_path: Path) -> None:
+    body = tmp_path / "body.txt"
+    body.write_bytes(b"crlf\r\n.lf\nlone cr\r..two dots\n.\nend")
+    result = smtp_send("--server", f"127.0.0.1:{server.smtp_port}", "--to", "b@example.test", "--body-file", str(body))
+    assert result.returncode == 0, result.stderr
+    assert only_message(server).get_content() == "crlf\r\n.lf\r\nlone cr\r\n..two dots\r\n.\r\nend\r\n"
+    raw = server.store.read(server.store.ids()[0])
+    assert raw.count(b"\n") == raw.count(b"\r\n") and raw.count(b"\r") == raw.count(b"\r\n")
+
+
+def test_eml_with_bad_header_addresses_is_one_line(tmp_path: Path) -> None:
+    eml = tmp_path / "bad.eml"
+    eml.write_bytes(b"From: a@example.test\nTo: bob\n\nhi\n")
+    result = smtp_send("--server", f"127.0.0.1:{free_port()}", "--eml", str(eml))
+    assert result.returncode == 2
+    assert result.stderr == "smtp-send: malformed address 'bob' in the --eml file's To/Cc/Bcc headers\n"
+
+
+def test_eml_envelope_from_flags_and_lone_dot_line(server: SinkServer, tmp_path: Path) -> None:
+    eml = tmp_path / "saved.eml"
+    eml.write_bytes(b"From: header@example.test\rTo: header-to@example.test\rSubject: cr\r\r.\r..\rlast\r")
+    result = smtp_send("--server", f"127.0.0.1:{server.smtp_port}", "--eml", str(eml),
+                       "--from", "flag@example.test", "--to", "flag-to@example.test")
+    assert result.returncode == 0, result.stderr
+    raw = server.store.read(server.store.ids()[0])
+    assert b"Return-Path: <flag@example.test>\r\n" in raw
+    assert only_message(server).get_all("X-Original-To") == ["flag-to@example.test"]
+    assert raw.endswith(b"To: header-to@example.test\r\nSubject: cr\r\n\r\n.\r\n..\r\nlast\r\n")
+
+
+@pytest.mark.parametrize("advertised", [True, False])
+def test_8bit_body_only_when_8bitmime_is_advertised(stub, advertised: bool) -> None:
+    server = stub(refuse({}, ehlo="250-stub\r\n250 8BITMIME" if advertised else "250 stub"))
+    result = smtp_send("--server", f"127.0.0.1:{server.port}", "--to", "a@b.test", "--body", "Grüße aus Köln")
+    assert result.returncode == 0, result.stderr
+    mail = next(line for line in server.received if line.startswith("MAIL"))
+    message = email.message_from_bytes(server.data, policy=email.policy.default)
+    assert message.get_content().splitlines() == ["Grüße aus Köln"]
+    if advertised:
+        assert mail == "MAIL FROM:<smtp-send@localhost> BODY=8BITMIME"
+        assert "Grüße".encode() in server.data
+    else:
+        assert mail == "MAIL FROM:<smtp-send@localhost>"  # no SIZE or BODY: not advertised
+        assert server.data.isascii()
+
+
+def test_smtputf8_addresses(server: SinkServer, stub) -> None:
+    sent = smtp_send("-v", "--server", f"127.0.0.1:{server.smtp_port}", "--to", "jörg@exämple.test")
+    assert sent.returncode == 0, sent.stderr
+    assert "SMTPUTF8" in next(line for line in sent.stdout.splitlines() if line.startswith("C: MAIL FROM:"))
+    assert only_message(server).get_all("X-Original-To") == ["jörg@exämple.test"]
+    plain = stub(refuse({}))
+    refused = smtp_send("--server", f"127.0.0.1:{plain.port}", "--to", "jörg@exämple.test")
+    assert refused.returncode == 5
+    assert refused.stderr.strip() == "smtp-send: non-ASCII addresses need SMTPUTF8, which the server does not offer"
+
+
+@pytest.mark.parametrize(
+    ("mail", "exit_code", "rset"), [("553 sender not allowed", 5, True), ("421 shutting down", 3, False)]
+)
+def test_sender_refused(stub, mail: str, exit_code: int, rset: bool) -> None:
+    server = stub(refuse({}, mail=mail))
+    result = smtp_send("--server", f"127.0.0.1:{server.port}", "--to", "a@b.test")
+    assert result.returncode == exit_code
+    assert result.stderr.strip() == f"smtp-send: message refused: {mail}"
+    assert ("RSET" in server.received) is rset  # after 421 the server has gone: nothing more is sent
+    assert "DATA" not in server.received
+
+
+def test_exit_4_server_never_answers() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # the kernel completes the connection; nobody ever speaks
+    port = silent.getsockname()[1]
+    try:
+        result = smtp_send("--timeout", "0.5", "--server", f"127.0.0.1:{port}", "--to", "a@b.test")
+    finally:
+        silent.close()
+    assert result.returncode == 4
+    assert result.stderr.strip() == f"smtp-send: no reply from 127.0.0.1:{port} within 0.5 s"
+
+
+def test_help_from_checkout_and_installed() -> None:
+    for command in ([sys.executable, str(ROOT / "clients" / "smtp_client.py"), "--help"], ["smtp-send", "--help"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0
+        assert "--interactive" in result.stdout and "130 interrupted" in result.stdout
+
+
+def test_session_api(server: SinkServer) -> None:
+    lines: list[str] = []
+    session = Session("127.0.0.1", server.smtp_port, echo=lines.append)
+    session.hello("lab")
+    assert {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8"} <= set(session.extensions)
+    assert session.command("NOOP").code == Code.OK
+    replies = session.pipeline(["MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>", "RCPT TO:<bad>"])
+    assert [r.code for r in replies] == [Code.OK, Code.OK, Code.PARAMETER_SYNTAX]
+    assert session.command("DATA").code == Code.START_MAIL_INPUT
+    assert session.data(b"Subject: s\n\n.x\n").code == Code.OK
+    session.quit()
+    assert lines[0].startswith("S: 220 ") and "C: ..x" in lines and lines[-1].startswith("S: 221 ")
+    assert [x.command for x in session.transcript][-3:] == ["DATA", "<message>", "QUIT"]
+    assert only_message(server).get_content() == ".x\r\n"
+
+
+def test_implicit_tls_against_aiosmtpd(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.content)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        result = smtp_send("--server", f"127.0.0.1:{port}", "--tls", "--insecure", "--to", "b@example.test",
+                           "--body", "over tls")
+        plain = smtp_send("--timeout", "0.5", "--server", f"127.0.0.1:{port}", "--to", "b@example.test")
+    finally:
+        controller.stop()
+    assert result.returncode == 0, result.stderr
+    assert len(received) == 1 and received[0].endswith(b"over tls\r\n")
+    assert plain.returncode == 4  # the server speaks only TLS: no plain-text greeting ever comes

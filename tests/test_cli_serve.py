@@ -1,0 +1,225 @@
+"""``smtp-sink serve`` as a real child process: start-up errors, signals, logs, flags, loops.
+
+Servers run with ``--port 0``; the port is read from the "listening on host:port" log line
+(see tests/server_process.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from server_process import ServerProcess
+from smtp_wire import connect
+
+import smtp_sink
+from smtp_sink.replies import Code
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m smtp_sink ARGS`` to completion, without any SMTP_SINK_* from our environment."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "smtp_sink", *args],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=cwd, env={**environ, **(env or {})},
+    )
+
+
+def busy_port() -> socket.socket:
+    """A listening socket on a free loopback port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def send(port: int, recipients: list[str], body: bytes = b"Subject: cli\r\n\r\nx\r\n") -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        assert smtp.sendmail("ann@example.test", recipients, body) == {}
+
+
+# -- start-up errors -------------------------------------------------------------------------
+
+
+def test_smtp_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with busy_port() as busy:
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", str(port), "--no-http", "--store", str(tmp_path / "mail"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"smtp-sink: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert result.stdout == ""
+
+
+def test_http_port_in_use_names_the_http_address(tmp_path: Path) -> None:
+    with busy_port() as busy:
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", "0", "--store", str(tmp_path / "mail"), env={"SMTP_SINK_HTTP_PORT": str(port)})
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    assert errors == [f"smtp-sink: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert "Traceback" not in result.stderr
+
+
+def test_address_not_on_this_machine_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = run("serve", "--host", "192.0.2.1", "--port", "0", "--no-http", "--store", str(tmp_path / "mail"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["smtp-sink: cannot listen on 192.0.2.1:0: cannot assign requested address"]
+
+
+def test_store_that_is_a_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "mail"
+    not_a_folder.write_text("")
+    result = run("serve", "--port", "0", "--no-http", "--store", str(not_a_folder))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"smtp-sink: cannot use store folder {not_a_folder}: Not a directory"]
+
+
+def test_bad_flag_value_is_a_usage_error_exit_2(tmp_path: Path) -> None:
+    result = run("serve", "--loop", "trio", "--store", str(tmp_path))
+    assert result.returncode == 2
+    assert "invalid choice: 'trio'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_sends_421_to_open_sessions_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
+    server = ServerProcess(tmp_path / "mail")
+    greeted, in_data = connect(server.port), connect(server.port)
+    assert greeted.cmd("EHLO c.test")[0] == Code.OK
+    for command in ("EHLO c.test", "MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
+        assert in_data.cmd(command)[0] == Code.OK
+    assert in_data.cmd("DATA")[0] == Code.START_MAIL_INPUT
+    in_data.send(b"Subject: half\r\n\r\nhalf a mess")
+    server.proc.send_signal(sig)
+    for wire in (greeted, in_data):
+        code, lines = wire.reply()
+        assert code == Code.SERVICE_UNAVAILABLE
+        assert lines == ["smtp-sink.localhost Service not available, shutting down"]
+        assert wire.closed()
+        wire.close()
+    assert server.proc.wait(15) == 0
+    assert server.stop() == 0
+    log = server.log()
+    assert "INFO shutting down" in log and "INFO smtp-sink stopped" in log
+    assert "Traceback" not in log
+    assert list((tmp_path / "mail").glob("*.eml")) == []
+    assert list((tmp_path / "mail" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_at_once_after_the_listening_line_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
+    # with HTTP on (slower start-up), a signal sent the moment "listening on" appears
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--store", str(tmp_path / "mail")],
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env={**environ, "SMTP_SINK_HTTP_PORT": "0"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "listening on" in line:
+            proc.send_signal(sig)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(15) == 0
+    assert "Traceback" not in rest
+
+
+# -- flags and logs --------------------------------------------------------------------------
+
+
+def test_store_flag_puts_the_files_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # the child's working folder: no ./mail may appear there
+    store = tmp_path / "elsewhere"
+    server = ServerProcess(store)
+    send(server.port, ["bob@example.test"])
+    assert server.stop() == 0
+    (eml,) = store.glob("*.eml")
+    assert eml.read_bytes().endswith(b"\r\nSubject: cli\r\n\r\nx\r\n")
+    assert not (cwd / "mail").exists()
+
+
+def test_info_log_has_listening_connect_stored_and_disconnect_lines(tmp_path: Path) -> None:
+    store = tmp_path / "mail"
+    server = ServerProcess(store)
+    send(server.port, ["bob@example.test", "carol@example.test"])
+    assert server.stop() == 0
+    (eml,) = store.glob("*.eml")
+    log = server.log()
+    listening = rf"INFO smtp-sink listening on 127\.0\.0\.1:{server.port}, storing in {re.escape(str(store))}\n"
+    assert re.search(listening, log)
+    assert re.search(r"INFO connect from 127\.0\.0\.1\n", log)
+    size = eml.stat().st_size
+    assert re.search(
+        rf"INFO stored {eml.stem} size={size} from=<ann@example\.test> to=bob@example\.test,carol@example\.test\n", log
+    )
+    assert re.search(r"INFO disconnect 127\.0\.0\.1\n", log)
+    assert " DEBUG " not in log  # commands only with -v
+
+
+def test_verbose_logs_commands_and_replies_at_debug(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "mail", "-v")
+    with connect(server.port) as wire:
+        assert wire.cmd("EHLO verbose.test")[0] == Code.OK
+        assert wire.cmd("MAIL FROM:<ann@example.test>")[0] == Code.OK
+        assert wire.cmd("FROBNICATE")[0] == Code.SYNTAX_ERROR
+        assert wire.cmd("QUIT")[0] == Code.CLOSING
+    assert server.stop() == 0
+    log = server.log()
+    assert re.search(r"DEBUG C\[127\.0\.0\.1\]: b'EHLO verbose\.test\\r\\n'", log)
+    assert re.search(r"DEBUG C\[127\.0\.0\.1\]: b'MAIL FROM:<ann@example\.test>\\r\\n'", log)
+    assert re.search(r"DEBUG S\[127\.0\.0\.1\]: b'250 <ann@example\.test>\.\.\. Sender ok\\r\\n'", log)
+    assert re.search(r"DEBUG S\[127\.0\.0\.1\]: b'500 Command unrecognized: FROBNICATE\\r\\n'", log)
+    assert re.search(r"DEBUG S\[127\.0\.0\.1\]: b'220 ", log)
+
+
+def test_log_level_flag_and_hostname_flag(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "mail", "--log-level", "debug", "--hostname", "mx.cli.test")
+    with connect(server.port) as wire:
+        assert wire.cmd("NOOP")[0] == Code.OK
+    send(server.port, ["bob@example.test"])
+    assert server.stop() == 0
+    assert "DEBUG C[127.0.0.1]: b'NOOP\\r\\n'" in server.log()
+    assert b"\tby mx.cli.test (smtp-sink" in next((tmp_path / "mail").glob("*.eml")).read_bytes()
+
+
+def test_environment_settings_reach_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_SINK_SMTP_MAX_RECIPIENTS", "1")  # the child inherits our environment
+    server = ServerProcess(tmp_path / "mail")
+    with connect(server.port) as wire:
+        assert wire.cmd("EHLO c.test")[0] == Code.OK
+        assert wire.cmd("MAIL FROM:<a@example.test>")[0] == Code.OK
+        assert wire.cmd("RCPT TO:<b@example.test>")[0] == Code.OK
+        assert wire.cmd("RCPT TO:<c@example.test>")[0] == Code.INSUFFICIENT_STORAGE
+    assert server.stop() == 0
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"smtp-sink {smtp_sink.__version__}\n"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_both_event_loops_serve(tmp_path: Path, loop: str) -> None:
+    server = ServerProcess(tmp_path / "mail", "--loop", loop)
+    send(server.port, ["bob@example.test"])
+    with connect(server.port) as wire:  # pipelining on this loop's transport
+        wire.send("EHLO p.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        assert [wire.code() for _ in range(4)] == [Code.OK, Code.OK, Code.OK, Code.START_MAIL_INPUT]
+        wire.send("Subject: p\r\n\r\nx\r\n.\r\nQUIT\r\n")
+        assert [wire.code() for _ in range(2)] == [Code.OK, Code.CLOSING]
+    assert server.stop() == 0
+    assert f"INFO event loop: {loop}\n" in server.log()
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
