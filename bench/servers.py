@@ -44,6 +44,7 @@ class Server:
 
     def start(self, port: int, folder: Path) -> subprocess.Popen[bytes]:
         """Start on ``port`` storing into ``folder``; return once it greets. Raises BenchError."""
+        folder = folder.resolve()  # the server runs in another working directory
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o777)  # Postfix's smtp-sink writes as nobody
         proc = subprocess.Popen(

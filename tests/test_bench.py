@@ -23,9 +23,9 @@ def test_generated_store_is_read_by_the_real_store(tmp_path):
     assert before - 1 <= id_time(ids[-1]) <= time.time()
     page = store.query(limit=50)
     assert (page.total, len(page.messages)) == (120, 50)
-    assert page.messages[0].subject == f"Order 119 topic{119 % TOPICS}"  # newest first
-    found = store.query(limit=50, search="subject:topic7")
-    assert [m.subject for m in found.messages] == ["Order 7 topic7"]
+    assert page.messages[0].subject == f"Order 119 topic{119 % TOPICS:03d}"  # newest first
+    found = store.query(limit=50, search="subject:topic007")
+    assert [m.subject for m in found.messages] == ["Order 7 topic007"]
     store.close()
 
 

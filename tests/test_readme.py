@@ -52,7 +52,9 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def test_serve_synopsis_lists_exactly_the_serve_options() -> None:
-    synopsis = between(README, "```\nsmtp-sink serve ", "```")
+    found = re.search(r"^```\n(smtp-sink serve .*?)^```$", README, re.S | re.M)
+    assert found, "no smtp-sink serve synopsis block"
+    synopsis = found.group(1)
     documented = set(re.findall(r"\[(-{1,2}[\w-]+)", synopsis))
     actions = [a for a in serve_parser()._actions if a.option_strings and "--help" not in a.option_strings]
     for action in actions:
