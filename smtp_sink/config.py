@@ -28,6 +28,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "SMTP_SINK_"
+# Command-line flags whose name is not --<key> (error messages name the flag the user typed).
+FLAG_NAMES = {("store", "path"): "--store", ("log", "level"): "--log-level", ("http", "enabled"): "--no-http"}
 ENV_CONFIG = "SMTP_SINK_CONFIG"
 LOCAL_CONFIG = "smtp-sink.toml"
 
@@ -273,7 +275,8 @@ def load(
         for key, value in table.items():
             if value is not None:
                 kind, meta = keys[key]
-                flag_values.setdefault(name, {})[key] = _check(value, kind, meta, f"option --{key.replace('_', '-')}")
+                flag = FLAG_NAMES.get((name, key), f"--{key.replace('_', '-')}")
+                flag_values.setdefault(name, {})[key] = _check(value, kind, meta, f"option {flag}")
     layers.append(flag_values)
     merged: dict[str, dict[str, Any]] = {name: {} for name in [*known, "rules"]}
     for layer in layers:

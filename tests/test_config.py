@@ -257,8 +257,10 @@ def test_env_error_beats_nothing_a_good_file_says(tmp_path: Path) -> None:
 def test_flag_error_names_the_option() -> None:
     with pytest.raises(ConfigError, match=r"^option --port: must be at most 65535, got 99999$"):
         load(None, {"smtp": {"port": 99999}}, environ={})
-    with pytest.raises(ConfigError, match=r"^option --path: must be non-empty text"):
+    with pytest.raises(ConfigError, match=r"^option --store: must be non-empty text"):  # the flag, not the key
         load(None, {"store": {"path": ""}}, environ={})
+    with pytest.raises(ConfigError, match=r"^option --hostname: must be non-empty text"):
+        load(None, {"smtp": {"hostname": "a\r\nb"}}, environ={})
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -297,8 +299,9 @@ def test_serve_with_a_bad_config_file_is_one_line_and_exit_2(tmp_path: Path) -> 
         ({"env": {"SMTP_SINK_CONFIG": "missing.toml"}},
          r"smtp-sink: config error: missing\.toml: no such config file \(named by SMTP_SINK_CONFIG\)"),
         ({"args": ["--port", "70000"]}, r"smtp-sink: config error: option --port: must be at most 65535"),
+        ({"args": ["--store", ""]}, r"smtp-sink: config error: option --store: must be non-empty text"),
     ],
-    ids=["bad TOML", "not UTF-8", "unknown env variable", "missing env file", "bad flag"],
+    ids=["bad TOML", "not UTF-8", "unknown env variable", "missing env file", "bad flag", "empty store"],
 )
 def test_serve_config_errors_are_one_line_and_exit_2(tmp_path: Path, setup: dict, message: str) -> None:
     args = ["--store", str(tmp_path / "mail"), *setup.get("args", [])]

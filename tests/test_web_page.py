@@ -31,6 +31,7 @@ def page(browser: Browser, web_server: SinkServer) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
     page.goto(f"http://127.0.0.1:{web_server.http_port}/")
+    page.wait_for_selector("body[data-live]")  # the event stream is open
     yield page
     context.close()
 
@@ -101,6 +102,7 @@ def test_search_and_narrow_screen(browser: Browser, web_server: SinkServer) -> N
     context = browser.new_context(viewport={"width": 390, "height": 800})
     page = context.new_page()
     page.goto(f"http://127.0.0.1:{web_server.http_port}/")
+    page.wait_for_selector("body[data-live]")
     expect(page.locator("#messages li")).to_have_count(2, timeout=10_000)
     page.locator("#query").fill("invoice")
     expect(page.locator("#messages li")).to_have_count(1)

@@ -217,7 +217,6 @@ async def clear_rules(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``new`` (a message summary), ``delete`` (ids or all), ``read``."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1000)
     loop = asyncio.get_running_loop()
 
@@ -232,8 +231,11 @@ async def events(request: web.Request) -> web.StreamResponse:
             return
         loop.call_soon_threadsafe(lambda: queue.full() or queue.put_nowait(item))
 
+    # Subscribe before the client sees the stream open: it refreshes its list on open, so
+    # nothing that arrives in between is missed.
     unsubscribe = _server(request).store.subscribe(push)
     try:
+        await response.prepare(request)
         await response.write(b": connected\n\n")
         while True:
             try:
@@ -284,7 +286,8 @@ class HTTPServer:
 
     def __init__(self, server: SinkServer) -> None:
         self.server = server
-        self.runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
+        # shutdown_timeout: open event streams never finish by themselves; do not wait for them.
+        self.runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         self.port = 0
 
     async def start(self) -> None:

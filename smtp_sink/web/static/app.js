@@ -87,7 +87,9 @@ $("delete-all").addEventListener("click", async () => { if (confirm("Delete ever
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.tab));
 
 const events = new EventSource("/api/events");
+// (Re)connected: list again, so mail that arrived while the stream was down is shown.
+events.addEventListener("open", () => { document.body.dataset.live = "1"; refresh(); });
+events.addEventListener("error", () => { delete document.body.dataset.live; });
 events.addEventListener("new", () => refresh());
 events.addEventListener("delete", () => refresh());
 events.addEventListener("read", () => refresh());
-refresh();
