@@ -9,6 +9,7 @@ import email.utils
 import os
 import re
 import smtplib
+import threading
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -639,3 +640,26 @@ def test_max_connections_refuses_the_extra_one(server_factory) -> None:
     with connect(server.smtp_port) as again:  # the freed slot is usable again
         assert again.cmd("NOOP")[0] == Code.OK
     second.close()
+
+
+def test_max_connections_under_50_concurrent_clients(server_factory) -> None:
+    import concurrent.futures
+
+    server = server_factory(max_connections=20)
+    barrier = threading.Barrier(50)
+
+    def client(_: int) -> tuple[int, Wire]:
+        barrier.wait()
+        wire = Wire(server.smtp_port)
+        return wire.code(), wire
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(client, range(50)))
+    codes = sorted(code for code, _ in results)
+    assert codes == [220] * 20 + [421] * 30
+    for code, wire in results:
+        if code == 421:
+            assert wire.closed()
+        else:
+            assert wire.cmd("NOOP")[0] == 250
+        wire.close()
