@@ -15,20 +15,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smtp_sink.ids import encode
+
 from .servers import ours_env
 from .tools import HOST, BenchError, free_port, median, stop, wait_smtp
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, the layout of smtp_sink/ids.py
 TOPICS = 1000  # subject "topicN" words: a search for one matches n / TOPICS messages
 NA = "n/a (not implemented yet)"
-
-
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
 
 
 def make_store(folder: Path, count: int) -> None:
@@ -39,7 +32,7 @@ def make_store(folder: Path, count: int) -> None:
     rng = random.Random(8)
     start_ms = int(time.time() * 1000) - count
     for n in range(count):
-        message_id = _encode(start_ms + n, 10) + _encode(rng.getrandbits(80), 16)
+        message_id = encode(start_ms + n, 10) + encode(rng.getrandbits(80), 16)
         when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime((start_ms + n) / 1000))
         user = f"user{n % 5000}"
         data = (

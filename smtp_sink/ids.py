@@ -20,7 +20,8 @@ _last_ms = 0
 _last_rand = 0
 
 
-def _encode(value: int, length: int) -> str:
+def encode(value: int, length: int) -> str:
+    """``value`` as ``length`` Crockford base32 digits (the two halves of an id)."""
     chars = []
     for _ in range(length):
         value, digit = divmod(value, 32)
@@ -39,7 +40,7 @@ def new_id() -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to increment
         _last_ms, _last_rand = ms, rand
-    return _encode(ms, 10) + _encode(rand, 16)
+    return encode(ms, 10) + encode(rand, 16)
 
 
 def is_id(text: str) -> bool:
