@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ids import encode
 from .message import Summary
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.sqlite"
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in ids.py
 _TERM_RE = re.compile(r'(?:(\w+):)?("[^"]*"?|\S+)')
 _WORD_RE = re.compile(r"[^\W_]", re.UNICODE)
 
@@ -96,11 +96,7 @@ class Query:
 
 def id_floor(when: float) -> str:
     """The smallest id a message arriving at Unix time ``when`` can have."""
-    value, chars = max(0, int(when * 1000)), []
-    for _ in range(10):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars)) + "0" * 16
+    return encode(max(0, int(when * 1000)), 10) + "0" * 16
 
 
 def _phrase(column: str | None, value: str) -> str:
