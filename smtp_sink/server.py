@@ -38,7 +38,13 @@ from .rules import RuleSet
 from .store import Store, StoreError
 
 log = logging.getLogger("smtp_sink")
-INDEX_DELAY = 0.02  # seconds between a save and the batched index insert
+# Indexing (parsing each message for the summary) costs more CPU than receiving it, and the
+# worker thread competes with the SMTP thread for the GIL. So it waits until mail stops
+# flowing, unless someone watches (event-stream subscribers) or the backlog grows large.
+# Queries never wait: they index what is pending first (Store.refresh).
+INDEX_DELAY = 0.02  # seconds between a save and the first look at indexing
+INDEX_QUIET = 0.25  # index once no message arrived for this long
+INDEX_BACKLOG = 20000  # ... or once this many wait
 
 
 def _log_index_error(future: asyncio.Future[Any]) -> None:
@@ -186,6 +192,7 @@ class SinkServer:
         # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
         self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")
         self._index_scheduled = False
+        self._last_saved = 0.0
         self.connections: set[SMTPConnection] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.base_events.Server | None = None
@@ -268,12 +275,17 @@ class SinkServer:
         return accepted(stored.id)
 
     def _schedule_index(self) -> None:
-        """Index the messages saved in the last INDEX_DELAY seconds in one batch, in the worker."""
+        """Look at indexing the saved messages in INDEX_DELAY seconds (see INDEX_QUIET)."""
+        self._last_saved = self.loop.time()
         if not self._index_scheduled:
             self._index_scheduled = True
             self.loop.call_later(INDEX_DELAY, self._index_batch)
 
     def _index_batch(self) -> None:
+        busy = self.loop.time() - self._last_saved < INDEX_QUIET
+        if busy and not self.store.watched and self.store.pending < INDEX_BACKLOG:
+            self.loop.call_later(INDEX_QUIET, self._index_batch)  # look again later
+            return
         self._index_scheduled = False
         future = self.loop.run_in_executor(self._indexer, self.store.index_pending)
         future.add_done_callback(_log_index_error)

@@ -226,6 +226,16 @@ class Store:
                 self._index.close()
                 self._index = None
 
+    @property
+    def watched(self) -> bool:
+        """True while someone subscribes to events (a web page is open): index promptly."""
+        return bool(self._subscribers)
+
+    @property
+    def pending(self) -> int:
+        """Messages saved by this process and not indexed yet."""
+        return len(self._pending)
+
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for each new message (its :class:`Summary`, once indexed), each
         deletion (:class:`Deleted`) and read-flag change (:class:`Marked`), in the thread that
