@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="SMTP port (default 2525; 0 picks a free one)")
     serve.add_argument("--hostname", help="name the server gives itself in replies and Received headers")
     serve.add_argument("--no-http", action="store_true", help="do not start the web page and HTTP API")
+    serve.add_argument("--auth", metavar="MODE", help="SMTP AUTH: off (default), accept-any or users ([auth] users)")
+    serve.add_argument("--require-tls", action="store_true", default=None, help="refuse AUTH before TLS (538)")
+    serve.add_argument("--tls", metavar="MODE", help="STARTTLS and implicit TLS: auto (default: on with AUTH), on, off")
+    serve.add_argument("--tls-port", type=int, metavar="PORT", help="implicit-TLS port (default 2465; 0 picks one)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="certificate file (default: self-signed, generated once)")
+    serve.add_argument("--tls-key", metavar="PEM", help="private key file for --tls-cert")
     serve.add_argument(
         "--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto: uvloop if installed)"
     )
@@ -70,6 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args, {
         "smtp": {"host": args.host, "port": args.port, "hostname": args.hostname, "loop": args.loop},
         "http": {"enabled": False if args.no_http else None},
+        "auth": {"mode": args.auth, "require_tls": args.require_tls},
+        "tls": {"mode": args.tls, "port": args.tls_port, "cert": args.tls_cert, "key": args.tls_key},
         "log": {"level": level},
     })
     logging.basicConfig(

@@ -29,15 +29,19 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ENV_PREFIX = "SMTP_SINK_"
 # Command-line flags whose name is not --<key> (error messages name the flag the user typed).
-FLAG_NAMES = {("store", "path"): "--store", ("log", "level"): "--log-level", ("http", "enabled"): "--no-http"}
+FLAG_NAMES = {
+    ("store", "path"): "--store", ("log", "level"): "--log-level", ("http", "enabled"): "--no-http",
+    ("auth", "mode"): "--auth", ("tls", "mode"): "--tls", ("tls", "port"): "--tls-port",
+    ("tls", "cert"): "--tls-cert", ("tls", "key"): "--tls-key",
+}
 ENV_CONFIG = "SMTP_SINK_CONFIG"
 LOCAL_CONFIG = "smtp-sink.toml"
 
 
 def _opt(default: Any, *, low: float | None = None, high: float | None = None,
-         choices: tuple[str, ...] | None = None) -> Any:
-    """A field with a default and the range or choices a value must respect."""
-    return field(default=default, metadata={"low": low, "high": high, "choices": choices})
+         choices: tuple[str, ...] | None = None, empty: bool = False) -> Any:
+    """A field with a default and the range or choices a value must respect (``empty``: "" means unset)."""
+    return field(default=default, metadata={"low": low, "high": high, "choices": choices, "empty": empty})
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,25 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """``[auth]``: SMTP AUTH (RFC 4954) with PLAIN, LOGIN and CRAM-MD5."""
+
+    mode: str = _opt("off", choices=("off", "accept-any", "users"))
+    users: dict[str, str] = field(default_factory=dict)
+    require_tls: bool = False
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """``[tls]``: STARTTLS (RFC 3207) and implicit TLS on a second port (RFC 8314)."""
+
+    mode: str = _opt("auto", choices=("auto", "on", "off"))
+    port: int = _opt(2465, low=0, high=65535)
+    cert: str = _opt("", empty=True)
+    key: str = _opt("", empty=True)
+
+
+@dataclass(frozen=True)
 class HTTPConfig:
     """``[http]``: the web page and HTTP API."""
 
@@ -103,6 +126,8 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
     rules: tuple[Rule, ...] = field(default_factory=tuple)
@@ -148,6 +173,8 @@ def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
         ok = isinstance(value, kind)
     if not ok:
         raise ConfigError(f"{where}: expected {names.get(kind, kind.__name__)}, got {value!r}")
+    if kind is str and value == "" and meta.get("empty"):
+        return value
     if kind is str and (not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value)):
         # "" would mean every interface for a host and the current folder for a path; a CR LF
         # in a hostname would break the replies it appears in

@@ -1,8 +1,9 @@
-"""The SMTP session as a sans-I/O state machine (RFC 5321, RFC 1870, RFC 2920, RFC 6152, RFC 6531).
+"""The SMTP session as a sans-I/O state machine (RFC 5321, 1870, 2920, 3207, 4954, 6152, 6531).
 
 Bytes go in through :meth:`Session.feed`; out come, in order, :class:`~smtp_sink.replies.Reply`
 objects to send, a :class:`MessageReceived` for each complete message (the caller stores it and
-sends :func:`accepted` or :func:`store_failed`), and :data:`CLOSE` when the connection must end.
+sends :func:`accepted` or :func:`store_failed`), :data:`START_TLS` when the caller must run the
+TLS handshake (then :meth:`Session.tls_started`), and :data:`CLOSE` when the connection must end.
 No sockets, no files, no clock: every rule here is testable without a network.
 
 DATA is located with ``bytes.find`` over the new bytes only (plus the last four bytes seen),
@@ -12,6 +13,7 @@ only ``CRLF . CRLF``; a bare LF followed by a dot is message content (SMTP-smugg
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,15 +22,18 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .addresses import AddressError, parse_mailbox, parse_params, split_path
 from .replies import Code, Reply, explain, reply
+from .sasl import MECHANISMS, Credentials, Exchange, SASLError, check
 
 if TYPE_CHECKING:
     from .rules import Rule
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF. Extensions
 # may lengthen MAIL: SIZE (RFC 1870) +26, BODY (RFC 6152) +14, SMTPUTF8 (RFC 6531) +10,
-# AUTH= (RFC 4954) +500.
+# AUTH= (RFC 4954) +500. RFC 4954 section 4: an AUTH line or SASL response may be 12288 octets.
 COMMAND_LINE_MAX = 512
 MAIL_LINE_MAX = COMMAND_LINE_MAX + 26 + 14 + 10 + 500
+AUTH_LINE_MAX = 12288
+LINE_LIMITS = {"MAIL": MAIL_LINE_MAX, "RCPT": MAIL_LINE_MAX, "AUTH": AUTH_LINE_MAX}
 TERMINATOR = b"\r\n.\r\n"
 
 
@@ -51,6 +56,16 @@ class _Close:
 
 
 CLOSE = _Close()
+
+
+class _StartTLS:
+    """Marker: after sending what came before, run the server side of the TLS handshake."""
+
+    def __repr__(self) -> str:
+        return "START_TLS"
+
+
+START_TLS = _StartTLS()
 
 
 @dataclass(slots=True)
@@ -90,7 +105,7 @@ class Throttle:
     rate: int
 
 
-Output = Reply | MessageReceived | _Close | Delay | Throttle
+Output = Reply | MessageReceived | _Close | _StartTLS | Delay | Throttle
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,11 @@ class Settings:
     max_message_size: int = 33554432  # 0: no limit
     max_recipients: int = 1000  # 0: no limit
     smtputf8: bool = True
+    auth: str = "off"  # off | accept-any | users
+    users: tuple[tuple[str, str], ...] = ()  # (name, password) for auth = users
+    require_tls: bool = False  # AUTH before TLS gets 538
+    starttls: bool = False  # STARTTLS offered and working
+    tls_unavailable: str = ""  # why TLS is configured but cannot work (STARTTLS gets 454)
 
 
 class Policy:
@@ -150,6 +170,8 @@ HELP_TOPICS: dict[str, str] = {
     "VRFY": "VRFY <address>: ask whether a mailbox exists",
     "EXPN": "EXPN <list>: list the members of a mailing list",
     "HELP": "HELP [command|STATUS]: this help, or the session status",
+    "STARTTLS": "STARTTLS: switch this connection to TLS, then EHLO again (RFC 3207)",
+    "AUTH": "AUTH PLAIN|LOGIN|CRAM-MD5 [initial-response]: log in (RFC 4954)",
     "SEND": "SEND FROM:<sender>: deliver to a terminal (not implemented, 502)",
     "SOML": "SOML FROM:<sender>: send or mail (not implemented, 502)",
     "SAML": "SAML FROM:<sender>: send and mail (not implemented, 502)",
@@ -180,14 +202,18 @@ def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
 class Session:
     """One SMTP session. Call :meth:`greeting` once, then :meth:`feed` with each chunk received."""
 
-    def __init__(self, settings: Settings, policy: Policy | None = None, peer: str = "") -> None:
+    def __init__(self, settings: Settings, policy: Policy | None = None, peer: str = "", tls: bool = False) -> None:
         self.settings = settings
         self.policy = policy or Policy()
         self.peer = peer
         self.state = State.CONNECTED
         self.helo = ""
         self.esmtp = False
-        self.envelope = Envelope(peer=peer)
+        self.tls = tls  # the connection is encrypted (implicit TLS, or after STARTTLS)
+        self.auth_user: str | None = None
+        self._sasl: Exchange | None = None  # an AUTH exchange waiting for the client's response
+        self._tls_starting = False  # STARTTLS answered 220: the rest of the input is discarded
+        self.envelope = Envelope(peer=peer, tls=tls)
         self.messages = 0
         self._refused_rcpt = 0
         self._buf = b""
@@ -214,8 +240,8 @@ class Session:
             "SOML": self._not_implemented,
             "SAML": self._not_implemented,
             "TURN": self._not_implemented,
-            "STARTTLS": self._not_implemented,
-            "AUTH": self._not_implemented,
+            "STARTTLS": self._starttls,
+            "AUTH": self._auth,
             "BDAT": self._not_implemented,
         }
         self._out: list[Output] = []
@@ -276,7 +302,7 @@ class Session:
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 rest = buf[pos:]
-                if len(rest) > MAIL_LINE_MAX:  # no newline in sight: drop it, answer at the LF
+                if len(rest) > AUTH_LINE_MAX:  # no newline in sight: drop it, answer at the LF
                     self._discarding = True
                     rest = b""
                 self._buf = rest
@@ -288,7 +314,8 @@ class Session:
                 out.append(reply(Code.SYNTAX_ERROR, "Line too long"))
                 continue
             self._command(line)
-            if self.state is State.QUIT:
+            if self.state is State.QUIT or self._tls_starting:
+                # After STARTTLS, pipelined plaintext is discarded (RFC 3207 section 4.2).
                 self._buf = b""
                 return out
             if self.state is State.DATA:
@@ -297,6 +324,14 @@ class Session:
                     self._buf = b""
                     return out
                 buf, pos = rest, 0
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS succeeded: start over (RFC 3207 section 4.2)."""
+        self._tls_starting = False
+        self.tls = True
+        self.state = State.CONNECTED
+        self.helo, self.esmtp, self.auth_user = "", False, None
+        self._reset_transaction()
 
     def close(self) -> None:
         """Mark the session closed (the connection is gone); a message in progress is dropped."""
@@ -309,10 +344,13 @@ class Session:
     def _command(self, raw: bytes) -> None:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
+        if self._sasl is not None:
+            self._out.append(self._sasl_response(raw))
+            return
         verb_end = raw.find(b" ")
         verb_bytes = raw if verb_end < 0 else raw[:verb_end]
         verb = verb_bytes.decode("ascii", "replace").upper()
-        limit = MAIL_LINE_MAX if verb in ("MAIL", "RCPT") else COMMAND_LINE_MAX
+        limit = LINE_LIMITS.get(verb, COMMAND_LINE_MAX)
         if len(raw) + 2 > limit:
             self._out.append(reply(Code.SYNTAX_ERROR, "Line too long"))
             return
@@ -336,9 +374,13 @@ class Session:
             self._out.append(result)
         if self.state is State.QUIT:
             self._out.append(CLOSE)
+        elif self._tls_starting:
+            self._out.append(START_TLS)
 
     def _reset_transaction(self) -> None:
-        self.envelope = Envelope(helo=self.helo, esmtp=self.esmtp, peer=self.peer)
+        self.envelope = Envelope(
+            helo=self.helo, esmtp=self.esmtp, peer=self.peer, tls=self.tls, auth_user=self.auth_user
+        )
         self._refused_rcpt = 0
 
     def _helo(self, arg: str) -> Reply | None:
@@ -365,6 +407,10 @@ class Session:
         lines += ["8BITMIME", "PIPELINING"]
         if self.settings.smtputf8:
             lines.append("SMTPUTF8")
+        if self.settings.starttls and not self.tls:
+            lines.append("STARTTLS")
+        if self.settings.auth != "off" and (self.tls or not self.settings.require_tls):
+            lines.append("AUTH " + " ".join(MECHANISMS))
         lines.append("HELP")
         return reply(Code.OK, *lines)
 
@@ -380,6 +426,8 @@ class Session:
             return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: nested MAIL command")
         if arg[:5].upper() != "FROM:":
             return reply(Code.PARAMETER_SYNTAX, "Syntax: MAIL FROM:<address> [parameters]")
+        if self.settings.auth == "users" and self.auth_user is None:
+            return reply(Code.AUTH_REQUIRED, "Authentication required: AUTH first")
         try:
             path, param_text = split_path(arg[5:])
             address = parse_mailbox(path, allow_empty=True)
@@ -409,6 +457,8 @@ class Session:
                 if value is not None:
                     return reply(Code.PARAMETER_SYNTAX, "SMTPUTF8 takes no value")
                 smtputf8 = True
+            elif key == "AUTH" and self.settings.auth != "off":
+                pass  # RFC 4954 section 5: the original submitter, for relays; a sink records the login
             else:
                 return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"MAIL parameter {key} not recognized")
         if not smtputf8 and not address.isascii():
@@ -517,12 +567,86 @@ class Session:
                 Code.SYSTEM_STATUS,
                 f"{self.settings.hostname} smtp-sink {__version__}",
                 f"state {self.state.value}, client {self.helo or '(no HELO yet)'} [{self.peer}]",
+                f"TLS {'on' if self.tls else 'off'}, "
+                f"{'authenticated as ' + self.auth_user if self.auth_user is not None else 'not authenticated'}",
                 f"messages accepted in this session: {self.messages}",
             )
         text = HELP_TOPICS.get(topic)
         if text is None:
             return reply(Code.PARAMETER_NOT_IMPLEMENTED, f"HELP topic {arg[:32]} unknown")
         return reply(Code.HELP, text)
+
+    def _starttls(self, arg: str) -> Reply | None:
+        settings = self.settings
+        if not settings.starttls:
+            if settings.tls_unavailable:
+                return reply(Code.TLS_UNAVAILABLE, f"TLS not available: {settings.tls_unavailable}")
+            return self._not_implemented(arg)
+        if arg:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: STARTTLS (no arguments)")
+        if self.tls:
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: TLS already active")
+        if self.state in (State.MAIL, State.RCPT):
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: STARTTLS inside a transaction, RSET first")
+        refusal = self._fault("starttls")
+        if refusal is not None or self.state is State.QUIT:
+            return refusal
+        self._tls_starting = True
+        return reply(Code.READY, "Ready to start TLS")
+
+    def _auth(self, arg: str) -> Reply | None:
+        settings = self.settings
+        if settings.auth == "off":
+            return self._not_implemented(arg)
+        if not self.esmtp:
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: send EHLO first")
+        if self.auth_user is not None:
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: already authenticated")
+        if self.state in (State.MAIL, State.RCPT):
+            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: AUTH inside a transaction")
+        mechanism, _, initial = arg.partition(" ")
+        mechanism, initial = mechanism.upper(), initial.strip()
+        if not mechanism:
+            return reply(Code.PARAMETER_SYNTAX, "Syntax: AUTH <mechanism> [initial-response]")
+        if mechanism not in MECHANISMS:
+            return reply(Code.PARAMETER_NOT_IMPLEMENTED,
+                         f"Unrecognized authentication type {mechanism[:20]} (use {', '.join(MECHANISMS)})")
+        if settings.require_tls and not self.tls:
+            return reply(Code.ENCRYPTION_REQUIRED, "Encryption required for requested authentication mechanism")
+        refusal = self._fault("auth")
+        if refusal is not None or self.state is State.QUIT:
+            return refusal
+        self._sasl = Exchange(mechanism, settings.hostname)
+        try:
+            return self._sasl_result(self._sasl.start(initial or None))
+        except SASLError as exc:
+            self._sasl = None
+            return reply(Code.PARAMETER_SYNTAX, f"Cannot decode AUTH response: {exc}")
+
+    def _sasl_response(self, raw: bytes) -> Reply:
+        """One line of an AUTH exchange: a base64 response, or ``*`` to cancel."""
+        exchange = self._sasl
+        assert exchange is not None
+        if raw == b"*":
+            self._sasl = None
+            return reply(Code.PARAMETER_SYNTAX, "Authentication cancelled")
+        try:
+            if len(raw) + 2 > AUTH_LINE_MAX:
+                raise SASLError("response longer than 12288 octets")
+            return self._sasl_result(exchange.step(raw.decode("ascii", "replace").strip()))
+        except SASLError as exc:
+            self._sasl = None
+            return reply(Code.PARAMETER_SYNTAX, f"Cannot decode AUTH response: {exc}")
+
+    def _sasl_result(self, result: bytes | Credentials) -> Reply:
+        if isinstance(result, bytes):  # a challenge
+            return reply(Code.AUTH_CHALLENGE, base64.b64encode(result).decode("ascii"))
+        self._sasl = None
+        if not check(result, self.settings.auth, dict(self.settings.users)):
+            return reply(Code.AUTH_FAILED, "Authentication credentials invalid")
+        self.auth_user = result.username
+        self._reset_transaction()
+        return reply(Code.AUTH_SUCCEEDED, "Authentication successful")
 
     def _not_implemented(self, arg: str) -> Reply:
         return reply(Code.NOT_IMPLEMENTED, "Command not implemented")

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-STAGES = ("connect", "helo", "mail", "rcpt", "data", "after-data")
+STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "after-data")
+BEFORE_MAIL = ("connect", "helo", "starttls", "auth")  # stages with no sender yet
 ACTIONS = ("reply", "disconnect", "delay", "throttle")
 SCHEDULES = ("always", "nth", "every", "first", "probability")
 
@@ -66,7 +67,7 @@ class Rule:
             raise RuleError(f"probability: must be between 0 and 1, got {self.probability}")
         if self.recipient and self.stage not in ("rcpt", "data", "after-data"):
             raise RuleError(f"recipient: a {self.stage} rule has no recipient yet; use stage rcpt, data or after-data")
-        if self.sender and self.stage in ("connect", "helo"):
+        if self.sender and self.stage in BEFORE_MAIL:
             raise RuleError(f"sender: a {self.stage} rule has no sender yet; use stage mail or later")
 
     @property

@@ -2,7 +2,9 @@
 
 This is the only module that does socket I/O. Replies to pipelined commands go out in one
 ``transport.write``; a client that does not read its replies is paused (back-pressure);
-idle sessions get 421 and are closed; on shutdown every open session gets 421.
+idle sessions get 421 and are closed; on shutdown every open session gets 421. With TLS on,
+STARTTLS upgrades a connection in place (``loop.start_tls``) and a second listener speaks
+implicit TLS (RFC 8314).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -22,6 +25,7 @@ from .config import Config
 from .policy import MailboxPolicy
 from .protocol import (
     CLOSE,
+    START_TLS,
     Delay,
     MessageReceived,
     Output,
@@ -36,6 +40,8 @@ from .protocol import (
 from .replies import Reply
 from .rules import RuleSet
 from .store import Store, StoreError
+from .tls import ServerTLS, TLSSetupError
+from .tls import setup as setup_tls
 
 log = logging.getLogger("smtp_sink")
 # Indexing (parsing each message for the summary) costs more CPU than receiving it, and the
@@ -55,12 +61,15 @@ def _log_index_error(future: asyncio.Future[Any]) -> None:
 class SMTPConnection(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, server: SinkServer) -> None:
+    def __init__(self, server: SinkServer, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls  # accepted on the implicit-TLS port
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.last_active = 0.0
         self.peer = ""
+        self._upgrading: asyncio.Task[None] | None = None  # the STARTTLS handshake
+        self._gone = False  # connection_lost ran
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._rate = 0  # bytes per second, set by a throttle rule
         self._held = False  # reading paused by a delay or throttle rule
@@ -77,8 +86,8 @@ class SMTPConnection(asyncio.Protocol):
             transport.close()
             return
         server.connections.add(self)
-        self.session = Session(server.settings, server.policy, peer=self.peer)
-        log.info("connect from %s", self.peer)
+        self.session = Session(server.settings, server.policy, peer=self.peer, tls=self.tls)
+        log.info("connect from %s%s", self.peer, " (implicit TLS)" if self.tls else "")
         self._emit(self.session.greeting())
 
     def data_received(self, data: bytes) -> None:
@@ -109,6 +118,11 @@ class SMTPConnection(asyncio.Protocol):
                 self._write(b"".join(chunks))
                 transport.close()
                 return
+            elif item is START_TLS:
+                self._write(b"".join(chunks))
+                transport.pause_reading()  # nothing more in plaintext: start_tls takes over
+                self._upgrading = self.server.loop.create_task(self._start_tls())
+                return
             elif kind is Delay:
                 self._write(b"".join(chunks))
                 self._hold(item.seconds, outputs[i + 1 :])  # type: ignore[union-attr]
@@ -116,6 +130,30 @@ class SMTPConnection(asyncio.Protocol):
             elif kind is Throttle:
                 self._rate = item.rate  # type: ignore[union-attr]
         self._write(b"".join(chunks))
+
+    async def _start_tls(self) -> None:
+        """Run the TLS handshake after ``220 Ready to start TLS``; the session then starts over."""
+        server, old = self.server, self.transport
+        assert old is not None and server.tls is not None and self.session is not None
+        try:
+            transport = await server.loop.start_tls(
+                old, self, server.tls.context, server_side=True, ssl_handshake_timeout=server.handshake_timeout
+            )
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+            log.info("STARTTLS handshake with %s failed: %s", self.peer, exc or type(exc).__name__)
+            old.close()
+            self.connection_lost(None)
+            return
+        finally:
+            self._upgrading = None
+        if transport is None:  # the client went away during the handshake
+            self.connection_lost(None)
+            return
+        self.transport = transport  # type: ignore[assignment]
+        self.last_active = server.loop.time()
+        self.session.tls_started()
+        ssl_object = transport.get_extra_info("ssl_object")
+        log.info("TLS with %s: %s %s", self.peer, ssl_object.version(), ssl_object.cipher()[0])
 
     def _hold(self, seconds: float, then: list[Output]) -> None:
         """Stop reading for ``seconds`` (delay and throttle rules), then send ``then``."""
@@ -142,7 +180,8 @@ class SMTPConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.session is not None:
+        if self.session is not None and not self._gone:
+            self._gone = True
             self.session.close()
             self.server.connections.discard(self)
             log.info("disconnect %s", self.peer)
@@ -158,7 +197,9 @@ class SMTPConnection(asyncio.Protocol):
 
     def close_with(self, why: str) -> None:
         """Send 421 and close (shutdown, idle timeout)."""
-        if self.transport is not None and not self.transport.is_closing():
+        if self._upgrading is not None:  # mid-handshake: no plaintext 421 into a TLS stream
+            self._upgrading.cancel()
+        elif self.transport is not None and not self.transport.is_closing():
             self._send(shutting_down(self.server.settings.hostname, why))
             self.transport.close()
         if self.session is not None:
@@ -174,13 +215,23 @@ class SinkServer:
 
     def __init__(self, config: Config, policy: Policy | None = None) -> None:
         self.config = config
-        smtp = config.smtp
+        smtp, auth = config.smtp, config.auth
         self.settings = Settings(
             hostname=smtp.hostname,
             max_message_size=smtp.max_message_size,
             max_recipients=smtp.max_recipients,
             smtputf8=smtp.smtputf8,
+            auth=auth.mode,
+            users=tuple(auth.users.items()),
+            require_tls=auth.require_tls,
         )
+        tls = config.tls
+        # auto: TLS on when clients log in (apps that send passwords insist on TLS) or a cert is given
+        self.tls_enabled = tls.mode == "on" or (tls.mode == "auto" and (auth.mode != "off" or bool(tls.cert)))
+        self.tls: ServerTLS | None = None
+        self.tls_port = 0  # the implicit-TLS port once listening (0: TLS off)
+        self._tls_server: asyncio.base_events.Server | None = None
+        self.handshake_timeout = min(smtp.idle_timeout, 30.0)
         self.rules = RuleSet(config.rules)  # fault rules; add, list and clear them at run time
         self.policy = policy or MailboxPolicy(config.policy, self.storage_problem, self.rules)
         self._storage_checked = -1.0
@@ -216,11 +267,20 @@ class SinkServer:
         except OSError as exc:  # name the address: the CLI prints it
             raise OSError(exc.errno, exc.strerror, f"{smtp.host}:{smtp.port}") from None
         self.smtp_port = self._server.sockets[0].getsockname()[1]
+        if self.tls_enabled:
+            try:
+                await self._start_tls_listener()
+            except BaseException:
+                self._server.close()
+                raise
         self._sweeper = self.loop.create_task(self._close_idle())
         # Open the index (rebuilding it from the files if needed) without delaying the listener.
         opening = self.loop.run_in_executor(self._indexer, lambda: self.store.index)
         opening.add_done_callback(_log_index_error)
         log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+        if self.tls is not None:
+            log.info("implicit TLS on %s:%d; STARTTLS on %d; certificate %s%s", smtp.host, self.tls_port,
+                     self.smtp_port, self.tls.cert, f" (trust {self.tls.ca})" if self.tls.ca else "")
         if self.config.http.enabled:
             from .web.app import HTTPServer  # aiohttp is imported only when HTTP is on
 
@@ -228,11 +288,52 @@ class SinkServer:
             try:
                 await self.http.start()
             except OSError as exc:
-                self._server.close()
+                for listener in (self._server, self._tls_server):
+                    if listener is not None:
+                        listener.close()
                 self._sweeper.cancel()
                 http = self.config.http
                 raise OSError(exc.errno, exc.strerror, f"{http.host}:{http.port}") from None
             self.http_port = self.http.port
+
+    @property
+    def tls_cert(self) -> str | None:
+        """The PEM certificate in use (None: TLS off)."""
+        return str(self.tls.cert) if self.tls else None
+
+    @property
+    def tls_ca(self) -> str | None:
+        """The generated authority clients can trust (None: TLS off or a configured certificate)."""
+        return str(self.tls.ca) if self.tls and self.tls.ca else None
+
+    async def _start_tls_listener(self) -> None:
+        """Load or generate the certificate, offer STARTTLS and listen for implicit TLS.
+
+        A configured certificate that does not work, or ``mode = "on"``, stops the start-up;
+        a generated one that cannot be made (``mode = "auto"``) leaves TLS off: STARTTLS gets 454.
+        """
+        smtp, tls = self.config.smtp, self.config.tls
+        try:
+            self.tls = await self.loop.run_in_executor(
+                None, setup_tls, tls.cert, tls.key, self.store.path / "tls", smtp.hostname
+            )
+        except (TLSSetupError, OSError, ImportError) as exc:
+            reason = str(exc) if isinstance(exc, TLSSetupError) else f"cannot make a certificate: {exc}"
+            if tls.mode == "on" or tls.cert or tls.key:
+                raise RuntimeError(f"TLS: {reason}") from None
+            log.warning("TLS off: %s (STARTTLS answers 454)", reason)
+            self.settings = dataclasses.replace(self.settings, tls_unavailable=reason)
+            return
+        context = self.tls.context
+        try:
+            self._tls_server = await self.loop.create_server(
+                lambda: SMTPConnection(self, tls=True), smtp.host, tls.port, ssl=context,
+                ssl_handshake_timeout=self.handshake_timeout, reuse_address=True, backlog=1024,
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, f"{smtp.host}:{tls.port}") from None
+        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+        self.settings = dataclasses.replace(self.settings, starttls=True)
 
     def storage_problem(self) -> str | None:
         """Why the store cannot take mail now (not writable, short of ``min_free_space``), or None.
@@ -305,8 +406,9 @@ class SinkServer:
         """Stop listening, send 421 to every open session and close it."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
         if self.http is not None:
             await self.http.stop()
         for conn in list(self.connections):

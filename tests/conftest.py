@@ -12,13 +12,19 @@ from smtp_sink.config import Config, SMTPConfig, StoreConfig
 from smtp_sink.server import ServerThread, SinkServer
 
 
-def make_config(store: Path, store_options: dict[str, object] | None = None, **smtp: object) -> Config:
-    """A config for tests: free port, no HTTP, the given store (and ``[store]`` options) and SMTP overrides."""
+def make_config(
+    store: Path, store_options: dict[str, object] | None = None, *,
+    auth: dict[str, object] | None = None, tls: dict[str, object] | None = None, **smtp: object,
+) -> Config:
+    """A config for tests: free ports, no HTTP, the given store (and ``[store]`` options), SMTP
+    overrides, and ``[auth]`` / ``[tls]`` keys (``tls`` defaults to a free implicit-TLS port)."""
     base = Config()
     return dataclasses.replace(
         base,
         smtp=dataclasses.replace(SMTPConfig(port=0), **smtp),
         store=StoreConfig(path=str(store), **(store_options or {})),
+        auth=dataclasses.replace(base.auth, **(auth or {})),
+        tls=dataclasses.replace(base.tls, **{"port": 0, **(tls or {})}),
         http=dataclasses.replace(base.http, enabled=False, port=0),
     )
 
@@ -29,7 +35,7 @@ def server_factory(tmp_path: Path) -> Iterator:
     threads: list[ServerThread] = []
 
     def start(**smtp: object) -> SinkServer:
-        thread = ServerThread(make_config(tmp_path / "mail", **smtp))
+        thread = ServerThread(make_config(tmp_path / "mail", **smtp))  # type: ignore[arg-type]
         threads.append(thread)
         return thread.start()
 

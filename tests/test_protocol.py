@@ -12,6 +12,7 @@ import pytest
 from smtp_sink.protocol import (
     CLOSE,
     COMMAND_LINE_MAX,
+    AUTH_LINE_MAX,
     MAIL_LINE_MAX,
     MessageReceived,
     Output,
@@ -471,10 +472,10 @@ def test_mail_line_may_be_longer_for_extension_parameters() -> None:
 
 def test_line_over_the_buffer_limit_is_discarded_and_answered_at_its_lf() -> None:
     session = drive(G)
-    assert session.feed(b"NOOP " + b"x" * (MAIL_LINE_MAX + 100)) == []
+    assert session.feed(b"NOOP " + b"x" * (AUTH_LINE_MAX + 100)) == []
     for _ in range(20):  # keeps coming without a newline: nothing is answered, nothing piles up
         assert session.feed(b"y" * 4096) == []
-        assert len(session._buf) <= MAIL_LINE_MAX
+        assert len(session._buf) <= AUTH_LINE_MAX
     assert summary(session.feed(b"tail\r\nNOOP\r\n" + MAIL.encode() + b"\r\n")) == [
         Code.SYNTAX_ERROR, Code.OK, Code.OK]
     assert session.state is State.MAIL

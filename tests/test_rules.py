@@ -203,7 +203,7 @@ def test_rules_added_at_run_time_apply_to_the_next_session_and_clear(server: Sin
         ('stage = "rcpt"\ncode = 199', r"#1: code: 199 is not an SMTP reply code"),
         ('stage = "rcpt"\ncode = 250', r"#1: code: a fault rule replies with a failure \(4xx or 5xx\), not 250"),
         ('stage = "rcpt"', r"#1: code: 0 is not an SMTP reply code"),
-        ('stage = "later"\ncode = 550', r"#1: stage: must be one of connect, helo, mail, rcpt, data, after-data"),
+        ('stage = "later"\ncode = 550', r"#1: stage: must be one of connect, helo, starttls, auth, mail, rcpt, data, after-data"),
         ('code = 550', r"#1: stage: required"),
         ('stage = "rcpt"\ncode = 550\ncolour = "red"', r"#1: unknown key colour"),
         ('stage = "mail"\naction = "delay"', r"#1: seconds: a delay rule needs seconds > 0"),
