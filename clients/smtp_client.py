@@ -332,8 +332,12 @@ def check_address(address: str, option: str) -> str:
     return address
 
 
-def tls_context(insecure: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+def tls_context(insecure: bool, cafile: str | None = None) -> ssl.SSLContext:
+    """Verify the server's certificate (against ``cafile`` when given), unless ``insecure``."""
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise SMTPClientError(f"--cafile {cafile}: not a readable PEM certificate file ({exc})", EXIT_USAGE) from None
     if insecure:  # self-signed certificates, e.g. smtp-sink's own
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -410,6 +414,7 @@ def send_message(
     starttls: bool = False,
     implicit_tls: bool = False,
     insecure: bool = False,
+    cafile: str | None = None,
     user: str | None = None,
     password: str | None = None,
     helo: str | None = None,
@@ -420,7 +425,7 @@ def send_message(
 
     Raises :class:`SMTPClientError` when the session itself fails (connection, TLS, AUTH).
     """
-    context = tls_context(insecure) if (starttls or implicit_tls) else None
+    context = tls_context(insecure, cafile) if (starttls or implicit_tls) else None
     session = Session(host, port, timeout=timeout, tls=context if implicit_tls else None, echo=echo)
     try:
         session.hello(helo)
@@ -592,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--starttls", action="store_true", help="upgrade to TLS with STARTTLS")
     parser.add_argument("--tls", action="store_true", help="implicit TLS from the first byte (e.g. port 465)")
     parser.add_argument("--insecure", action="store_true", help="accept any TLS certificate (self-signed)")
+    parser.add_argument("--cafile", metavar="PEM", help="trust this CA (e.g. smtp-sink's <store>/tls/ca.pem)")
     parser.add_argument("--user", help="AUTH user name (PLAIN, else LOGIN)")
     parser.add_argument("--password", help="AUTH password")
     parser.add_argument("--timeout", type=_seconds, default=30.0, help="socket timeout in seconds (default 30)")
@@ -626,10 +632,10 @@ def run(args: argparse.Namespace) -> int:
     host, port = parse_server(args.server)
     echo = print if args.verbose and not args.json else None
     if args.interactive:
-        context = tls_context(args.insecure) if args.tls else None
+        context = tls_context(args.insecure, args.cafile) if args.tls else None
         piped = None if sys.stdin.isatty() else print  # show what was sent when it is not typed
         session = Session(host, port, timeout=args.timeout, tls=context, echo=piped)
-        return interactive(session, _explainer(), tls=tls_context(args.insecure))
+        return interactive(session, _explainer(), tls=tls_context(args.insecure, args.cafile))
     for option in ("to", "cc", "bcc"):
         for address in getattr(args, option):
             check_address(address, f"--{option}")
@@ -647,7 +653,7 @@ def run(args: argparse.Namespace) -> int:
     check_address(sender, "--from" if args.sender else "the --eml file's From header")
     result = send_message(
         content, sender, recipients, host=host, port=port, starttls=args.starttls, implicit_tls=args.tls,
-        insecure=args.insecure, user=args.user, password=args.password, helo=args.helo,
+        insecure=args.insecure, cafile=args.cafile, user=args.user, password=args.password, helo=args.helo,
         timeout=args.timeout, echo=echo,
     )
     if args.json:
