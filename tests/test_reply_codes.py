@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import make_config
 from smtp_wire import Wire, connect
 
 from smtp_sink.config import load
@@ -104,6 +106,37 @@ def p554(s: SinkServer) -> int: return code_after(in_transaction(s), "RCPT TO:<s
 def p555(s: SinkServer) -> int: return code_after(greeted(s), "MAIL FROM:<x@example.test> FOO=1")
 
 
+AUTH_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0s3cret").decode()
+WRONG_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0wrong").decode()
+
+
+def auth_sink(tmp_path: Path, **auth: object) -> SinkServer:
+    """A server with ``[auth]`` (and so TLS) on; stopped by the test's ``stop`` list."""
+    thread = ServerThread(make_config(tmp_path / "mail", auth={"mode": "users", "users": {"ann@example.test": "s3cret"},
+                                                               **auth}))
+    STOP.append(thread)
+    return thread.start()
+
+
+STOP: list[ServerThread] = []
+
+
+def a235(t: Path) -> int: return code_after(greeted(auth_sink(t)), AUTH_PLAIN)
+def a334(t: Path) -> int: return code_after(greeted(auth_sink(t)), "AUTH LOGIN")
+def a454(t: Path) -> int:
+    server = auth_sink(t)
+    server.rules.add(Rule(stage="starttls", code=454, text="TLS not available"))
+    return code_after(greeted(server), "STARTTLS")
+def a530(t: Path) -> int: return code_after(greeted(auth_sink(t)), "MAIL FROM:<x@example.test>")
+def a535(t: Path) -> int: return code_after(greeted(auth_sink(t)), WRONG_PLAIN)
+def a538(t: Path) -> int: return code_after(greeted(auth_sink(t, require_tls=True)), AUTH_PLAIN)
+
+
+AUTH_PROVOKE: dict[int, Callable[[Path], int]] = {
+    int(name[1:]): func for name, func in globals().items() if name[:1] == "a" and name[1:].isdigit()
+}
+
+
 PROVOKE: dict[int, Callable[[SinkServer], int]] = {
     int(name[1:]): func for name, func in globals().items() if name[:1] == "p" and name[1:].isdigit()
 }
@@ -114,6 +147,19 @@ SMTP_CODES = [211, 214, 220, 221, 250, 251, 252, 354, 421, 450, 451, 452,
 def test_every_seed_code_has_a_provocation() -> None:
     assert sorted(PROVOKE) == SMTP_CODES
     assert all(Code(code) for code in SMTP_CODES)  # and each is in the one table
+
+
+def test_every_code_of_the_table_is_provoked_by_a_test() -> None:
+    assert sorted([*PROVOKE, *AUTH_PROVOKE]) == sorted(int(code) for code in Code)
+
+
+@pytest.mark.parametrize("code", sorted(AUTH_PROVOKE))
+def test_auth_and_tls_code_is_provoked_on_purpose(tmp_path: Path, code: int) -> None:
+    try:
+        assert AUTH_PROVOKE[code](tmp_path) == code
+    finally:
+        while STOP:
+            STOP.pop().stop()
 
 
 @pytest.mark.parametrize("code", SMTP_CODES)
