@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="SMTP port (default 2525; 0 picks a free one)")
     serve.add_argument("--hostname", help="name the server gives itself in replies and Received headers")
     serve.add_argument("--no-http", action="store_true", help="do not start the web page and HTTP API")
+    serve.add_argument("--http-host", metavar="H", help="address of the web page and API (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, metavar="P", help="port of the web page and API (default 8025)")
+    serve.add_argument("--http-auth", metavar="USER:PASS", help="HTTP basic auth (required off loopback)")
     serve.add_argument("--auth", metavar="MODE", help="SMTP AUTH: off (default), accept-any or users ([auth] users)")
     serve.add_argument("--require-tls", action="store_true", default=None, help="refuse AUTH before TLS (538)")
     serve.add_argument("--tls", metavar="MODE", help="STARTTLS and implicit TLS: auto (default: on with AUTH), on, off")
@@ -75,7 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     level = "debug" if args.verbose else args.log_level
     config = _load(args, {
         "smtp": {"host": args.host, "port": args.port, "hostname": args.hostname, "loop": args.loop},
-        "http": {"enabled": False if args.no_http else None},
+        "http": {"enabled": False if args.no_http else None, "host": args.http_host, "port": args.http_port,
+                 "auth": args.http_auth},
         "auth": {"mode": args.auth, "require_tls": args.require_tls},
         "tls": {"mode": args.tls, "port": args.tls_port, "cert": args.tls_cert, "key": args.tls_key},
         "log": {"level": level},

@@ -11,6 +11,7 @@ The config file is the one given by ``--config``, else ``$SMTP_SINK_CONFIG``, el
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import sys
@@ -32,7 +33,8 @@ ENV_PREFIX = "SMTP_SINK_"
 FLAG_NAMES = {
     ("store", "path"): "--store", ("log", "level"): "--log-level", ("http", "enabled"): "--no-http",
     ("auth", "mode"): "--auth", ("tls", "mode"): "--tls", ("tls", "port"): "--tls-port",
-    ("tls", "cert"): "--tls-cert", ("tls", "key"): "--tls-key",
+    ("tls", "cert"): "--tls-cert", ("tls", "key"): "--tls-key", ("http", "host"): "--http-host",
+    ("http", "port"): "--http-port", ("http", "auth"): "--http-auth",
 }
 ENV_CONFIG = "SMTP_SINK_CONFIG"
 LOCAL_CONFIG = "smtp-sink.toml"
@@ -110,6 +112,7 @@ class HTTPConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = _opt(8025, low=0, high=65535)
+    auth: str = _opt("", empty=True)  # "user:password": HTTP basic auth on every page and API call
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,27 @@ def read_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return values
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _check_http(http: HTTPConfig) -> None:
+    """Rules across keys: ``auth`` is user:password, and required off loopback."""
+    if http.auth and (":" not in http.auth or http.auth.startswith(":")):
+        raise ConfigError('[http] auth: must be "user:password"')
+    if http.enabled and not http.auth and not is_loopback(http.host):
+        raise ConfigError(
+            f"[http] host {http.host!r} is not a loopback address, and captured mail would be open to the "
+            'network: set [http] auth = "user:password" (SMTP_SINK_HTTP_AUTH, --http-auth), or keep 127.0.0.1'
+        )
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -311,4 +335,6 @@ def load(
             merged[name].update(table)
     built = {name: known[name](**merged[name]) for name in known}
     rules = merged["rules"].get("rules", ())
-    return Config(**built, rules=rules, source=str(file) if file else "(defaults)")
+    config = Config(**built, rules=rules, source=str(file) if file else "(defaults)")
+    _check_http(config.http)
+    return config

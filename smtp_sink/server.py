@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .config import Config
+from .config import Config, is_loopback
 from .policy import MailboxPolicy
 from .protocol import (
     CLOSE,
@@ -278,6 +278,8 @@ class SinkServer:
         opening = self.loop.run_in_executor(self._indexer, lambda: self.store.index)
         opening.add_done_callback(_log_index_error)
         log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+        if not is_loopback(smtp.host):
+            log.warning("SMTP listens on %s: anyone who can reach this machine can send it mail", smtp.host)
         if self.tls is not None:
             log.info("implicit TLS on %s:%d; STARTTLS on %d; certificate %s%s", smtp.host, self.tls_port,
                      self.smtp_port, self.tls.cert, f" (trust {self.tls.ca})" if self.tls.ca else "")

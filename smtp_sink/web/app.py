@@ -4,13 +4,17 @@
 Security: message HTML is only ever served with a Content-Security-Policy that forbids
 scripts and remote loads (the page shows it in a sandboxed iframe); downloads carry
 ``Content-Disposition: attachment`` and ``nosniff``; ids are validated (no path traversal);
-state-changing calls from another site are refused (``Origin``/``Sec-Fetch-Site``).
+state-changing calls from another site are refused (``Origin``/``Sec-Fetch-Site``); with
+``[http] auth`` every request needs HTTP basic auth (required when not bound to loopback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import __version__
+from ..config import is_loopback
 from ..message import Summary, headers, part
 from ..rules import Rule, RuleError
 from ..store import Deleted, Marked
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtp_sink")
 STATIC = Path(__file__).parent / "static"
 SERVER_KEY: web.AppKey[SinkServer] = web.AppKey("server", object)  # type: ignore[arg-type]
+AUTH_KEY: web.AppKey[bytes] = web.AppKey("auth", bytes)  # b"user:password", or b"" for none
 PAGE_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-src 'self'; object-src 'none'"
 MESSAGE_CSP = "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'; font-src data:; sandbox"
 
@@ -45,7 +51,11 @@ def _server(request: web.Request) -> SinkServer:
 @web.middleware
 async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                 ) -> web.StreamResponse:
-    """Refuse cross-site state changes; add security headers; turn KeyError into 404."""
+    """Check basic auth; refuse cross-site state changes; add security headers; KeyError is 404."""
+    expected = request.app[AUTH_KEY]
+    if expected and not _authorized(request.headers.get("Authorization", ""), expected):
+        return web.json_response({"Error": "authentication required"}, status=401,
+                                 headers={"WWW-Authenticate": 'Basic realm="smtp-sink", charset="UTF-8"'})
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         site = request.headers.get("Sec-Fetch-Site")
         origin = request.headers.get("Origin")
@@ -61,6 +71,17 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
     return response
+
+
+def _authorized(header: str, expected: bytes) -> bool:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, expected)
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -259,6 +280,7 @@ def create_app(server: SinkServer) -> web.Application:
     """The aiohttp application for one SMTP server."""
     app = web.Application(middlewares=[guard], client_max_size=1 << 20)
     app[SERVER_KEY] = server
+    app[AUTH_KEY] = server.config.http.auth.encode("utf-8")
     message_route = "/api/v1/message/{id}"
     app.add_routes([
         web.get("/api/v1/messages", list_messages),
@@ -297,7 +319,10 @@ class HTTPServer:
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else http.port
-        log.info("web page and API on http://%s:%d/", http.host, self.port)
+        log.info("web page and API on http://%s:%d/%s", http.host, self.port, " (basic auth)" if http.auth else "")
+        if not is_loopback(http.host):
+            log.warning("the web page and API listen on %s, beyond this machine, over plain HTTP: "
+                        "captured mail and the basic-auth password cross the network unencrypted", http.host)
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
