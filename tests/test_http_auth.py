@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import http.client
 import logging
 import smtplib
 import subprocess
@@ -97,3 +98,18 @@ def test_beyond_loopback_with_a_password_serves_and_warns(tmp_path: Path, caplog
         thread.stop()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("beyond this machine, over plain HTTP" in text for text in warnings), warnings
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("evil.example:8025", 403), ("evil.example", 403), ("10.0.0.1", 403),
+    ("localhost:8025", 200), ("smtp-sink.localhost", 200), ("127.0.0.1", 200), ("[::1]:8025", 200),
+])
+def test_dns_rebinding_is_refused_by_the_host_header(web_server: SinkServer, host: str, status: int) -> None:
+    """A site whose name is made to resolve to 127.0.0.1 sends its own name as Host: refused."""
+    connection = http.client.HTTPConnection("127.0.0.1", web_server.http_port, timeout=10)
+    connection.putrequest("GET", "/api/v1/messages", skip_host=True)
+    connection.putheader("Host", host)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == status, response.read()
+    connection.close()

@@ -56,6 +56,9 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     if expected and not _authorized(request.headers.get("Authorization", ""), expected):
         return web.json_response({"Error": "authentication required"}, status=401,
                                  headers={"WWW-Authenticate": 'Basic realm="smtp-sink", charset="UTF-8"'})
+    if not expected and not _local_host(request.host):
+        # DNS rebinding: a site whose name now resolves to 127.0.0.1 must not read captured mail
+        return _error(403, f"Host {request.host[:100]!r} is not a loopback name; use http://127.0.0.1")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         site = request.headers.get("Sec-Fetch-Site")
         origin = request.headers.get("Origin")
@@ -71,6 +74,13 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
     return response
+
+
+def _local_host(host: str) -> bool:
+    """A Host header naming this machine: localhost, *.localhost, or a loopback address."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
 
 
 def _authorized(header: str, expected: bytes) -> bool:
