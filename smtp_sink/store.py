@@ -34,6 +34,7 @@ log = logging.getLogger("smtp_sink")
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TMP_SUFFIX = ".tmp"
+INDEX_CHUNK = 500  # messages parsed and inserted per index transaction
 
 
 @dataclass(frozen=True)
@@ -275,13 +276,21 @@ class Store:
             return None
         return summarize(message_id, raw, len(raw) if size is None else size)
 
-    def index_pending(self) -> list[Summary]:
-        """Index the messages this process saved since the last call (the server calls this on a
-        short timer, in batches); notify subscribers; apply retention. Returns their summaries."""
+    def index_pending(self) -> int:
+        """Index the messages this process saved since the last call, INDEX_CHUNK at a time (so a
+        backlog never sits in memory parsed); notify subscribers; apply retention. Returns how many."""
+        done = 0
+        while self._pending:
+            done += len(self._index_chunk())
+        if done:
+            self.prune()
+        return done
+
+    def _index_chunk(self) -> list[Summary]:
         with self._index_lock:
             index = self.index
             batch = []
-            while self._pending:
+            while self._pending and len(batch) < INDEX_CHUNK:
                 batch.append(self._pending.popleft())
             if not batch:
                 return []
@@ -294,7 +303,6 @@ class Store:
             self._guard(lambda: index.insert([s for s in summaries if s.id not in known]))
         for summary in summaries:
             self._notify(summary)
-        self.prune()
         return summaries
 
     def rescan(self) -> tuple[list[str], list[str]]:
@@ -312,8 +320,8 @@ class Store:
             new = sorted(on_disk - known)
             gone = sorted(known - on_disk)
             added: list[Summary] = []
-            for chunk in range(0, len(new), 500):
-                summaries = [s for s in map(self._summarize, new[chunk:chunk + 500]) if s is not None]
+            for chunk in range(0, len(new), INDEX_CHUNK):
+                summaries = [s for s in map(self._summarize, new[chunk:chunk + INDEX_CHUNK]) if s is not None]
                 added += self._guard(lambda summaries=summaries: index.insert(summaries))
             removed = self._guard(lambda: index.remove(gone)) if gone else []
             self._scanned_mtime, self._scanned_at = mtime, time.monotonic()

@@ -36,7 +36,7 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store.index  # noqa: B018 - open the (empty) index first, so index_pending parses each message once
     for i in range(COUNT):
         save(store, i)
-    assert len(store.index_pending()) == COUNT
+    assert store.index_pending() == COUNT
     store.close()
     return path
 

@@ -79,10 +79,10 @@ class Gate:
         await self.open.wait()
 
 
-async def drive(port: int) -> list[str]:
+async def drive(port: int, messages: int = MESSAGES) -> list[str]:
     accepted: list[str] = []
     gate = Gate(SESSIONS)
-    await asyncio.gather(*(session(port, i, MESSAGES // SESSIONS, gate, accepted) for i in range(SESSIONS)))
+    await asyncio.gather(*(session(port, i, messages // SESSIONS, gate, accepted) for i in range(SESSIONS)))
     return accepted
 
 
@@ -91,18 +91,24 @@ def test_500_sessions_10000_messages_exact_accounting(server_process) -> None:
     server = server_process()
     store_dir = server.store
     time.sleep(0.3)
+    start = rss_kib(server.pid)
+    # A first round of 500 sessions (1,000 messages) sizes the allocator's pools and the index
+    # cache; after it, memory must come back to that level whatever the load.
+    warm = asyncio.run(drive(server.port, 2 * SESSIONS))
+    time.sleep(1.0)
     baseline = rss_kib(server.pid)
     started = time.monotonic()
     accepted = asyncio.run(drive(server.port))
     elapsed = time.monotonic() - started
     assert len(accepted) == MESSAGES
     on_disk = Store(store_dir).ids()
-    assert sorted(accepted) == on_disk  # every 250 has its file, no file without a 250
+    assert sorted(warm + accepted) == on_disk  # every 250 has its file, no file without a 250
     assert list((store_dir / "tmp").iterdir()) == []
-    time.sleep(0.5)
+    time.sleep(1.0)  # the index catches up once SMTP is quiet
     after = rss_kib(server.pid)
-    print(f"\n{MESSAGES} messages over {SESSIONS} sessions in {elapsed:.1f}s; RSS {baseline} -> {after} KiB")
-    assert after - baseline < 30 * 1024, f"RSS grew from {baseline} to {after} KiB"
+    print(f"\n{MESSAGES} messages over {SESSIONS} sessions in {elapsed:.1f}s; "
+          f"RSS {start} KiB at start, {baseline} after the first 500 sessions, {after} after {MESSAGES} more")
+    assert after - baseline < 10 * 1024, f"RSS grew from {baseline} to {after} KiB"
     assert server.stop() == 0
     log = server.log()
     assert " ERROR " not in log and "Traceback" not in log
