@@ -10,6 +10,7 @@ table cannot silently go stale when aiosmtpd changes.
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -316,3 +317,71 @@ def test_ehlo_keywords_match(server, aiosmtpd_port: int) -> None:
     theirs = ehlo_keywords(aiosmtpd_port)
     assert ours - theirs == expected_differences
     assert theirs - ours == set()
+
+
+# -- AUTH (RFC 4954) against aiosmtpd's own AUTH ---------------------------------------------------
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+GOOD_PLAIN = "AUTH PLAIN " + _b64("\0ann@example.test\0s3cret")
+AUTH_SESSIONS: dict[str, list[Step]] = {
+    "plain_initial": [EHLO, cmd(GOOD_PLAIN), MAIL, RCPT, cmd("DATA"), BODY, QUIT],
+    "plain_continuation": [EHLO, cmd("AUTH PLAIN"), cmd(_b64("\0ann@example.test\0s3cret")), MAIL, QUIT],
+    "login": [EHLO, cmd("AUTH LOGIN"), cmd(_b64("ann@example.test")), cmd(_b64("s3cret")), MAIL, QUIT],
+    "login_initial": [EHLO, cmd("AUTH LOGIN " + _b64("ann@example.test")), cmd(_b64("s3cret")), QUIT],
+    "wrong_password": [EHLO, cmd("AUTH PLAIN " + _b64("\0ann@example.test\0nope")), MAIL, cmd(GOOD_PLAIN), QUIT],
+    "unknown_user": [EHLO, cmd("AUTH LOGIN"), cmd(_b64("bob@example.test")), cmd(_b64("s3cret")), QUIT],
+    "mail_before_auth": [EHLO, MAIL, QUIT],
+    "unknown_mechanism": [EHLO, cmd("AUTH GSSAPI"), cmd("NOOP"), QUIT],
+    "cancelled": [EHLO, cmd("AUTH LOGIN"), cmd("*"), cmd("NOOP"), QUIT],
+    "not_base64": [EHLO, cmd("AUTH PLAIN !!!"), cmd("AUTH LOGIN"), cmd("%%%"), cmd("NOOP"), QUIT],
+    "auth_twice": [EHLO, cmd(GOOD_PLAIN), cmd(GOOD_PLAIN), QUIT],
+    "auth_before_ehlo": [cmd(GOOD_PLAIN), EHLO, cmd(GOOD_PLAIN), QUIT],
+    "pipelined_auth": [EHLO, cmd(GOOD_PLAIN, "MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"), QUIT],
+}
+# Every AUTH session above answers exactly as aiosmtpd does; a future difference goes here.
+AUTH_DIFFERENCES: dict[tuple[str, int], Difference] = {}
+
+
+class CheckUsers:
+    """aiosmtpd authenticator with the same one-user table as our ``[auth] users``."""
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            b"ann@example.test", b"s3cret")
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture(scope="module")
+def aiosmtpd_auth_port() -> Iterator[int]:
+    """aiosmtpd requiring AUTH (PLAIN, LOGIN) on plaintext, like ``[auth] mode = "users"``."""
+    controller = Controller(AcceptAll(), hostname="127.0.0.1", port=free_port(), authenticator=CheckUsers(),
+                            auth_required=True, auth_require_tls=False)
+    controller.start()
+    try:
+        yield controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def auth_server(server_factory):
+    return server_factory(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}}, tls={"mode": "off"})
+
+
+@pytest.mark.parametrize("name", list(AUTH_SESSIONS))
+def test_same_auth_codes_as_aiosmtpd(name: str, auth_server, aiosmtpd_auth_port: int) -> None:
+    steps = AUTH_SESSIONS[name]
+    theirs = run_session(aiosmtpd_auth_port, steps)
+    ours = run_session(auth_server.smtp_port, steps)
+    expected = list(theirs)
+    for index, code in enumerate(theirs):
+        diff = AUTH_DIFFERENCES.get((name, index))
+        if diff is not None:
+            assert code == diff.aiosmtpd, f"aiosmtpd changed at reply {index}: table is stale ({diff.reason})"
+            expected[index] = int(diff.ours)
+    assert ours == expected, f"aiosmtpd {theirs}"
