@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import Config, is_loopback
 from .policy import MailboxPolicy
@@ -44,6 +44,7 @@ from .tls import ServerTLS, TLSSetupError
 from .tls import setup as setup_tls
 
 log = logging.getLogger("smtp_sink")
+T = TypeVar("T")
 # Indexing (parsing each message for the summary) costs more CPU than receiving it, and the
 # worker thread competes with the SMTP thread for the GIL. So it waits until mail stops
 # flowing, unless someone watches (event-stream subscribers) or the backlog grows large.
@@ -297,6 +298,10 @@ class SinkServer:
                 http = self.config.http
                 raise OSError(exc.errno, exc.strerror, f"{http.host}:{http.port}") from None
             self.http_port = self.http.port
+
+    async def in_store_thread(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in the store's worker thread (the one that indexes), off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._indexer, work)
 
     @property
     def tls_cert(self) -> str | None:

@@ -11,10 +11,13 @@ import time
 import urllib.error
 import urllib.request
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
+from smtp_wire import connect
 
+from smtp_sink.ids import encode
 from smtp_sink.server import SinkServer
 
 
@@ -206,3 +209,26 @@ def test_rules_cli_against_the_running_server(web_server: SinkServer) -> None:
     unreachable = subprocess.run([sys.executable, "-m", "smtp_sink", "rules", "--api", "http://127.0.0.1:1", "list"],
                                  capture_output=True, text=True, timeout=30)
     assert unreachable.returncode == 1 and "cannot reach the HTTP API at http://127.0.0.1:1" in unreachable.stderr
+
+
+def test_a_slow_query_does_not_hold_up_smtp(web_server: SinkServer) -> None:
+    """Indexing 4,000 files dropped into the store (a rescan) happens in the store thread: an SMTP
+    session on the same event loop is answered while the HTTP request is still being served."""
+    store = Path(web_server.store.path)
+    body = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: dropped\r\n\r\n" + b"text " * 400 + b"\r\n"
+    for number in range(4000):
+        (store / f"{encode(1_700_000_000_000 + number, 10)}{'0' * 16}.eml").write_bytes(body)
+    with connect(web_server.smtp_port) as wire:
+        finished: dict[str, float] = {}
+
+        def listing() -> None:
+            assert api(web_server, "/api/v1/messages")[1]["total"] == 4000
+            finished["http"] = time.monotonic()
+
+        thread = threading.Thread(target=listing)
+        thread.start()
+        time.sleep(0.05)  # the request is in
+        assert wire.cmd("NOOP")[0] == 250
+        finished["smtp"] = time.monotonic()
+        thread.join(60)
+    assert finished["smtp"] < finished["http"], "the SMTP reply waited for the HTTP query"

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..server import SinkServer
 
 log = logging.getLogger("smtp_sink")
+T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 SERVER_KEY: web.AppKey[SinkServer] = web.AppKey("server", object)  # type: ignore[arg-type]
 AUTH_KEY: web.AppKey[bytes] = web.AppKey("auth", bytes)  # b"user:password", or b"" for none
@@ -46,6 +47,12 @@ def _error(status: int, message: str) -> web.Response:
 
 def _server(request: web.Request) -> SinkServer:
     return request.app[SERVER_KEY]
+
+
+async def _off_loop(request: web.Request, work: Callable[[], T]) -> T:
+    """Run store work (SQLite, file reads, parsing, indexing a backlog) in the store's worker
+    thread, so a slow query never holds up the SMTP sessions on the event loop."""
+    return await _server(request).in_store_thread(work)
 
 
 @web.middleware
@@ -95,14 +102,14 @@ def _authorized(header: str, expected: bytes) -> bool:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    return _page(request, None)
+    return await _page(request, None)
 
 
 async def search(request: web.Request) -> web.Response:
     query = request.query.get("query", "").strip()
     if not query:
         return _error(400, "query is required")
-    return _page(request, query)
+    return await _page(request, query)
 
 
 def _int(request: web.Request, name: str, default: int) -> int:
@@ -113,9 +120,10 @@ def _int(request: web.Request, name: str, default: int) -> int:
                                  content_type="application/json") from None
 
 
-def _page(request: web.Request, query: str | None) -> web.Response:
+async def _page(request: web.Request, query: str | None) -> web.Response:
     start, limit = _int(request, "start", 0), _int(request, "limit", 50)
-    page = _server(request).store.query(start=start, limit=min(limit, 1000) or 50, search=query)
+    store = _server(request).store
+    page = await _off_loop(request, lambda: store.query(start=start, limit=min(limit, 1000) or 50, search=query))
     count = len(page.messages)
     return web.json_response({
         "total": page.total,
@@ -130,28 +138,32 @@ def _page(request: web.Request, query: str | None) -> web.Response:
 
 async def message(request: web.Request) -> web.Response:
     store = _server(request).store
-    message_id = store.resolve(request.match_info["id"])
-    data = store.detail(message_id)
-    store.mark_read([message_id], True)
-    data["Read"] = True
-    return web.json_response(data)
+
+    def work() -> dict[str, Any]:
+        message_id = store.resolve(request.match_info["id"])
+        data = store.detail(message_id)
+        store.mark_read([message_id], True)
+        data["Read"] = True
+        return data
+
+    return web.json_response(await _off_loop(request, work))
+
+
+async def _raw(request: web.Request) -> bytes:
+    store = _server(request).store
+    return await _off_loop(request, lambda: store.read(store.resolve(request.match_info["id"])))
 
 
 async def raw(request: web.Request) -> web.Response:
-    store = _server(request).store
-    return web.Response(body=store.read(store.resolve(request.match_info["id"])),
-                        content_type="text/plain", charset="utf-8")
+    return web.Response(body=await _raw(request), content_type="text/plain", charset="utf-8")
 
 
 async def message_headers(request: web.Request) -> web.Response:
-    store = _server(request).store
-    return web.json_response(headers(store.read(store.resolve(request.match_info["id"]))))
+    return web.json_response(headers(await _raw(request)))
 
 
 async def message_part(request: web.Request) -> web.Response:
-    store = _server(request).store
-    content_type, filename, body = part(store.read(store.resolve(request.match_info["id"])),
-                                        request.match_info["part"])
+    content_type, filename, body = part(await _raw(request), request.match_info["part"])
     safe_name = "".join(c for c in filename if c.isprintable() and c not in '"\\/') or "part"
     return web.Response(body=body, headers={
         "Content-Type": content_type if "/" in content_type else "application/octet-stream",
@@ -163,7 +175,7 @@ async def message_part(request: web.Request) -> web.Response:
 async def message_html(request: web.Request) -> web.Response:
     """The HTML body for the page's sandboxed iframe: scripts and remote loads blocked by CSP."""
     store = _server(request).store
-    html = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
+    html = (await _off_loop(request, lambda: store.detail(store.resolve(request.match_info["id"])))).get("HTML", "")
     return web.Response(text=html, content_type="text/html", headers={"Content-Security-Policy": MESSAGE_CSP})
 
 
@@ -194,7 +206,8 @@ def _ids(body: dict[str, Any]) -> list[str] | None:
 async def set_read(request: web.Request) -> web.Response:
     body = await _json_body(request)
     read = body.get("Read", body.get("read", True))
-    _server(request).store.mark_read(_ids(body), bool(read))
+    ids, store = _ids(body), _server(request).store
+    await _off_loop(request, lambda: store.mark_read(ids, bool(read)))
     return web.Response(text="ok", content_type="text/plain")
 
 
@@ -203,15 +216,15 @@ async def delete(request: web.Request) -> web.Response:
     ids = _ids(body)
     store = _server(request).store
     if ids is None:
-        store.delete_all()
+        await _off_loop(request, store.delete_all)
     else:
-        store.delete([store.resolve(i) for i in ids])
+        await _off_loop(request, lambda: store.delete([store.resolve(i) for i in ids]))
     return web.Response(text="ok", content_type="text/plain")
 
 
 async def info(request: web.Request) -> web.Response:
     server = _server(request)
-    total, unread = server.store.counts()
+    total, unread = await _off_loop(request, server.store.counts)
     return web.json_response({
         "Version": __version__,
         "LatestVersion": "",
