@@ -232,35 +232,44 @@ def read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself and lets this through
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text (byte {exc.start})") from None
+    return validate(data, str(path))
+
+
+def validate(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """Check ``{section: {key: value}}`` (and ``rules``, a list of tables) as a config file is
+    checked; errors start with ``where``. Returns ``{section: {key: value}}``, rules under
+    ``{"rules": {"rules": (Rule, ...)}}``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected sections such as {{'smtp': {{...}}}}, got {data!r}")
     known = sections()
     values: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
         if name == "rules":
-            values["rules"] = {"rules": _read_rules(path, table)}
+            values["rules"] = {"rules": _read_rules(where, table)}
             continue
         if name not in known:
-            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(known)})")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {name} must be a table [{name}], got {table!r}")
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(known)})")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: {name} must be a table [{name}], got {table!r}")
         keys = _keys(known[name])
         for key, value in table.items():
             if key not in keys:
-                raise ConfigError(f"{path}: unknown key [{name}] {key} (known: {', '.join(keys)})")
+                raise ConfigError(f"{where}: unknown key [{name}] {key} (known: {', '.join(keys)})")
             kind, meta = keys[key]
-            values.setdefault(name, {})[key] = _check(value, kind, meta, f"{path}: [{name}] {key}")
+            values.setdefault(name, {})[key] = _check(value, kind, meta, f"{where}: [{name}] {key}")
     return values
 
 
-def _read_rules(path: Path, tables: Any) -> tuple[Rule, ...]:
+def _read_rules(where: str, tables: Any) -> tuple[Rule, ...]:
     """``[[rules]]``: an array of tables, each a :class:`~smtp_sink.rules.Rule`."""
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(f"{path}: rules must be an array of tables: [[rules]]")
+    if not isinstance(tables, (list, tuple)) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigError(f"{where}: rules must be an array of tables: [[rules]]")
     rules = []
     for number, table in enumerate(tables, 1):
         try:
-            rules.append(Rule.from_mapping(table))
+            rules.append(Rule.from_mapping(dict(table)))
         except RuleError as exc:
-            raise ConfigError(f"{path}: [[rules]] #{number}: {exc}") from None
+            raise ConfigError(f"{where}: [[rules]] #{number}: {exc}") from None
     return tuple(rules)
 
 
@@ -293,7 +302,7 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def _check_http(http: HTTPConfig) -> None:
+def check_http(http: HTTPConfig) -> None:
     """Rules across keys: ``auth`` is user:password, and required off loopback."""
     if http.auth and (":" not in http.auth or http.auth.startswith(":")):
         raise ConfigError('[http] auth: must be "user:password"')
@@ -329,12 +338,18 @@ def load(
                 flag = FLAG_NAMES.get((name, key), f"--{key.replace('_', '-')}")
                 flag_values.setdefault(name, {})[key] = _check(value, kind, meta, f"option {flag}")
     layers.append(flag_values)
+    return assemble(layers, str(file) if file else "(defaults)")
+
+
+def assemble(layers: list[dict[str, dict[str, Any]]], source: str) -> Config:
+    """One :class:`Config` from validated layers (see :func:`validate`), later ones winning key by
+    key (a later ``rules`` replaces earlier ones); cross-key rules checked (:func:`check_http`)."""
+    known = sections()
     merged: dict[str, dict[str, Any]] = {name: {} for name in [*known, "rules"]}
     for layer in layers:
         for name, table in layer.items():
             merged[name].update(table)
     built = {name: known[name](**merged[name]) for name in known}
-    rules = merged["rules"].get("rules", ())
-    config = Config(**built, rules=rules, source=str(file) if file else "(defaults)")
-    _check_http(config.http)
+    config = Config(**built, rules=merged["rules"].get("rules", ()), source=source)
+    check_http(config.http)
     return config

@@ -1,1 +1,398 @@
-"""pytest plugin (``pytest11`` entry point): the ``smtp_sink`` fixture. Filled in by issue 7."""
+"""pytest plugin: the ``smtp_sink`` fixture, a real smtp-sink server for each test.
+
+Installed with the package (``pytest11`` entry point ``smtp_sink``), nothing to enable::
+
+    def test_welcome_mail(smtp_sink):
+        app.send_welcome(host=smtp_sink.host, port=smtp_sink.port)
+        mail = smtp_sink.wait_for(to="ann@example.test", subject="Welcome")
+        assert "activate" in mail.text
+
+The server runs in its own thread and event loop (:class:`~smtp_sink.server.ServerThread`) on a
+free port, stores into a temporary folder under ``tmp_path`` and stops when the test ends, with
+its fault rules. Sync tests and asyncio tests (``await smtp_sink.wait_for_async(...)``) both work:
+the test's own event loop is never blocked by the server, nor the server by it.
+
+Settings: the ``smtp_sink_settings`` fixture (override it in a ``conftest.py`` or a module)
+returns ``{section: {key: value}}`` as in ``smtp-sink.toml``; a ``@pytest.mark.smtp_sink(smtp={...})``
+marker on a test, class or module merges its sections over it. Neither ``./smtp-sink.toml`` nor
+``SMTP_SINK_*`` variables are read: a test's server is what the test says. Defaults differ from
+``smtp-sink serve`` only where a test needs it: SMTP and implicit TLS on free ports, HTTP off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import Config, ConfigError, assemble, validate
+from .message import envelope, html_to_text
+from .rules import Rule, RuleError
+from .server import ServerThread, SinkServer
+
+__all__ = ["CapturedMessage", "SinkFixture", "build_config"]
+
+MARKER = "smtp_sink"
+POLL_INTERVAL = 0.01  # seconds between two looks at the store in wait_for
+REPORT_LIMIT = 20  # captured messages listed when wait_for times out (the newest)
+# What a test's server differs in from `smtp-sink serve`: free ports, no web side.
+TEST_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smtp": {"port": 0},
+    "tls": {"port": 0},
+    "http": {"enabled": False, "port": 0},
+}
+_parser = BytesParser(policy=policy.default)
+Matcher = str | re.Pattern[str] | None
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    """One stored message: its file, its envelope and the parsed :class:`~email.message.EmailMessage`."""
+
+    id: str
+    path: Path
+    mail_from: str  # envelope sender (MAIL FROM), "" for the null sender <>
+    rcpt_to: tuple[str, ...]  # envelope recipients (RCPT TO), Bcc included
+    message: EmailMessage = field(repr=False)  # parsed with email.policy.default
+    raw: bytes = field(repr=False)  # the stored bytes, trace headers included
+
+    @classmethod
+    def read(cls, message_id: str, path: Path, raw: bytes) -> CapturedMessage:
+        mail_from, rcpt_to = envelope(raw)
+        parsed = _parser.parsebytes(raw)
+        assert isinstance(parsed, EmailMessage)
+        return cls(message_id, path, mail_from, tuple(rcpt_to), parsed, raw)
+
+    @property
+    def subject(self) -> str:
+        """The decoded ``Subject`` header ("" when absent)."""
+        return str(self.message.get("Subject", ""))
+
+    @property
+    def from_(self) -> str:
+        """The address in the ``From`` header ("" when absent)."""
+        found = self._addresses("From")
+        return found[0] if found else ""
+
+    @property
+    def to(self) -> list[str]:
+        """The addresses in the ``To`` header (the envelope is :attr:`rcpt_to`)."""
+        return self._addresses("To")
+
+    @property
+    def cc(self) -> list[str]:
+        """The addresses in the ``Cc`` header."""
+        return self._addresses("Cc")
+
+    @property
+    def auth_user(self) -> str | None:
+        """The user the client logged in as (AUTH), or None."""
+        value = self.message.get("X-Sink-Auth")
+        return None if value is None else str(value)
+
+    @property
+    def text(self) -> str:
+        """The plain-text body (the HTML body as text when there is no plain one), decoded."""
+        plain = self._body("plain")
+        if plain is not None:
+            return plain
+        markup = self._body("html")
+        return html_to_text(markup) if markup is not None else ""
+
+    body = text
+
+    @property
+    def html(self) -> str:
+        """The HTML body ("" when there is none)."""
+        return self._body("html") or ""
+
+    def _addresses(self, name: str) -> list[str]:
+        addresses = []
+        for value in self.message.get_all(name, []):
+            addresses.extend(address.addr_spec for address in getattr(value, "addresses", ()))
+        return addresses
+
+    def _body(self, subtype: str) -> str | None:
+        part = self.message.get_body(preferencelist=(subtype,))
+        if part is None:
+            return None
+        try:
+            content = part.get_content()
+        except (LookupError, ValueError, AttributeError):  # an unknown charset or a broken part
+            payload = part.get_payload(decode=True)
+            content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        return content.replace("\r\n", "\n") if isinstance(content, str) else None
+
+    def describe(self) -> str:
+        """One line for failure messages: id, envelope and subject."""
+        rcpts = ", ".join(f"<{rcpt}>" for rcpt in self.rcpt_to)
+        return f"{self.id} from <{self.mail_from}> to {rcpts or '(nobody)'} subject {self.subject!r}"
+
+
+class SinkFixture:
+    """A running smtp-sink for one test (the ``smtp_sink`` fixture), or anywhere as a context manager::
+
+        with SinkFixture(build_config({"auth": {"mode": "accept-any"}}, store="/tmp/mail")) as sink:
+            ...
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._thread = ServerThread(config)
+        self.server: SinkServer = self._thread.server
+        self._cache: dict[str, CapturedMessage] = {}
+
+    def start(self) -> SinkFixture:
+        """Start the server; return once it listens."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server: open sessions get 421."""
+        self._thread.stop()
+
+    def __enter__(self) -> SinkFixture:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def host(self) -> str:
+        """The address the SMTP (and implicit-TLS) listener is bound to."""
+        return self.config.smtp.host
+
+    @property
+    def port(self) -> int:
+        """The SMTP port (STARTTLS is offered there when TLS is on)."""
+        return self.server.smtp_port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The implicit-TLS port (SMTPS, RFC 8314), None when TLS is off."""
+        return self.server.tls_port or None
+
+    @property
+    def tls_ca(self) -> str | None:
+        """The PEM file a client trusts to verify the server: the generated authority, or the
+        configured certificate (None: TLS off)."""
+        return self.server.tls_ca or self.server.tls_cert
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP API and web page port, None unless ``{"http": {"enabled": True}}``."""
+        return self.server.http_port or None
+
+    @property
+    def store_path(self) -> Path:
+        """The folder where the ``.eml`` files land."""
+        return self.server.store.path
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that verifies the server's certificate (for STARTTLS and implicit TLS)."""
+        if self.tls_ca is None:
+            raise RuntimeError('smtp_sink: TLS is off; turn it on with {"tls": {"mode": "on"}} or an [auth] mode')
+        return ssl.create_default_context(cafile=self.tls_ca)
+
+    @property
+    def messages(self) -> list[CapturedMessage]:
+        """Every message stored so far, oldest first (each one read and parsed once)."""
+        store, found = self.server.store, {}
+        for message_id in store.ids():
+            captured = self._cache.get(message_id)
+            if captured is None:
+                try:
+                    raw = store.read(message_id)
+                except KeyError:  # removed meanwhile
+                    continue
+                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw)
+            found[message_id] = captured
+        self._cache = found
+        return list(found.values())
+
+    def clear(self) -> int:
+        """Delete every stored message; return how many were removed."""
+        removed = self.server.store.clear()
+        self._cache = {}
+        return removed
+
+    def add_rule(self, stage: str, action: str = "reply", **fields: Any) -> Rule:
+        """Add a fault rule for this test, e.g. ``add_rule("rcpt", code=550, recipient="*@bad.test")``.
+
+        The keys are those of a ``[[rules]]`` table (see the README); a bad one raises
+        :class:`~smtp_sink.rules.RuleError` naming it.
+        """
+        try:
+            rule = Rule.from_mapping({"stage": stage, "action": action, **fields})
+        except RuleError as exc:
+            raise RuleError(f"smtp_sink.add_rule: {exc}") from None
+        return self.server.rules.add(rule)
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The fault rules in force (from settings and :meth:`add_rule`)."""
+        return self.server.rules.list()
+
+    def clear_rules(self) -> None:
+        """Remove every fault rule."""
+        self.server.rules.clear()
+
+    def matching(
+        self, to: str | None = None, subject: Matcher = None, sender: str | None = None,
+        match: Callable[[CapturedMessage], bool] | None = None,
+    ) -> list[CapturedMessage]:
+        """The captured messages that match every criterion given (see :meth:`wait_for`)."""
+        return [m for m in self.messages if _matches(m, to, subject, sender, match)]
+
+    def wait_for(
+        self, to: str | None = None, subject: Matcher = None, sender: str | None = None, count: int = 1,
+        timeout: float = 5.0, match: Callable[[CapturedMessage], bool] | None = None,
+    ) -> Any:
+        """Wait until ``count`` messages match; return the first match (``count=1``) or all matches.
+
+        ``to``: an envelope recipient or a To/Cc address; ``sender``: the envelope sender or the
+        From address (both case-insensitive); ``subject``: text the subject contains, or a compiled
+        regular expression; ``match``: any predicate. Raises AssertionError listing what was
+        captured when they do not arrive within ``timeout`` seconds. In ``async def`` tests use
+        :meth:`wait_for_async`, which lets the test's event loop run meanwhile.
+        """
+        __tracebackhide__ = True  # a failure points at the test's line, not at this loop
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(to, subject, sender, match)
+            if len(found) >= count:
+                return found[0] if count == 1 else found
+            if time.monotonic() >= deadline:
+                raise AssertionError(self._timeout_report("wait_for", found, to, subject, sender, match, count,
+                                                          timeout, _loop_running()))
+            time.sleep(POLL_INTERVAL)
+
+    async def wait_for_async(
+        self, to: str | None = None, subject: Matcher = None, sender: str | None = None, count: int = 1,
+        timeout: float = 5.0, match: Callable[[CapturedMessage], bool] | None = None,
+    ) -> Any:
+        """:meth:`wait_for` for ``async def`` tests: sleeps with ``asyncio.sleep``, never blocking the loop."""
+        __tracebackhide__ = True  # a failure points at the test's line, not at this loop
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(to, subject, sender, match)
+            if len(found) >= count:
+                return found[0] if count == 1 else found
+            if time.monotonic() >= deadline:
+                raise AssertionError(self._timeout_report("wait_for_async", found, to, subject, sender, match,
+                                                          count, timeout, False))
+            await asyncio.sleep(POLL_INTERVAL)
+
+    def _timeout_report(
+        self, name: str, found: list[CapturedMessage], to: str | None, subject: Matcher, sender: str | None,
+        match: Callable[[CapturedMessage], bool] | None, count: int, timeout: float, in_loop: bool,
+    ) -> str:
+        wanted = {"to": to, "subject": subject, "sender": sender, "match": match}
+        criteria = ", ".join(f"{key}={value!r}" for key, value in wanted.items() if value is not None)
+        captured = self.messages
+        lines = [f"smtp_sink.{name}({criteria or 'any message'}): {len(found)} of {count} matching message(s) "
+                 f"after {timeout:g} s; {len(captured) or 'nothing'} captured{':' if captured else ''}"]
+        first = max(0, len(captured) - REPORT_LIMIT)
+        if first:
+            lines.append(f"  ({first} older not shown)")
+        lines += [f"  {number}. {message.describe()}" for number, message in enumerate(captured[first:], first + 1)]
+        if in_loop:
+            lines.append("  (called inside a running event loop: use `await smtp_sink.wait_for_async(...)` "
+                         "so the test's own client can send meanwhile)")
+        return "\n".join(lines)
+
+
+def _matches(message: CapturedMessage, to: str | None, subject: Matcher, sender: str | None,
+             match: Callable[[CapturedMessage], bool] | None) -> bool:
+    if to is not None and to.lower() not in {a.lower() for a in (*message.rcpt_to, *message.to, *message.cc)}:
+        return False
+    if sender is not None and sender.lower() not in (message.mail_from.lower(), message.from_.lower()):
+        return False
+    if isinstance(subject, re.Pattern):
+        if not subject.search(message.subject):
+            return False
+    elif subject is not None and subject not in message.subject:
+        return False
+    return match is None or bool(match(message))
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def build_config(
+    *layers: Mapping[str, Any], store: str | Path, where: tuple[str, ...] = (),
+) -> Config:
+    """A :class:`Config` for a test server: :data:`TEST_DEFAULTS`, the store folder, then each layer.
+
+    Layers are ``{section: {key: value}}`` dicts, checked like a config file; later ones win key
+    by key, ``rules`` lists add up. ``where`` names each layer in error messages. No config file
+    or environment is read.
+    """
+    checked = [validate(layer, where[number] if number < len(where) else "smtp_sink settings")
+               for number, layer in enumerate(layers)]
+    rules = tuple(rule for layer in checked for rule in layer.pop("rules", {}).get("rules", ()))
+    base = {name: dict(table) for name, table in TEST_DEFAULTS.items()}
+    base.setdefault("store", {})["path"] = str(store)
+    return assemble([base, *checked, {"rules": {"rules": rules}}], " + ".join(where) or "smtp_sink settings")
+
+
+# -- the pytest side ------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "smtp_sink(**sections): settings for the smtp_sink fixture's server, merged over smtp_sink_settings, "
+        'e.g. @pytest.mark.smtp_sink(smtp={"max_recipients": 5}, auth={"mode": "accept-any"})',
+    )
+
+
+@pytest.fixture
+def smtp_sink_settings() -> dict[str, Any]:
+    """Settings for the ``smtp_sink`` server: ``{section: {key: value}}`` as in ``smtp-sink.toml``
+    (``rules``: a list of rule dicts). Override this fixture to change them for a module or suite."""
+    return {}
+
+
+@pytest.fixture
+def smtp_sink(
+    request: pytest.FixtureRequest, smtp_sink_settings: dict[str, Any], tmp_path: Path,
+) -> Iterator[SinkFixture]:
+    """A running smtp-sink server for this test (see :class:`SinkFixture`)."""
+    layers: list[Mapping[str, Any]] = [smtp_sink_settings]
+    where = ["smtp_sink_settings"]
+    for marker in reversed(list(request.node.iter_markers(MARKER))):  # the closest marker last: it wins
+        if marker.args:
+            pytest.fail(f"@pytest.mark.{MARKER}: give sections as keywords, e.g. smtp={{'max_recipients': 5}}, "
+                        f"not {marker.args!r}", pytrace=False)
+        layers.append(marker.kwargs)
+        where.append(f"@pytest.mark.{MARKER}")
+    problem = None
+    try:
+        sink = SinkFixture(build_config(*layers, store=tmp_path / "smtp-sink", where=tuple(where)))
+        sink.start()
+    except ConfigError as exc:
+        problem = f"smtp_sink: {exc}"
+    except (OSError, RuntimeError) as exc:
+        problem = f"smtp_sink: the server did not start: {exc}"
+    if problem is not None:  # outside the except: a clean message without the chained traceback
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield sink
+    finally:
+        sink.stop()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from smtp_sink.protocol import (
+    AUTH_LINE_MAX,
     CLOSE,
     COMMAND_LINE_MAX,
-    AUTH_LINE_MAX,
     MAIL_LINE_MAX,
     MessageReceived,
     Output,
