@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine: the package with its
-# test extras, and the Debian tools the end-to-end tests drive (swaks; chromium for the web
-# page tests, driven by Playwright for Python: no browser is downloaded).
+# test extras, and the Debian tools the end-to-end tests drive (swaks and curl, also run by
+# tests/test_examples.py; chromium for the web page tests, driven by Playwright for Python:
+# no browser is downloaded). Node.js and npm run examples/nodemailer: the test installs
+# nodemailer itself with npm into ~/.cache/smtp-sink-tests/npm, never globally.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(swaks chromium)
+apt_packages=(swaks curl chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# node and npm may come from another source than Debian (e.g. a newer Node.js): look for the commands
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
