@@ -268,14 +268,10 @@ class SinkFixture:
         """
         __tracebackhide__ = True  # a failure points at the test's line, not at this loop
         deadline = time.monotonic() + timeout
-        while True:
-            found = self.matching(to, subject, sender, match)
-            if len(found) >= count:
-                return found[0] if count == 1 else found
-            if time.monotonic() >= deadline:
-                raise AssertionError(self._timeout_report("wait_for", found, to, subject, sender, match, count,
-                                                          timeout, _loop_running()))
+        in_loop = _loop_running()
+        while (found := self._look("wait_for", deadline, to, subject, sender, match, count, timeout, in_loop)) is None:
             time.sleep(POLL_INTERVAL)
+        return found
 
     async def wait_for_async(
         self, to: str | None = None, subject: Matcher = None, sender: str | None = None, count: int = 1,
@@ -284,14 +280,23 @@ class SinkFixture:
         """:meth:`wait_for` for ``async def`` tests: sleeps with ``asyncio.sleep``, never blocking the loop."""
         __tracebackhide__ = True  # a failure points at the test's line, not at this loop
         deadline = time.monotonic() + timeout
-        while True:
-            found = self.matching(to, subject, sender, match)
-            if len(found) >= count:
-                return found[0] if count == 1 else found
-            if time.monotonic() >= deadline:
-                raise AssertionError(self._timeout_report("wait_for_async", found, to, subject, sender, match,
-                                                          count, timeout, False))
+        while (found := self._look("wait_for_async", deadline, to, subject, sender, match, count, timeout)) is None:
             await asyncio.sleep(POLL_INTERVAL)
+        return found
+
+    def _look(
+        self, name: str, deadline: float, to: str | None, subject: Matcher, sender: str | None,
+        match: Callable[[CapturedMessage], bool] | None, count: int, timeout: float, in_loop: bool = False,
+    ) -> Any:
+        """One look for :meth:`wait_for`: the result, None to look again, AssertionError past ``deadline``."""
+        __tracebackhide__ = True
+        found = self.matching(to, subject, sender, match)
+        if len(found) >= count:
+            return found[0] if count == 1 else found
+        if time.monotonic() >= deadline:
+            raise AssertionError(self._timeout_report(name, found, to, subject, sender, match, count, timeout,
+                                                      in_loop))
+        return None
 
     def _timeout_report(
         self, name: str, found: list[CapturedMessage], to: str | None, subject: Matcher, sender: str | None,
