@@ -378,6 +378,7 @@ def auth_server(server_factory):
     return server_factory(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}}, tls={"mode": "off"})
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on purpose: plaintext like ours
 @pytest.mark.parametrize("name", list(AUTH_SESSIONS))
 def test_same_auth_codes_as_aiosmtpd(name: str, auth_server, aiosmtpd_auth_port: int) -> None:
     assert_same_codes(name, AUTH_SESSIONS[name], auth_server.smtp_port, aiosmtpd_auth_port, AUTH_DIFFERENCES)
