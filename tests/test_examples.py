@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from server_process import ServerProcess
 
 from smtp_sink.pytest_plugin import CapturedMessage
 from smtp_sink.server import SinkServer
@@ -207,3 +208,25 @@ def test_flask_app_test_suite_uses_the_fixture():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^2 passed", done.stdout, re.MULTILINE), done.stdout
+
+
+@pytest.mark.parametrize("name", ["django", "flask-mail"])
+def test_done_when_django_and_flask_settings_work_against_serve_auth_accept_any(
+    name: str, tmp_path: Path, node_path: str,
+) -> None:
+    """Issue 7's acceptance: the real ``smtp-sink serve --auth accept-any`` process, and the app's
+    unmodified settings (STARTTLS, a user and a password); only host, port and the CA to trust differ."""
+    store = tmp_path / "mail"
+    process = ServerProcess(store, "--auth", "accept-any", "--tls-port", "0")
+    try:
+        ca = store / "tls" / "ca.pem"
+        assert f"(trust {ca})" in process.log()  # the server says what to trust
+        done = run(EXAMPLE_SET[name], {"SMTP_PORT": str(process.port), "SMTP_USER": "app@example.test",
+                                       "SMTP_PASSWORD": "production-password", "SSL_CERT_FILE": str(ca)}, node_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        assert process.stop() == 0
+    (path,) = store.glob("*.eml")
+    message = CapturedMessage.read(path.stem, path, path.read_bytes())
+    check(message, EXAMPLE_SET[name])
+    assert " with ESMTPSA id " in message.message["Received"] and message.auth_user == "app@example.test"
