@@ -80,7 +80,9 @@ def run_throughput(args: argparse.Namespace, work: Path, results: dict) -> None:
                     continue
                 runs[server.key].append(run)
                 figure = f"{run.mbps:8.1f} MiB/s" if key == "d" else f"{run.rate:8.0f} msg/s"
-                print(f"  {server.label:42} run {n + 1}: {figure} ({run.seconds:.2f} s)", flush=True)
+                user, system = run.cpu_per_message
+                print(f"  {server.label:42} run {n + 1}: {figure} ({run.seconds:.2f} s; server CPU per message: "
+                      f"user {user:,.0f} us, system {system:,.0f} us)", flush=True)
         entry: dict = {"workload": workload.describe(), "load_after": loadavg(), "servers": {}}
         for server in servers:
             if server.key in failed:
@@ -91,6 +93,8 @@ def run_throughput(args: argparse.Namespace, work: Path, results: dict) -> None:
                 "msg_per_s": median([r.rate for r in got]),
                 "mib_per_s": median([r.mbps for r in got]),
                 "runs_msg_per_s": [round(r.rate, 1) for r in got],
+                "cpu_user_us": median([r.cpu_per_message[0] for r in got]),
+                "cpu_sys_us": median([r.cpu_per_message[1] for r in got]),
             }
             if got and got[0].peak_rss is not None:
                 entry["servers"][server.key]["peak_rss_mb"] = median([r.peak_rss / MB for r in got])  # type: ignore
@@ -141,6 +145,18 @@ def print_table(results: dict) -> None:
             else:
                 cells += ["", ""]
         print("| socat: loopback socket -> file (physical reference) | " + " | ".join(cells) + " |")
+    print("\n## Server CPU per message while smtp-source ran (median; user + system microseconds, all threads)\n")
+    print("| server | " + " | ".join(f"({k}) user + system" for k in keys) + " |")
+    print("|" + "---|" * (1 + len(keys)))
+    for server in [s for s in SERVERS if s.key in servers]:
+        cells = []
+        for k in keys:
+            got = throughput[k]["servers"].get(server.key)
+            if got is None or "failed" in got or "cpu_user_us" not in got:
+                cells.append("-")
+            else:
+                cells.append(f"{got['cpu_user_us']:,.0f} + {got['cpu_sys_us']:,.0f}")
+        print(f"| {server.label} | " + " | ".join(cells) + " |")
     for k in keys:
         for key, got in throughput[k]["servers"].items():
             if "failed" in got:

@@ -86,6 +86,13 @@ def proc_status(pid: int, key: str) -> int:
     return int(match.group(1)) * 1024
 
 
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """``(user, system)`` CPU seconds a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])

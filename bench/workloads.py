@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .servers import Server
-from .tools import HOST, SMTP_SOURCE, BenchError, free_port, postfix_env, proc_status, stop
+from .tools import HOST, SMTP_SOURCE, BenchError, free_port, postfix_env, proc_cpu, proc_status, stop
 
 MIB = 1024 * 1024
 
@@ -45,12 +45,20 @@ WORKLOADS = {
 
 @dataclass
 class Run:
-    """One timed run: seconds, messages, payload bytes, and our server's peak RSS if asked for."""
+    """One timed run: seconds, messages, payload bytes, the server's CPU seconds while smtp-source
+    ran (user, system), and our server's peak RSS if asked for."""
 
     seconds: float
     messages: int
     payload: int
     peak_rss: int | None = None
+    cpu_user: float = 0.0
+    cpu_sys: float = 0.0
+
+    @property
+    def cpu_per_message(self) -> tuple[float, float]:
+        """Server CPU per message in microseconds: ``(user, system)``."""
+        return self.cpu_user / self.messages * 1e6, self.cpu_sys / self.messages * 1e6
 
     @property
     def rate(self) -> float:
@@ -102,7 +110,9 @@ def run_once(server: Server, workload: Workload, work: Path, peak_rss: bool = Fa
     port = free_port()
     proc = server.start(port, folder)
     try:
+        user, system = proc_cpu(proc.pid)
         seconds = smtp_source(port, workload.messages, workload.size, workload.sessions, workload.keep_connection)
+        user_after, system_after = proc_cpu(proc.pid)
         verify(server, folder, workload.messages, workload.size)
         hwm = proc_status(proc.pid, "VmHWM") if peak_rss else None
         if proc.poll() is not None:
@@ -110,7 +120,8 @@ def run_once(server: Server, workload: Workload, work: Path, peak_rss: bool = Fa
     finally:
         stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
-    return Run(seconds, workload.messages, workload.messages * workload.size, hwm)
+    return Run(seconds, workload.messages, workload.messages * workload.size, hwm, user_after - user,
+               system_after - system)
 
 
 def loopback_reference(workload: Workload, work: Path) -> Run:

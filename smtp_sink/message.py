@@ -26,11 +26,24 @@ from .ids import id_time
 
 SNIPPET_LENGTH = 250
 TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
+# A summary reads at most this many body bytes of each MIME part (enough for the snippet and the
+# searched text in any transfer encoding); the rest of a big part is never parsed or decoded.
+SUMMARY_PART_BYTES = 256 * 1024
+_SUMMARY_HEADER_BYTES = 65536  # a part's header block kept whole up to this size
 _TRACE_HEADERS = {"return-path", "received", "x-original-to", "x-sink-auth"}
 _SPACE_RE = re.compile(r"\s+")
 _TAG_RE = re.compile(r"<[^>]*>")
 _DROP_RE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
+_BLANK_RE = re.compile(rb"\r?\n\r?\n")
+# A header line the stdlib parser reads as a header (its headerRE) or a continuation.
+_HEADER_LINE_RE = re.compile(rb"(?:[\041-\071\073-\176]*:|[\t ])[^\r\n]*")
+# A mailbox list without quotes, comments, groups, escapes or encoded words: "a@b", "<a@b>",
+# "Name <a@b>", comma-separated. Parsed here; anything else goes to the stdlib's parser.
+_SIMPLE_ADDRESS_RE = re.compile(
+    r"\s*(?:([A-Za-z0-9_-]+(?: +[A-Za-z0-9_-]+)*) *)?(<)?([A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(?(2)>)\s*"
+)
 
 # Structure is parsed with compat32 (fast, lazy); the display headers are decoded one by one
 # with policy.default's header classes. policy.default re-parses a header on every access,
@@ -130,6 +143,65 @@ def parse(raw: bytes) -> Message:
     return _parser.parsebytes(raw)
 
 
+def _header_end(raw: bytes, start: int = 0, limit: int = _SUMMARY_HEADER_BYTES) -> int:
+    """Where the body starts after the header block at ``start`` (-1: no blank line within ``limit``)."""
+    blank = _BLANK_RE.search(raw, start, start + limit)
+    return -1 if blank is None else blank.end()
+
+
+def _cut(raw: bytes, start: int, end: int, keep: int) -> bytes:
+    """``raw[start:end]`` with its body cut to ``keep`` bytes at a line end (kept whole if short)."""
+    if end - start <= keep + _SUMMARY_HEADER_BYTES:
+        return raw[start:end]
+    body = _header_end(raw, start)
+    stop = max(body, start) + keep
+    line_end = raw.rfind(b"\n", start, stop)
+    piece = raw[start:line_end + 1] if line_end > start else raw[start:stop]
+    return piece if piece.endswith(b"\n") else piece + b"\r\n"
+
+
+def _skeleton(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> bytes:
+    """``raw`` with the body of every MIME part cut to ``keep`` bytes. Every line starting with
+    ``--`` (each boundary, and anything that may look like one) is kept, so the structure parses
+    exactly as the whole message does; only long part bodies are shortened."""
+    pieces, pos, size = [], 0, len(raw)
+    while pos < size:
+        found = raw.find(b"\n--", pos)
+        end = size if found < 0 else found + 1
+        pieces.append(_cut(raw, pos, end, keep))
+        pos = end
+    return b"".join(pieces)
+
+
+def _plain_header_block(head: bytes) -> bool:
+    """True if ``head`` is CRLF lines the parser takes as headers, ending in an empty line."""
+    if head[-4:] != b"\r\n\r\n" or head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\n"):
+        return False
+    lines = head[:-4].split(b"\r\n")
+    first = lines[0]
+    return (bool(_HEADER_LINE_RE.fullmatch(first)) or first.startswith(b"From ")) and all(
+        _HEADER_LINE_RE.fullmatch(line) for line in lines[1:])
+
+
+def _parse_for_summary(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> Message:
+    """The message as :func:`parse` reads it, at most ``keep`` body bytes of each part read.
+
+    A message that is not multipart (most) skips the line-by-line parser: its header block is
+    parsed alone and the (cut) body set as the payload, which is what the parser would do. Any
+    doubt (bare LF or CR, a line that is no header, no blank line) takes the parser."""
+    body = _header_end(raw)
+    if body > 0 and _plain_header_block(raw[:body]):
+        msg = _header_parser.parsebytes(raw[:body])
+        if msg.get_content_maintype() not in ("multipart", "message") and not msg.defects:
+            end = len(raw)
+            if end - body > keep:  # cut at a line end
+                line_end = raw.rfind(b"\n", body, body + keep)
+                end = line_end + 1 if line_end >= 0 else body + keep
+            msg.set_payload(raw[body:end].decode("ascii", "surrogateescape"))
+            return msg
+    return parse(_skeleton(raw, keep) if len(raw) > keep else raw)
+
+
 def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
     """``(mail_from, rcpt_to)`` from the trace headers the server wrote at the top."""
     msg = _header_parser.parsebytes(raw) if isinstance(raw, bytes) else raw
@@ -159,15 +231,14 @@ def _text(value: object) -> str:
 
 def _raw_values(msg: Message, name: str) -> list[str]:
     """The values of every ``name`` header as stored: unfolded, 8-bit bytes read as UTF-8."""
-    name = name.lower()
-    values = []
-    for key, value in msg.raw_items():
-        if key.lower() == name:
-            if not isinstance(value, str):
-                value = str(value)
-            value = _unescape(value)
-            values.append(_SPACE_RE.sub(" ", value).strip())
-    return values
+    by_name = getattr(msg, "_sink_headers", None)
+    if by_name is None:  # one pass over the headers per message, not one per name asked for
+        by_name = {}
+        for key, value in msg.raw_items():
+            by_name.setdefault(key.lower(), []).append(value)
+        msg._sink_headers = by_name  # type: ignore[attr-defined]
+    return [_SPACE_RE.sub(" ", _unescape(value if isinstance(value, str) else str(value))).strip()
+            for value in by_name.get(name.lower(), ())]
 
 
 def _decoded(msg: Message, name: str) -> str:
@@ -187,6 +258,10 @@ def addresses(msg: Message, name: str) -> list[Address]:
     """Every mailbox in the ``name`` headers (groups flattened); unparseable ones kept as text."""
     found: list[Address] = []
     for value in _raw_values(msg, name):
+        simple = _simple_addresses(value)
+        if simple is not None:
+            found.extend(simple)
+            continue
         items = None
         if "=?" in value or '"' in value or "(" in value or not value.isascii():
             try:  # encoded words, quoting or comments: the full RFC 5322 parser
@@ -197,6 +272,23 @@ def addresses(msg: Message, name: str) -> list[Address]:
             found.extend(Address(n, a) for n, a in email.utils.getaddresses([value]) if a or n)
             continue
         found.extend(Address(a.display_name or "", a.addr_spec) for a in items)
+    return found
+
+
+def _simple_addresses(value: str) -> list[Address] | None:
+    """The mailboxes of a plain list (``a@b``, ``<a@b>``, ``Name <a@b>``, comma-separated) as the
+    stdlib's ``getaddresses`` reads them, without its parser; None for anything else."""
+    if not value.isascii() or '"' in value or "(" in value or "\\" in value or ":" in value or ";" in value:
+        return None
+    found = []
+    for item in value.split(","):
+        match = _SIMPLE_ADDRESS_RE.fullmatch(item)
+        if match is None:
+            return None
+        name, bracket, address = match.groups()
+        if name and not bracket:
+            return None
+        found.append(Address(" ".join(name.split()) if name else "", address))
     return found
 
 
@@ -282,8 +374,9 @@ def _filename(part: Message) -> str:
     return _text(name)
 
 
-def _parts(msg: Message) -> _Parts:
-    """Split a message into its text, HTML, inline parts and attachments."""
+def _parts(msg: Message, sizes: bool = True) -> _Parts:
+    """Split a message into its text, HTML, inline parts and attachments (``sizes``: decode each
+    inline part and attachment to report its size; a summary only counts them)."""
     found = _Parts()
     for part_id, part, in_related in leaves(msg):
         ctype = part.get_content_type()
@@ -304,7 +397,7 @@ def _parts(msg: Message) -> _Parts:
             "FileName": filename,
             "ContentType": ctype,
             "ContentID": content_id,
-            "Size": len(_payload(part)),
+            "Size": len(_payload(part)) if sizes else 0,
         }
         inline = disposition == "inline" or (disposition != "attachment" and in_related and content_id)
         (found.inline if inline else found.attachments).append(entry)
@@ -314,12 +407,13 @@ def _parts(msg: Message) -> _Parts:
 
 
 def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
-    """The summary of a stored message (one parse; used when indexing)."""
-    msg = parse(raw)
+    """The summary of a stored message (used when indexing): one parse that reads at most
+    :data:`SUMMARY_PART_BYTES` of each part's body and decodes no attachment."""
+    msg = _parse_for_summary(raw)
     mail_from, rcpt_to = envelope(msg)
     to, cc = addresses(msg, "To"), addresses(msg, "Cc")
     senders = addresses(msg, "From")
-    parts = _parts(msg)
+    parts = _parts(msg, sizes=False)
     return Summary(
         id=message_id,
         message_id=_message_id(msg),
@@ -329,7 +423,7 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
         created=id_time(message_id),
         size=len(raw) if size is None else size,
         attachments=len(parts.attachments),
-        snippet=snippet(parts.text),
+        snippet=snippet(parts.text[:TEXT_SEARCH_LENGTH]),
         mail_from=mail_from, rcpt_to=rcpt_to,
         text=parts.text[:TEXT_SEARCH_LENGTH],
     )

@@ -17,7 +17,7 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from . import __version__
 from .addresses import AddressError, parse_mailbox, parse_params, split_path
@@ -85,10 +85,11 @@ class Envelope:
 
 @dataclass(slots=True)
 class MessageReceived:
-    """A complete message: ``data`` is exactly what the client sent, dot-stuffing undone."""
+    """A complete message: ``data`` is exactly what the client sent, dot-stuffing undone (a
+    ``bytearray`` when it arrived in several chunks: built in place, never joined)."""
 
     envelope: Envelope
-    data: bytes
+    data: bytes | bytearray
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,28 @@ def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
 class Session:
     """One SMTP session. Call :meth:`greeting` once, then :meth:`feed` with each chunk received."""
 
+    # Command verb -> handler method name (one line per command; bound on use, not per session).
+    _DISPATCH: ClassVar[dict[str, str]] = {
+        "HELO": "_helo",
+        "EHLO": "_ehlo",
+        "MAIL": "_mail",
+        "RCPT": "_rcpt",
+        "DATA": "_data",
+        "RSET": "_rset",
+        "NOOP": "_noop",
+        "QUIT": "_quit",
+        "VRFY": "_vrfy",
+        "EXPN": "_expn",
+        "HELP": "_help",
+        "SEND": "_not_implemented",
+        "SOML": "_not_implemented",
+        "SAML": "_not_implemented",
+        "TURN": "_not_implemented",
+        "STARTTLS": "_starttls",
+        "AUTH": "_auth",
+        "BDAT": "_not_implemented",
+    }
+
     def __init__(self, settings: Settings, policy: Policy | None = None, peer: str = "", tls: bool = False) -> None:
         self.settings = settings
         self.policy = policy or Policy()
@@ -219,31 +242,12 @@ class Session:
         self._buf = b""
         self._discarding = False  # inside an over-long command line, until its LF
         # DATA reading
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []  # the message read so far: one piece (see _add_data)
         self._size = 0
         self._tail = b""
         self._oversize = False
+        self._stuffed = False  # a line of the message being read starts with "." (undo dot-stuffing)
         self._no_service = False  # a connect rule refused the session: only QUIT is served
-        self._dispatch: dict[str, Callable[[str], Reply | None]] = {
-            "HELO": self._helo,
-            "EHLO": self._ehlo,
-            "MAIL": self._mail,
-            "RCPT": self._rcpt,
-            "DATA": self._data,
-            "RSET": self._rset,
-            "NOOP": self._noop,
-            "QUIT": self._quit,
-            "VRFY": self._vrfy,
-            "EXPN": self._expn,
-            "HELP": self._help,
-            "SEND": self._not_implemented,
-            "SOML": self._not_implemented,
-            "SAML": self._not_implemented,
-            "TURN": self._not_implemented,
-            "STARTTLS": self._starttls,
-            "AUTH": self._auth,
-            "BDAT": self._not_implemented,
-        }
         self._out: list[Output] = []
 
     # -- entry points -------------------------------------------------------------------
@@ -360,7 +364,8 @@ class Session:
             self._out.append(reply(Code.SYNTAX_ERROR, "Command contains bytes that are not UTF-8"))
             return
         arg = "" if verb_end < 0 else line[verb_end + 1 :].strip()
-        handler = self._dispatch.get(verb)
+        name = self._DISPATCH.get(verb)
+        handler: Callable[[str], Reply | None] | None = None if name is None else getattr(self, name)
         if self._no_service and verb != "QUIT":
             result: Reply | None = reply(Code.BAD_SEQUENCE, "Bad sequence of commands: no service here, send QUIT")
         elif handler is None:
@@ -661,7 +666,9 @@ class Session:
         if found >= 0:
             cut = found - len(tail)  # may be negative: it started in the previous chunk
         else:
-            cut = data.find(TERMINATOR)
+            if not self._stuffed and b"\r\n." in tail[-2:] + data[:2]:  # a line starting with "." at the seam
+                self._stuffed = True
+            cut = self._scan(data)
             if cut < 0:
                 self._add_data(data)
                 return None
@@ -673,6 +680,24 @@ class Session:
         self._finish_message()
         return data[cut + 5 :]
 
+    def _scan(self, data: bytes) -> int:
+        """Where the terminator starts in ``data`` (-1: not in it), noting a stuffed dot before it.
+
+        Both start with CRLF ".": a chunk without a "." (most of a big message) costs one memchr,
+        and one search finds the first of either. A "CRLF ." cut off by the chunk's end counts as
+        stuffed (it may be a terminator the next seam finds: unstuffing then finds nothing)."""
+        dot = data.find(b".")
+        if dot < 0:
+            return -1
+        start = dot - 2 if dot > 2 else 0
+        if not self._stuffed:
+            hit = data.find(b"\r\n.", start)
+            if hit < 0 or data[hit + 3 : hit + 5] == b"\r\n":
+                return hit
+            self._stuffed = True
+            start = hit + 1
+        return data.find(TERMINATOR, start)
+
     def _add_data(self, chunk: bytes) -> None:
         self._size += len(chunk)
         limit = self.settings.max_message_size
@@ -682,27 +707,35 @@ class Session:
             self._oversize = True
             self._parts = []
         elif not self._oversize:
-            self._parts.append(chunk)
+            parts = self._parts
+            if not parts:
+                parts.append(chunk)  # a message in one chunk (most) is kept as received: no copy
+            else:
+                # More chunks go into one growing buffer as they come: each received chunk is freed
+                # at once and its memory reused, instead of a message's worth of chunks living on
+                # until a join copies them (twice the memory, and fresh pages for every big message).
+                if type(parts[0]) is bytes:
+                    parts[0] = bytearray(parts[0])
+                parts[0] += chunk  # type: ignore[operator]
         self._tail = chunk[-4:] if len(chunk) >= 4 else (self._tail + chunk)[-4:]
 
     def _drop_tail(self, count: int) -> None:
         """Remove bytes already stored (the terminator started inside the previous chunk)."""
         self._size -= count
-        while count and self._parts:
-            last = self._parts[-1]
-            if len(last) <= count:
-                count -= len(last)
-                self._parts.pop()
+        if self._parts:
+            kept = self._parts[0]
+            if isinstance(kept, bytearray):
+                del kept[max(len(kept) - count, 0):]
             else:
-                self._parts[-1] = last[:-count]
-                count = 0
+                self._parts[0] = kept[:max(len(kept) - count, 0)]
 
     def _finish_message(self) -> None:
         envelope = self.envelope
         limit = self.settings.max_message_size
         oversize = self._oversize or bool(limit and self._size > limit)
-        raw = b"".join(self._parts)
+        raw = self._parts[0] if self._parts else b""  # the message, in one piece (see _add_data)
         self._parts = []
+        stuffed, self._stuffed = self._stuffed, False
         self.state = State.GREETED
         self._reset_transaction()
         if oversize:
@@ -716,7 +749,9 @@ class Session:
                 self._out.append(CLOSE)
             return
         # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.
-        if b"\r\n." in raw or raw.startswith(b"."):
-            raw = (b"\r\n" + raw).replace(b"\r\n.", b"\r\n")[2:]
+        if stuffed:  # _feed_data saw a line start with "." (else there is nothing to scan for)
+            if raw[:1] == b".":
+                raw = raw[1:]
+            raw = raw.replace(b"\r\n.", b"\r\n")
         self.messages += 1
         self._out.append(MessageReceived(envelope, raw))

@@ -167,6 +167,9 @@ TABLE: dict[Code, CodeInfo] = {
 }
 
 
+_CODE_TEXT = {code: str(int(code)) for code in Code}  # "250" without an IntEnum->str conversion per reply
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One SMTP reply: a code and one or more text lines."""
@@ -176,10 +179,13 @@ class Reply:
 
     def encode(self) -> bytes:
         """Wire form: ``250-first``/``250 last`` lines, each ending in CRLF."""
-        code = str(int(self.code))
-        last = len(self.lines) - 1
+        lines = self.lines
+        code = _CODE_TEXT.get(self.code) or str(int(self.code))
+        if len(lines) == 1:  # the usual case: one line, no loop
+            return f"{code} {lines[0]}\r\n".encode("utf-8", "replace")
+        last = len(lines) - 1
         return "".join(
-            f"{code}{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(self.lines)
+            [f"{code}{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(lines)]
         ).encode("utf-8", "replace")
 
     @property

@@ -106,9 +106,12 @@ class SMTPConnection(asyncio.Protocol):
 
     def _emit(self, outputs: list[Output]) -> None:
         """Carry out the session's outputs in order: one write per batch of replies."""
-        chunks = []
         transport = self.transport
         assert transport is not None
+        if len(outputs) == 1 and type(outputs[0]) is Reply and not self._debug:  # the usual: one reply
+            transport.write(outputs[0].encode())  # type: ignore[union-attr]
+            return
+        chunks = []
         for i, item in enumerate(outputs):
             kind = type(item)
             if kind is Reply:
@@ -375,10 +378,11 @@ class SinkServer:
         except StoreError as exc:
             log.error("message from <%s> not stored: %s", message.envelope.mail_from, exc.strerror)
             return store_failed()
-        log.info(
-            "stored %s size=%d from=<%s> to=%s",
-            stored.id, stored.size, message.envelope.mail_from, ",".join(message.envelope.rcpt_to),
-        )
+        if log.isEnabledFor(logging.INFO):  # a line per message: build it only when it is written
+            log.info(
+                "stored %s size=%d from=<%s> to=%s",
+                stored.id, stored.size, message.envelope.mail_from, ",".join(message.envelope.rcpt_to),
+            )
         self._schedule_index()
         return accepted(stored.id)
 

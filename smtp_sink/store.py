@@ -61,18 +61,40 @@ class StoreError(OSError):
     """The store cannot take a message (not writable, disk full, ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """A message that is safely on disk."""
 
     id: str
-    path: Path
+    file: str  # its path
     size: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
 
 def _clean(text: str) -> str:
     """Text safe inside a header: no control characters (no header injection)."""
     return _CONTROL_RE.sub("?", text)
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _date(when: float | None) -> str:
+    """RFC 5322 date of ``when`` (now if None) in local time; the current second's is cached."""
+    global _date_cache
+    if when is not None:
+        return email.utils.formatdate(when, localtime=True)
+    now = time.time()
+    second = int(now)
+    cached = _date_cache
+    if cached[0] == second:
+        return cached[1]
+    date = email.utils.formatdate(second, localtime=True)
+    _date_cache = (second, date)
+    return date
 
 
 def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: float | None = None) -> bytes:
@@ -81,18 +103,24 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
     if envelope.esmtp:  # RFC 3848: ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both
         suffix = ("S" if envelope.tls else "") + ("A" if envelope.auth_user is not None else "")
         protocol += suffix
-    date = email.utils.formatdate(when, localtime=True)
-    recipient = f"\r\n\tfor <{envelope.rcpt_to[0]}>" if len(envelope.rcpt_to) == 1 else ""
-    lines = [
-        f"Return-Path: <{envelope.mail_from}>",
-        f"Received: from {_clean(envelope.helo) or 'unknown'} ([{envelope.peer}])\r\n"
+    rcpt_to = envelope.rcpt_to
+    helo = envelope.helo
+    if not (helo.isascii() and helo.isprintable()):
+        helo = _clean(helo)
+    recipient = f"\r\n\tfor <{rcpt_to[0]}>" if len(rcpt_to) == 1 else ""
+    text = (
+        f"Return-Path: <{envelope.mail_from}>\r\n"
+        f"Received: from {helo or 'unknown'} ([{envelope.peer}])\r\n"
         f"\tby {hostname} (smtp-sink {__version__}) with {protocol} id {message_id}{recipient};\r\n"
-        f"\t{date}",
-    ]
+        f"\t{_date(when)}\r\n"
+    )
     if envelope.auth_user is not None:
-        lines.append(f"X-Sink-Auth: {_clean(envelope.auth_user)}")
-    lines.extend(f"X-Original-To: {rcpt}" for rcpt in envelope.rcpt_to)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        text += f"X-Sink-Auth: {_clean(envelope.auth_user)}\r\n"
+    if len(rcpt_to) == 1:
+        text += f"X-Original-To: {rcpt_to[0]}\r\n"
+    else:
+        text += "".join([f"X-Original-To: {rcpt}\r\n" for rcpt in rcpt_to])
+    return text.encode("utf-8")
 
 
 class Store:
@@ -103,6 +131,8 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path / "tmp"
+        self._prefix = f"{self.path}{os.sep}"  # str paths: cheaper than Path per message
+        self._tmp_prefix = f"{self.tmp}{os.sep}"
         self.fsync = fsync
         self.max_messages = max_messages  # retention: keep at most this many (0: no limit)
         self.max_age = max_age  # retention: seconds a message is kept (0: forever)
@@ -112,6 +142,8 @@ class Store:
         self._subscribers: list[Callable[[StoreEvent], None]] = []
         self._scanned_mtime = -1
         self._scanned_at = 0.0
+        self._saves = 0  # messages this process saved (each rename changes the folder's mtime)
+        self._scanned_saves = 0
 
     def open(self) -> None:
         """Create the folders and remove temporary files left by a process that died."""
@@ -122,23 +154,26 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
-    def save(self, envelope: Envelope, data: bytes, hostname: str) -> StoredMessage:
+    def save(self, envelope: Envelope, data: bytes | bytearray, hostname: str) -> StoredMessage:
         """Write one message atomically and return where it is. Raises :class:`StoreError`."""
         message_id = new_id()
         header = trace_headers(envelope, message_id, hostname)
-        tmp = f"{self.tmp}/{message_id}.{os.getpid()}{_TMP_SUFFIX}"
-        final = self.path / f"{message_id}.eml"
+        tmp = f"{self._tmp_prefix}{message_id}.{_process_id}{_TMP_SUFFIX}"
+        final = f"{self._prefix}{message_id}.eml"
         try:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(tmp, _CREATE, 0o644)
             except FileNotFoundError:  # the store folder was removed while running
                 self.tmp.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(tmp, _CREATE, 0o644)
         except OSError as exc:
             raise StoreError(exc.errno, f"cannot create {tmp}: {exc.strerror}") from exc
+        size = len(header) + len(data)
         try:
             try:
-                _write_all(fd, [header, data])
+                written = os.writev(fd, (header, data))
+                if written != size:  # a short write (full disk): finish it, or fail with ENOSPC
+                    _write_all(fd, [header, data], written)
                 if self.fsync:
                     os.fsync(fd)
             finally:
@@ -148,8 +183,8 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise StoreError(exc.errno, f"cannot write {final}: {exc.strerror}") from exc
-        size = len(header) + len(data)
         self._pending.append((message_id, size))  # indexed later, off the reply path
+        self._saves += 1
         return StoredMessage(message_id, final, size)
 
     def ids(self) -> list[str]:
@@ -314,6 +349,7 @@ class Store:
                 mtime = os.stat(self.path).st_mtime_ns
             except FileNotFoundError:
                 mtime = -1
+            saves = self._saves
             known = self._guard(index.ids)  # before listing: a message indexed meanwhile is on disk
             on_disk = set(self.ids())
             pending = {message_id for message_id, _ in self._pending}
@@ -324,7 +360,7 @@ class Store:
                 summaries = [s for s in map(self._summarize, new[chunk:chunk + INDEX_CHUNK]) if s is not None]
                 added += self._guard(lambda summaries=summaries: index.insert(summaries))
             removed = self._guard(lambda: index.remove(gone)) if gone else []
-            self._scanned_mtime, self._scanned_at = mtime, time.monotonic()
+            self._scanned_mtime, self._scanned_at, self._scanned_saves = mtime, time.monotonic(), saves
         for summary in added:
             if summary.id not in pending:  # index_pending announces this process's own saves
                 self._notify(summary)
@@ -344,7 +380,12 @@ class Store:
             mtime = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
             mtime = -1
-        if mtime != self._scanned_mtime and time.monotonic() - self._scanned_at >= min_interval:
+        # Our own saves change the folder all the time: then rescan (list the folder) at most every
+        # min_interval. A change by someone else alone (files dropped in, even during the last
+        # rescan) is picked up at once.
+        if mtime != self._scanned_mtime and (
+            self._saves == self._scanned_saves or time.monotonic() - self._scanned_at >= min_interval
+        ):
             self.rescan()
 
     def prune(self) -> list[str]:
@@ -433,9 +474,14 @@ class Store:
         return removed
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """``os.writev`` until every byte is written (short writes happen on a full disk)."""
+def _write_all(fd: int, chunks: list[bytes], done: int = 0) -> None:
+    """``os.writev`` until every byte after the first ``done`` is written (short writes happen on a full disk)."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
+    while views and done >= len(views[0]):
+        done -= len(views[0])
+        views.pop(0)
+    if done:
+        views[0] = views[0][done:]
     while views:
         written = os.writev(fd, views)
         if written == 0:
@@ -445,6 +491,19 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             views.pop(0)
         if written:
             views[0] = views[0][written:]
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_process_id = os.getpid()  # in temporary file names (cached; refreshed in a forked child)
+
+
+def _forked() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def _alive(pid: int) -> bool:

@@ -38,3 +38,24 @@ def test_command_line_rejects_unknown_parts_and_servers(capsys):
     assert "unknown server 'exim'" in capsys.readouterr().err
     quick = parse_args(["--quick", "--only", "a,b"])
     assert (quick.only, quick.runs, quick.sizes) == (["a", "b"], 1, [1000, 5000])
+
+
+def test_server_cpu_is_read_from_proc_and_tabled(capsys):
+    import os
+
+    from bench.bench import print_table
+    from bench.tools import proc_cpu
+
+    user, system = proc_cpu(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn a little CPU
+        pass
+    assert proc_cpu(os.getpid())[0] + proc_cpu(os.getpid())[1] > user + system
+    print_table({"throughput": {"b": {"servers": {
+        "ours": {"msg_per_s": 3000.0, "mib_per_s": 2.9, "cpu_user_us": 110.0, "cpu_sys_us": 250.0},
+        "postfix-d": {"msg_per_s": 4000.0, "mib_per_s": 3.9, "cpu_user_us": 15.0, "cpu_sys_us": 240.0},
+    }}}})
+    out = capsys.readouterr().out
+    assert "| smtp-sink (ours, default loop) | 3,000 | 1.00 |" in out
+    assert "| Postfix smtp-sink -d (C, file per msg) | 4,000 | 0.75 |" in out
+    assert "| smtp-sink (ours, default loop) | 110 + 250 |" in out

@@ -142,3 +142,99 @@ def test_eight_bit_envelope_is_indexed(tmp_path) -> None:
     assert summary.mail_from == "jörg@exämple.test" and summary.rcpt_to == ["bö@exämple.test"]
     (tmp_path / f"{summary.id}.eml").write_bytes(raw)
     assert Store(tmp_path).query(0, 5, "to:bö").messages[0].mail_from == "jörg@exämple.test"
+
+
+def big_multipart(text_lines: int) -> bytes:
+    """A long text part, a long HTML part, two attachments of 600 KB and a text attachment full
+    of lines that look like boundaries ("--..."): bigger than what a summary reads of each part."""
+    msg = EmailMessage()
+    msg["From"] = "Big Sender <big@example.test>"
+    msg["To"] = "bob@example.test"
+    msg["Subject"] = "quarterly export"
+    msg.set_content("".join(f"line {n} of the report\n" for n in range(text_lines)), cte="quoted-printable")
+    msg.add_alternative("<p>report</p>" * 30000, subtype="html")
+    for number in range(2):
+        msg.add_attachment(bytes(range(256)) * 2400, maintype="application", subtype="octet-stream",
+                           filename=f"export-{number}.bin")
+    msg.add_attachment("-- \n--not-a-boundary\n" * 20000, subtype="plain", filename="dashes.txt")
+    return TRACE + msg.as_bytes()
+
+
+def test_summary_of_a_big_message_reads_a_bounded_prefix_of_each_part() -> None:
+    raw = big_multipart(40000)
+    assert len(raw) > 4 * message.SUMMARY_PART_BYTES
+    whole, bounded = message.parse(raw), message._parse_for_summary(raw)
+    shape = [(pid, leaf.get_content_type(), leaf.get_filename()) for pid, leaf, _ in message.leaves(whole)]
+    assert [(pid, leaf.get_content_type(), leaf.get_filename()) for pid, leaf, _ in message.leaves(bounded)] == shape
+    # Each part is cut, but for one made of "--" lines: every such line is kept (it may be a boundary).
+    sizes = {leaf.get_filename(): len(leaf.get_payload()) for _, leaf, _ in message.leaves(bounded)}
+    assert sizes.pop("dashes.txt") == len("-- \n--not-a-boundary\n" * 20000)
+    assert max(sizes.values()) <= message.SUMMARY_PART_BYTES
+    full = message.detail("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw)  # parses and decodes every byte
+    summary = message.summarize("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw)
+    assert [a["FileName"] for a in full["Attachments"]] == ["export-0.bin", "export-1.bin", "dashes.txt"]
+    assert summary.attachments == 3
+    assert (summary.subject, summary.size) == ("quarterly export", len(raw))
+    assert summary.sender == message.Address("Big Sender", "big@example.test")
+    assert [a.address for a in summary.to] == ["bob@example.test"]
+    assert summary.snippet == message.snippet(full["Text"])
+    assert summary.text == full["Text"][:message.TEXT_SEARCH_LENGTH]
+
+
+def test_summary_of_a_big_plain_message_reads_a_bounded_prefix() -> None:
+    head = TRACE + b"From: App <app@example.test>\r\nTo: a@example.test,\r\n B <b@example.test>\r\nSubject: log\r\n\r\n"
+    raw = head + b"".join(b"log line %d\r\n" % n for n in range(200000))
+    assert len(message._parse_for_summary(raw).get_payload()) <= message.SUMMARY_PART_BYTES
+    summary = message.summarize(new_id(), raw)
+    assert [(a.name, a.address) for a in summary.to] == [("", "a@example.test"), ("B", "b@example.test")]
+    assert summary.snippet.startswith("log line 0 log line 1 ") and summary.attachments == 0
+    assert summary.text.startswith("log line 0\nlog line 1\n") and len(summary.text) == message.TEXT_SEARCH_LENGTH
+    small = head + b"short body\r\n"
+    assert message.summarize("01HZZZZZZZZZZZZZZZZZZZZZZZ", small) == summarize_by_full_parse(small)
+
+
+def summarize_by_full_parse(raw: bytes) -> message.Summary:
+    """What summarize gives when it parses the message whole (the bounded paths must agree)."""
+    original = message._parse_for_summary
+    message._parse_for_summary = lambda data, keep=0: message.parse(data)
+    try:
+        return message.summarize("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw)
+    finally:
+        message._parse_for_summary = original
+
+
+def test_odd_header_blocks_summarize_as_the_full_parser_reads_them() -> None:
+    bodies = [
+        b"Subject: lf only\nTo: a@example.test\n\nbody\n",  # bare LF: the parser decides
+        b"From someone Mon Jan  1 00:00:00 2024\r\nSubject: mbox line\r\n\r\nbody\r\n",
+        b"Subject: folded\r\n  over two lines\r\nTo: b@example.test\r\n\r\nbody\r\n",
+        b"Subject: no separator\r\nthis line is no header\r\n\r\nbody\r\n",
+        b"Subject: no body\r\n",
+        b":empty name\r\nSubject: x\r\n\r\nbody\r\n",
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n",
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nw6lsw6luZQ==\r\n",
+        b"\r\nno headers at all\r\n",
+        b"",
+    ]
+    for raw in bodies:
+        assert message.summarize("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw) == summarize_by_full_parse(raw), raw
+
+
+def test_plain_address_lists_read_as_the_stdlib_reads_them() -> None:
+    import email.utils
+
+    values = [
+        "a@example.test", "<a@example.test>", "Ann <ann@example.test>", "Ann  Lee   <ann@example.test>",
+        "bob@example.test, Carol <carol@example.test>,<dave@example.test>", "a.b+tag@sub-domain.example.test",
+        "x_y-z <q@example.test>", "UPPER@EXAMPLE.TEST", " spaced@example.test ",
+        # not plain: the stdlib parser reads these
+        '"Lee, Ann" <ann@example.test>', "J. Smith <js@example.test>", "a (comment) <c@example.test>",
+        "undisclosed-recipients:;", "=?utf-8?q?J=C3=B6rg?= <j@example.test>", "Jörg <j@example.test>",
+        "bad@@example.test", "no-at-sign", "Name only", "a@example.test,", "<a@example.test", "",
+    ]
+    for value in values:
+        msg = message.parse(f"To: {value}\r\n\r\n".encode())
+        stdlib = [message.Address(n, a) for n, a in email.utils.getaddresses([value]) if a or n]
+        if "=?" in value or '"' in value or "(" in value or not value.isascii():
+            continue  # these take the header registry, not getaddresses
+        assert message.addresses(msg, "To") == stdlib, value
