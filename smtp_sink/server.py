@@ -150,9 +150,6 @@ class SMTPConnection(asyncio.Protocol):
             return
         finally:
             self._upgrading = None
-        if transport is None:  # the client went away during the handshake
-            self.connection_lost(None)
-            return
         self.transport = transport  # type: ignore[assignment]
         self.last_active = server.loop.time()
         self.session.tls_started()

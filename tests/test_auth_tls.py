@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_config
-from smtp_wire import connect
+from smtp_wire import Wire, connect
 
 from smtp_sink.protocol import START_TLS, Output, Session, Settings, State
 from smtp_sink.replies import Code, Reply
@@ -404,11 +404,11 @@ GARBAGE = [
 @pytest.mark.parametrize("garbage", GARBAGE, ids=["truncated-hello", "http", "all-bytes", "huge-record"])
 def test_garbage_on_the_implicit_tls_port(server_factory, garbage: bytes) -> None:
     server = server_factory(auth={"mode": "accept-any"}, idle_timeout=2.0)
-    with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
-        sock.sendall(garbage)
-        sock.shutdown(socket.SHUT_WR)
-        data = _read_until_closed(sock)  # the server closes: a TLS alert at most, never a 220
-        assert b"220" not in data
+    with Wire(server.tls_port) as wire:
+        wire.send(garbage)
+        wire.sock.shutdown(socket.SHUT_WR)
+        assert wire.closed(10)  # the server closes: a TLS alert at most, never a 220
+        assert b"220" not in wire.buf
     assert_still_serving(server)
 
 
@@ -426,21 +426,11 @@ def test_garbage_after_starttls(server_factory, garbage: bytes) -> None:
 
 def test_a_silent_client_on_the_tls_port_is_dropped_after_the_handshake_timeout(server_factory) -> None:
     server = server_factory(auth={"mode": "accept-any"}, idle_timeout=0.5)
-    with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
+    with Wire(server.tls_port) as wire:
         started = time.monotonic()
-        assert _read_until_closed(sock) == b""
+        assert wire.closed(5) and wire.buf == b""
         assert time.monotonic() - started < 5
     assert_still_serving(server)
-
-
-def _read_until_closed(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 def assert_still_serving(server: SinkServer) -> None:

@@ -23,8 +23,8 @@ from smtp_sink.server import ServerThread, SinkServer
 CREDENTIALS = "admin:s3cret pass"
 
 
-def start(tmp_path: Path, **http: object) -> ServerThread:
-    config = make_config(tmp_path / "mail")
+def start(tmp_path: Path, smtp_host: str = "127.0.0.1", **http: object) -> ServerThread:
+    config = make_config(tmp_path / "mail", host=smtp_host)
     return ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, **http)))
 
 
@@ -89,7 +89,7 @@ def test_serve_refuses_to_expose_mail_without_a_password(tmp_path: Path) -> None
 
 def test_beyond_loopback_with_a_password_serves_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="smtp_sink")
-    thread = start(tmp_path, host="0.0.0.0", port=0, auth=CREDENTIALS)
+    thread = start(tmp_path, smtp_host="0.0.0.0", host="0.0.0.0", port=0, auth=CREDENTIALS)
     server = thread.start()
     try:
         assert get(server, "/api/v1/info")[0] == 401
@@ -98,6 +98,7 @@ def test_beyond_loopback_with_a_password_serves_and_warns(tmp_path: Path, caplog
         thread.stop()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("beyond this machine, over plain HTTP" in text for text in warnings), warnings
+    assert any("SMTP listens on 0.0.0.0" in text for text in warnings), warnings
 
 
 @pytest.mark.parametrize(("host", "status"), [

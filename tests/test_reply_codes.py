@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_config
 from smtp_wire import Wire, connect
 
 from smtp_sink.config import load
@@ -110,29 +109,26 @@ AUTH_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0s3cret").dec
 WRONG_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0wrong").decode()
 
 
-def auth_sink(tmp_path: Path, **auth: object) -> SinkServer:
-    """A server with ``[auth]`` (and so TLS) on; stopped by the test's ``stop`` list."""
-    thread = ServerThread(make_config(tmp_path / "mail", auth={"mode": "users", "users": {"ann@example.test": "s3cret"},
-                                                               **auth}))
-    STOP.append(thread)
-    return thread.start()
+Start = Callable[..., SinkServer]  # the server_factory fixture
 
 
-STOP: list[ServerThread] = []
+def auth_sink(start: Start, **auth: object) -> SinkServer:
+    """A server with ``[auth] mode = "users"`` (and so TLS) on."""
+    return start(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}, **auth})
 
 
-def a235(t: Path) -> int: return code_after(greeted(auth_sink(t)), AUTH_PLAIN)
-def a334(t: Path) -> int: return code_after(greeted(auth_sink(t)), "AUTH LOGIN")
-def a454(t: Path) -> int:
-    server = auth_sink(t)
+def a235(start: Start) -> int: return code_after(greeted(auth_sink(start)), AUTH_PLAIN)
+def a334(start: Start) -> int: return code_after(greeted(auth_sink(start)), "AUTH LOGIN")
+def a454(start: Start) -> int:
+    server = auth_sink(start)
     server.rules.add(Rule(stage="starttls", code=454, text="TLS not available"))
     return code_after(greeted(server), "STARTTLS")
-def a530(t: Path) -> int: return code_after(greeted(auth_sink(t)), "MAIL FROM:<x@example.test>")
-def a535(t: Path) -> int: return code_after(greeted(auth_sink(t)), WRONG_PLAIN)
-def a538(t: Path) -> int: return code_after(greeted(auth_sink(t, require_tls=True)), AUTH_PLAIN)
+def a530(start: Start) -> int: return code_after(greeted(auth_sink(start)), "MAIL FROM:<x@example.test>")
+def a535(start: Start) -> int: return code_after(greeted(auth_sink(start)), WRONG_PLAIN)
+def a538(start: Start) -> int: return code_after(greeted(auth_sink(start, require_tls=True)), AUTH_PLAIN)
 
 
-AUTH_PROVOKE: dict[int, Callable[[Path], int]] = {
+AUTH_PROVOKE: dict[int, Callable[[Start], int]] = {
     int(name[1:]): func for name, func in globals().items() if name[:1] == "a" and name[1:].isdigit()
 }
 
@@ -154,12 +150,8 @@ def test_every_code_of_the_table_is_provoked_by_a_test() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(AUTH_PROVOKE))
-def test_auth_and_tls_code_is_provoked_on_purpose(tmp_path: Path, code: int) -> None:
-    try:
-        assert AUTH_PROVOKE[code](tmp_path) == code
-    finally:
-        while STOP:
-            STOP.pop().stop()
+def test_auth_and_tls_code_is_provoked_on_purpose(server_factory: Start, code: int) -> None:
+    assert AUTH_PROVOKE[code](server_factory) == code
 
 
 @pytest.mark.parametrize("code", SMTP_CODES)
