@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(swaks curl chromium)
+# swaks needs Net::SSLeay/IO::Socket::SSL for --tls and Authen::SASL for --auth (Debian only recommends them)
+apt_packages=(swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl curl chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
