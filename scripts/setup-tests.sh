@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh Debian machine: the package with its
-# test extras, and the Debian tools the end-to-end tests drive (swaks and curl, also run by
-# tests/test_examples.py; chromium for the web page tests, driven by Playwright for Python:
-# no browser is downloaded). Node.js and npm run examples/nodemailer: the test installs
-# nodemailer itself with npm into ~/.cache/smtp-sink-tests/npm, never globally.
+# Install everything the test suite needs on a fresh Debian machine, into the project's own
+# virtual environment (.venv, made when missing; the system's Python is never touched, PEP 668):
+# the package with its test extras, and the Debian tools the end-to-end tests drive (swaks with
+# its TLS and SASL modules, and curl, run by tests/test_examples.py; chromium for the web page
+# tests, driven by Playwright for Python: no browser is downloaded; python3-venv when the
+# system's Python cannot make a virtual environment). Node.js and npm run examples/nodemailer:
+# the test installs nodemailer itself with npm into ~/.cache/smtp-sink-tests/npm, never globally.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,8 @@ done
 # node and npm may come from another source than Debian (e.g. a newer Node.js): look for the commands
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# Debian's python3 makes a venv only with python3-venv (ensurepip) installed
+[ -x .venv/bin/python ] || python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
@@ -28,4 +32,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,fast]' </dev/null
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,fast]' </dev/null

@@ -14,8 +14,8 @@ from smtp_sink.replies import TABLE, Code, markdown_table
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
-INSTALL_AND_RUN = "pip install -e . && smtp-sink serve"
-TEST_COMMAND = "bash scripts/setup-tests.sh && python3 -m pytest"
+INSTALL_AND_RUN = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && smtp-sink serve"
+TEST_COMMAND = "bash scripts/setup-tests.sh && .venv/bin/python -m pytest"
 
 
 def between(text: str, start: str, end: str) -> str:
@@ -71,4 +71,5 @@ def test_defaults_the_readme_states_are_the_code_defaults() -> None:
     assert f"`{config.store.path}/<id>.eml`" in README
     assert f"`{config.store.path}/tmp/`" in README
     assert f"http://{config.http.host}:{config.http.port}" in README
+    assert f"http://{config.http.host}:{config.http.port}" in (ROOT / "docs" / "http-api.md").read_text()
     assert f"smtplib.SMTP(\"localhost\", {config.smtp.port})" in README
