@@ -125,6 +125,15 @@ def test_a_slow_request_holds_up_neither_smtp_nor_another_request(web_server: Si
     assert done["smtp"] - noop < took / 4, f"NOOP waited {done['smtp'] - noop:.2f} s (slow one {took:.2f} s)"
 
 
+def test_the_fairness_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.http_fairness`` (the figures for the closing note), in small."""
+    from bench.http_fairness import main
+
+    assert main(["--parts", "3000", "--rounds", "1"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"part/1", "detail", "headers", "view", "list"} and all("NOOPs" in r for r in rows.values())
+
+
 def test_reader_threads_stop_with_the_server(tmp_path: Path) -> None:
     """The web app's reader threads start with its first request and end when the server stops."""
     config = make_config(tmp_path / "mail")
