@@ -70,6 +70,19 @@ def get(port: int, path: str, timeout: float = 300) -> tuple[int, int]:
         connection.close()
 
 
+def wait_http(port: int, timeout: float = 30.0) -> None:
+    """Until the API answers (it starts listening just after SMTP)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if get(port, "/api/v1/messages")[0] == 200:
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
 def api_loop(port: int, path: str, stopped: Callable[[], bool]) -> list[float]:
     """The same small API request over and over until ``stopped()``; each one's latency."""
     samples = []
@@ -125,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.http_fairness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", type=int, default=280_000, help="parts of the hostile message (default 280000)")
     parser.add_argument("--rounds", type=int, default=3, help="times each attack request is made (default 3)")
+    parser.add_argument("--least", type=float, default=1.0,
+                        help="seconds each attack is repeated for at least (default 1)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="http-fairness-"))
     store = work / "mail"
@@ -138,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                             env=dict(os.environ), stdin=subprocess.DEVNULL, cwd=work)
     try:
         wait_smtp(smtp, proc)
-        get(http, "/api/v1/messages")  # index both before measuring
+        wait_http(http)  # and index both messages before measuring
         size = (store / f"{hostile}.eml").stat().st_size
         print(f"hostile message: {args.parts:,} parts, {size / 1e6:.1f} MB; {args.rounds} rounds per attack; "
               f"server {sys.executable} -m smtp_sink ({os.environ.get('PYTHONPATH') or 'installed'})")
@@ -148,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                            ("headers", f"/api/v1/message/{hostile}/headers"),
                            ("view (HTML)", f"/view/{hostile}.html"),
                            ("list page", "/api/v1/messages")):
-            figures = measure(smtp, http, path, small, args.rounds)
+            figures = measure(smtp, http, path, small, args.rounds, args.least)
             print(f"{name:<28} {figures['attack'] * 1000:>7.0f}ms {figures['noop_max'] * 1000:>9.1f}ms "
                   f"{figures['noop_median'] * 1000:>10.2f}ms {figures['api_max'] * 1000:>14.1f}ms"
                   f"   ({figures['noops']} NOOPs, {figures['apis']} API calls)")
