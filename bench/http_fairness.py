@@ -1,8 +1,9 @@
 """One slow HTTP request must hold up neither SMTP nor other HTTP requests (issue 13, section 2).
 
-``python -m bench.http_fairness [--parts N] [--rounds N]`` starts ``smtp-sink serve`` (the code
-on ``PYTHONPATH``, so an older checkout can be measured the same way), drops a message of N
-tiny parts into its store (the issue's 280,000) and runs each attack request several times. Meanwhile
+``python -m bench.http_fairness [--parts N] [--attachment BYTES] [--rounds N]`` starts ``smtp-sink
+serve`` (the code on ``PYTHONPATH``, so an older checkout can be measured the same way), drops a
+message of N tiny parts (the issue's 280,000) and one with a big attachment into its store, and
+runs each attack request several times. Meanwhile
 one client does back-to-back SMTP ``NOOP`` round trips and another fetches a small message's
 headers over and over. Printed per attack: how long the attack request took, the worst and
 median NOOP round trip, and the worst time another API request waited.
@@ -11,6 +12,7 @@ median NOOP round trip, and the worst time another API request waited.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import multiprocessing
 import os
@@ -33,6 +35,15 @@ SMALL = b"From: ann@example.test\r\nTo: bob@example.test\r\nSubject: small\r\n\r
 def many_parts(count: int) -> bytes:
     head = b"From: a@example.test\r\nSubject: many parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
     return head + b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" * count + b"--b--\r\n"
+
+
+def big_attachment(size: int) -> bytes:
+    """A text part and a base64 attachment of ``size`` bytes."""
+    data = base64.encodebytes(bytes(range(256)) * (size // 256)).replace(b"\n", b"\r\n")
+    return (b"From: a@example.test\r\nSubject: big attachment\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=big.bin\r\n\r\n"
+            + data + b"--b--\r\n")
 
 
 def new_id(offset: int) -> str:
@@ -137,6 +148,8 @@ def measure(smtp: int, http: int, attack: str, small: str, rounds: int, least: f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.http_fairness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", type=int, default=280_000, help="parts of the hostile message (default 280000)")
+    parser.add_argument("--attachment", type=int, default=24_000_000,
+                        help="bytes of the big attachment (default 24000000: a message at the default 32 MiB limit)")
     parser.add_argument("--rounds", type=int, default=3, help="times each attack request is made (default 3)")
     parser.add_argument("--least", type=float, default=1.0,
                         help="seconds each attack is repeated for at least (default 1)")
@@ -144,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="http-fairness-"))
     store = work / "mail"
     store.mkdir()
-    hostile, small = new_id(0), new_id(1)
+    hostile, big, small = new_id(0), new_id(1), new_id(2)
     (store / f"{hostile}.eml").write_bytes(many_parts(args.parts))
+    (store / f"{big}.eml").write_bytes(big_attachment(args.attachment))
     (store / f"{small}.eml").write_bytes(SMALL)
     smtp, http = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "smtp_sink", "serve", "--store", str(store), "--port", str(smtp),
@@ -154,14 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_smtp(smtp, proc)
         wait_http(http)  # and index both messages before measuring
-        size = (store / f"{hostile}.eml").stat().st_size
-        print(f"hostile message: {args.parts:,} parts, {size / 1e6:.1f} MB; {args.rounds} rounds per attack; "
+        size, big_size = ((store / f"{name}.eml").stat().st_size for name in (hostile, big))
+        print(f"hostile message: {args.parts:,} parts, {size / 1e6:.1f} MB; big attachment: {big_size / 1e6:.1f} MB "
+              f"message; {args.rounds} rounds per attack; "
               f"server {sys.executable} -m smtp_sink ({os.environ.get('PYTHONPATH') or 'installed'})")
         print(f"{'attack':<28} {'request':>9} {'NOOP worst':>11} {'NOOP median':>12} {'other API worst':>16}")
         for name, path in (("part/1", f"/api/v1/message/{hostile}/part/1"),
                            ("detail", f"/api/v1/message/{hostile}"),
                            ("headers", f"/api/v1/message/{hostile}/headers"),
                            ("view (HTML)", f"/view/{hostile}.html"),
+                           ("big attachment part/2", f"/api/v1/message/{big}/part/2"),
+                           ("big attachment detail", f"/api/v1/message/{big}"),
                            ("list page", "/api/v1/messages")):
             figures = measure(smtp, http, path, small, args.rounds, args.least)
             print(f"{name:<28} {figures['attack'] * 1000:>7.0f}ms {figures['noop_max'] * 1000:>9.1f}ms "
