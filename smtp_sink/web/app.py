@@ -122,7 +122,7 @@ async def _off_loop(request: web.Request, work: Callable[[], T]) -> T:
 async def _json_off_loop(request: web.Request, work: Callable[[], Any], status: int = 200) -> web.Response:
     """A JSON response whose data is gathered and encoded in a reader thread."""
     body = await _off_loop(request, lambda: json.dumps(work()).encode())
-    return web.Response(body=body, status=status, content_type="application/json")
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
 @web.middleware
