@@ -9,8 +9,10 @@ Occurrences are counted per rule across all sessions of a server. Rules come fro
 
 from __future__ import annotations
 
+import math
 import random
 import threading
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -19,6 +21,19 @@ STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "after-
 BEFORE_MAIL = ("connect", "helo", "starttls", "auth")  # stages with no sender yet
 ACTIONS = ("reply", "disconnect", "delay", "throttle")
 SCHEDULES = ("always", "nth", "every", "first", "probability")
+# Bounds of a rule's values (not defaults): they keep a rule from hanging a session for ever,
+# overflowing a timer or writing a reply line longer than RFC 5321 section 4.5.3.1.5 allows.
+MAX_SECONDS = 3600.0  # a delay of at most an hour
+MAX_RATE = 1 << 30  # bytes per second
+MAX_N = 1_000_000_000
+MAX_SEED = 2**63 - 1
+MAX_TEXT_LINES = 100
+MAX_LINE_BYTES = 506  # 512 octets per reply line, minus "550 " and CRLF
+MAX_GLOB_LENGTH = 512
+MAX_RULES = 1000  # rules held by one server
+# Unicode categories a reply line or glob must not hold: control (CR, LF, NUL, DEL, C1...),
+# format (bidi overrides...), surrogates, and line/paragraph separators.
+_FORBIDDEN = ("Cc", "Cf", "Cs", "Zl", "Zp")
 
 
 class RuleError(ValueError):
@@ -44,12 +59,9 @@ class Rule:
     seed: int = -1  # -1: a different sequence every run
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise RuleError(f"stage: must be one of {', '.join(STAGES)}, got {self.stage!r}")
-        if self.action not in ACTIONS:
-            raise RuleError(f"action: must be one of {', '.join(ACTIONS)}, got {self.action!r}")
-        if self.schedule not in SCHEDULES:
-            raise RuleError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        self._check_choices()
+        self._check_numbers()
+        self._check_texts()
         if self.action == "reply":
             if not 200 <= self.code <= 599:
                 raise RuleError(f"code: {self.code} is not an SMTP reply code (200-599)")
@@ -61,14 +73,48 @@ class Rule:
             raise RuleError("seconds: a delay rule needs seconds > 0")
         if self.action == "throttle" and self.rate <= 0:
             raise RuleError("rate: a throttle rule needs rate > 0 (bytes per second)")
-        if self.n < 1:
-            raise RuleError(f"n: must be at least 1, got {self.n}")
-        if not 0.0 <= self.probability <= 1.0:
-            raise RuleError(f"probability: must be between 0 and 1, got {self.probability}")
         if self.recipient and self.stage not in ("rcpt", "data", "after-data"):
             raise RuleError(f"recipient: a {self.stage} rule has no recipient yet; use stage rcpt, data or after-data")
         if self.sender and self.stage in BEFORE_MAIL:
             raise RuleError(f"sender: a {self.stage} rule has no sender yet; use stage mail or later")
+
+    def _check_choices(self) -> None:
+        for name, choices in (("stage", STAGES), ("action", ACTIONS), ("schedule", SCHEDULES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise RuleError(f"{name}: must be one of {', '.join(choices)}, got {_show(value)}")
+
+    def _check_numbers(self) -> None:
+        """Whole numbers and finite numbers, each within its bounds (NaN and infinity refused)."""
+        _whole("code", self.code)  # its range depends on the action (below)
+        _whole("rate", self.rate, 0, MAX_RATE)
+        _whole("seed", self.seed, -1, MAX_SEED)
+        _whole("n", self.n, 1, MAX_N, f"n: must be at least 1, got {self.n}" if _is_int(self.n) else None)
+        _finite("seconds", self.seconds, 0.0, MAX_SECONDS)
+        _finite("probability", self.probability, 0.0, 1.0,
+                f"probability: must be between 0 and 1, got {self.probability}")
+
+    def _check_texts(self) -> None:
+        """Reply lines and globs: text only, bounded, no CR, LF or other control characters."""
+        text = self.text
+        if not isinstance(text, (str, tuple, list)) or not all(isinstance(line, str) for line in text):
+            raise RuleError(f"text: expected a string or a list of strings, got {_show(text)}")
+        lines = self.lines
+        if len(lines) > MAX_TEXT_LINES:
+            raise RuleError(f"text: at most {MAX_TEXT_LINES} lines, got {len(lines)}")
+        for number, line in enumerate(lines, 1):
+            where = "text" if isinstance(text, str) else f"text: line {number}"
+            _printable(where, line)
+            if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+                raise RuleError(f"{where}: a reply line holds at most {MAX_LINE_BYTES} bytes (RFC 5321), "
+                                f"got {len(line.encode('utf-8'))}")
+        for name in ("sender", "recipient", "client"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise RuleError(f"{name}: expected a string, got {_show(value)}")
+            if len(value) > MAX_GLOB_LENGTH:
+                raise RuleError(f"{name}: at most {MAX_GLOB_LENGTH} characters, got {len(value)}")
+            _printable(name, value)
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -84,33 +130,70 @@ class Rule:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Rule:
-        """Build from a TOML table or JSON object; unknown keys and bad values raise RuleError."""
+        """Build from a TOML table or JSON object; unknown keys and bad values raise RuleError
+        (types and bounds are checked by the constructor, so a rule built in Python is too)."""
         known = {f for f in cls.__dataclass_fields__}
         for key in values:
             if key not in known:
                 raise RuleError(f"unknown key {key} (known: {', '.join(cls.__dataclass_fields__)})")
         if "stage" not in values:
             raise RuleError("stage: required")
-        kinds = {"code": int, "rate": int, "n": int, "seed": int, "seconds": (int, float), "probability": (int, float)}
-        for key, kind in kinds.items():
-            if key in values and (isinstance(values[key], bool) or not isinstance(values[key], kind)):
-                raise RuleError(f"{key}: expected a number, got {values[key]!r}")
-        for key in ("stage", "action", "sender", "recipient", "client", "schedule"):
-            if key in values and not isinstance(values[key], str):
-                raise RuleError(f"{key}: expected a string, got {values[key]!r}")
-        text = values.get("text", "")
-        if isinstance(text, list):
-            if not all(isinstance(line, str) for line in text):
-                raise RuleError(f"text: expected a string or a list of strings, got {text!r}")
-            text = tuple(text)
-        elif not isinstance(text, str):
-            raise RuleError(f"text: expected a string or a list of strings, got {text!r}")
-        fields = dict(values, text=text)
-        if "seconds" in fields:
-            fields["seconds"] = float(fields["seconds"])
-        if "probability" in fields:
-            fields["probability"] = float(fields["probability"])
+        fields = dict(values)
+        if isinstance(fields.get("text"), list):
+            fields["text"] = tuple(fields["text"])
+        for key in ("seconds", "probability"):  # TOML and JSON give 1 for 1.0
+            if _is_int(fields.get(key)):
+                try:
+                    fields[key] = float(fields[key])
+                except OverflowError:
+                    raise RuleError(f"{key}: expected a finite number, got a number too large") from None
         return cls(**fields)
+
+
+def _show(value: object) -> str:
+    """``repr(value)``, short (a huge number or text is not echoed whole)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return "a number too large"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole(name: str, value: object, low: int | None = None, high: int | None = None,
+           below: str | None = None) -> None:
+    """``value`` is an int (not a bool) from ``low`` to ``high``; ``below``: the error under ``low``."""
+    if not _is_int(value):
+        raise RuleError(f"{name}: expected a number, got {_show(value)}")
+    if low is None or high is None:
+        return
+    if value < low and below:  # type: ignore[operator]
+        raise RuleError(below)
+    if not low <= value <= high:  # type: ignore[operator]
+        raise RuleError(f"{name}: must be from {low} to {high}, got {_show(value)}")
+
+
+def _finite(name: str, value: object, low: float, high: float, outside: str | None = None) -> None:
+    """``value`` is a finite int or float from ``low`` to ``high`` (NaN and infinity refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RuleError(f"{name}: expected a number, got {_show(value)}")
+    if not math.isfinite(value):
+        raise RuleError(f"{name}: expected a finite number, got {value}")
+    if not low <= value <= high:
+        raise RuleError(outside or f"{name}: must be from {low:g} to {high:g}, got {_show(value)}")
+
+
+def _printable(where: str, text: str) -> None:
+    """No control, format or line-separator character (a CR or LF would add reply lines)."""
+    if text.isascii() and text.isprintable():
+        return
+    for char in text:
+        if char != "\t" and unicodedata.category(char) in _FORBIDDEN:
+            raise RuleError(f"{where}: must not contain control characters such as CR or LF, "
+                            f"found U+{ord(char):04X}")
 
 
 @dataclass
@@ -146,7 +229,10 @@ class RuleSet:
         self._counters = [_Counter(rule) for rule in rules]
 
     def add(self, rule: Rule) -> Rule:
+        """Add a rule; :class:`RuleError` when the server already holds :data:`MAX_RULES`."""
         with self._lock:
+            if len(self._counters) >= MAX_RULES:
+                raise RuleError(f"too many rules: a server holds at most {MAX_RULES} (clear some first)")
             self._counters.append(_Counter(rule))
         return rule
 

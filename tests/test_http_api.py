@@ -212,8 +212,9 @@ def test_rules_cli_against_the_running_server(web_server: SinkServer) -> None:
 
 
 def test_a_slow_query_does_not_hold_up_smtp(web_server: SinkServer) -> None:
-    """Indexing 4,000 files dropped into the store (a rescan) happens in the store thread: an SMTP
-    session on the same event loop is answered while the HTTP request is still being served."""
+    """Indexing 4,000 files dropped into the store (a rescan) happens in a reader thread of the
+    web app: an SMTP session on the same event loop is answered while the HTTP request is still
+    being served."""
     store = Path(web_server.store.path)
     body = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: dropped\r\n\r\n" + b"text " * 400 + b"\r\n"
     for number in range(4000):

@@ -1,11 +1,18 @@
 """The HTTP side (aiohttp, on the SMTP server's event loop): a Mailpit-compatible JSON API
 (``/api/v1/...``), run-time fault rules, a Server-Sent Events stream and the web page.
 
+Nothing attacker-controlled is parsed or encoded on the event loop: file reads, message
+parsing and JSON encoding and decoding run in the app's own reader threads
+(:data:`READER_THREADS`), so one slow request holds up neither SMTP nor other requests.
+
 Security: message HTML is only ever served with a Content-Security-Policy that forbids
 scripts and remote loads (the page shows it in a sandboxed iframe); downloads carry
 ``Content-Disposition: attachment`` and ``nosniff``; ids are validated (no path traversal);
-state-changing calls from another site are refused (``Origin``/``Sec-Fetch-Site``); with
+every response forbids framing (``frame-ancestors``, ``X-Frame-Options``; only the page may
+frame a message's HTML view); calls that change state, and the message detail (it marks the
+message read), are refused from another site (``Origin``/``Sec-Fetch-Site``); with
 ``[http] auth`` every request needs HTTP basic auth (required when not bound to loopback).
+JSON bodies are checked strictly: a field of the wrong type is 400 naming it, never a default.
 """
 
 from __future__ import annotations
@@ -13,10 +20,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import hmac
 import json
 import logging
+import re
+import unicodedata
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,14 +46,68 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtp_sink")
 T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
+READER_THREADS = 4  # file reads, parsing and JSON work of HTTP requests (SQLite is serialised by the index lock)
+STOP_WAIT = 2.0  # seconds the app waits at shutdown for reader work in flight
+MAX_QUERY_NUMBER = 2**63 - 1  # start and limit: what SQLite can hold
+MAX_FILENAME = 200  # characters of a part's file name sent in Content-Disposition
 SERVER_KEY: web.AppKey[SinkServer] = web.AppKey("server", object)  # type: ignore[arg-type]
 AUTH_KEY: web.AppKey[bytes] = web.AppKey("auth", bytes)  # b"user:password", or b"" for none
-PAGE_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-src 'self'; object-src 'none'"
-MESSAGE_CSP = "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'; font-src data:; sandbox"
+PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; frame-src 'self'; object-src 'none'; "
+            "frame-ancestors 'none'")
+_CONTENT_CSP = "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'; font-src data:; sandbox"
+MESSAGE_CSP = _CONTENT_CSP + "; frame-ancestors 'self'"  # /view/{id}.html: the page frames it
+DOWNLOAD_CSP = _CONTENT_CSP + "; frame-ancestors 'none'"  # parts: downloads, never framed
+SECURITY_HEADERS = {  # on every response (a handler may set its own CSP and X-Frame-Options)
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+MARKS_READ = "message"  # the route name of the one GET that changes state
+_MEDIA_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits
+_FORBIDDEN_IN_NAME = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi), surrogate, line breaks
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"Error": message}, status=status)
+class APIError(Exception):
+    """A request the API refuses: answered ``status`` with ``{"Error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Readers:
+    """The reader threads of one web app: run blocking work off the event loop, several at a time."""
+
+    def __init__(self, threads: int = READER_THREADS) -> None:
+        # Threads start on first use: an app that is built but never serves costs nothing.
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="smtp-sink-http")
+        self._running: set[concurrent.futures.Future[Any]] = set()
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work()`` in a reader thread."""
+        future = self._pool.submit(work)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return await asyncio.wrap_future(future)
+
+    async def close(self, wait: float = STOP_WAIT) -> None:
+        """Refuse new work, drop queued work and wait up to ``wait`` seconds for work in flight."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        running = list(self._running)
+        if running:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: concurrent.futures.wait(running, timeout=wait))
+
+
+READERS_KEY: web.AppKey[Readers] = web.AppKey("readers", Readers)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"Error": message}, status=status, headers=headers)
 
 
 def _server(request: web.Request) -> SinkServer:
@@ -50,37 +115,92 @@ def _server(request: web.Request) -> SinkServer:
 
 
 async def _off_loop(request: web.Request, work: Callable[[], T]) -> T:
-    """Run store work (SQLite, file reads, parsing, indexing a backlog) in the store's worker
-    thread, so a slow query never holds up the SMTP sessions on the event loop."""
-    return await _server(request).in_store_thread(work)
+    """Run blocking work (file reads, parsing, SQLite, JSON) in a reader thread of the app."""
+    return await request.app[READERS_KEY].run(work)
+
+
+async def _json_off_loop(request: web.Request, work: Callable[[], Any], status: int = 200) -> web.Response:
+    """A JSON response whose data is gathered and encoded in a reader thread."""
+    body = await _off_loop(request, lambda: json.dumps(work()).encode())
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
 @web.middleware
 async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                 ) -> web.StreamResponse:
-    """Check basic auth; refuse cross-site state changes; add security headers; KeyError is 404."""
-    expected = request.app[AUTH_KEY]
-    if expected and not _authorized(request.headers.get("Authorization", ""), expected):
-        return web.json_response({"Error": "authentication required"}, status=401,
-                                 headers={"WWW-Authenticate": 'Basic realm="smtp-sink", charset="UTF-8"'})
-    if not expected and not _local_host(request.host):
-        # DNS rebinding: a site whose name now resolves to 127.0.0.1 must not read captured mail
-        return _error(403, f"Host {request.host[:100]!r} is not a loopback name; use http://127.0.0.1")
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        site = request.headers.get("Sec-Fetch-Site")
-        origin = request.headers.get("Origin")
-        if site not in (None, "same-origin", "none") or (
-            origin is not None and origin != f"{request.scheme}://{request.host}"
-        ):
-            return _error(403, "cross-site request refused")
+    """Check basic auth, the Host and cross-site requests; map errors to JSON (KeyError is 404,
+    anything unexpected is logged and 500): no handler ends in an empty reply."""
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
     try:
         response = await handler(request)
     except KeyError as exc:
-        response = _error(404, f"message not found: {exc.args[0] if exc.args else ''}")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        return _error(404, f"message not found: {exc.args[0] if exc.args else ''}")
+    except APIError as exc:
+        return _error(exc.status, exc.message)
+    except web.HTTPException as exc:  # aiohttp's own: unknown route 404, 405, 413...
+        return _from_http_exception(exc)
+    except Exception:
+        log.exception("HTTP %s %s failed", request.method, request.path[:200])
+        return _error(500, "internal error (the server logged it)")
+    bad = None if response.prepared else _unsafe_header(response)
+    if bad is not None:  # aiohttp would refuse to send it and close the connection without a reply
+        log.error("HTTP %s %s: response header %s not sendable", request.method, request.path[:200], bad)
+        return _error(500, "internal error (the server logged it)")
     return response
+
+
+def _refusal(request: web.Request) -> web.Response | None:
+    """401 without the password, 403 for a foreign Host (no password set) or a cross-site
+    request that changes state; None when the request may go on."""
+    expected = request.app[AUTH_KEY]
+    if expected and not _authorized(request.headers.get("Authorization", ""), expected):
+        return _error(401, "authentication required",
+                      {"WWW-Authenticate": 'Basic realm="smtp-sink", charset="UTF-8"'})
+    if not expected and not _local_host(request.host):
+        # DNS rebinding: a site whose name now resolves to 127.0.0.1 must not read captured mail
+        return _error(403, f"Host {request.host[:100]!r} is not a loopback name; use http://127.0.0.1")
+    if _changes_state(request) and _cross_site(request):
+        return _error(403, "cross-site request refused")
+    return None
+
+
+def _changes_state(request: web.Request) -> bool:
+    """PUT, POST, DELETE..., and GET or HEAD of a message detail (it marks the message read)."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        return True
+    return request.match_info.route.name == MARKS_READ
+
+
+def _cross_site(request: web.Request) -> bool:
+    """Sent by a page of another site (or another port) or a sandboxed frame (``Origin: null``)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    return site not in (None, "same-origin", "none") or (
+        origin is not None and origin != f"{request.scheme}://{request.host}")
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
+    """aiohttp's HTTP exceptions as JSON errors (keeping ``Allow``, ``Location``)."""
+    kept = {name: exc.headers[name] for name in ("Allow", "Location") if name in exc.headers}
+    if exc.status < 400:
+        return web.Response(status=exc.status, headers=kept)
+    return _error(exc.status, exc.text if exc.text and exc.status != 404 else exc.reason, kept)
+
+
+def _unsafe_header(response: web.StreamResponse) -> str | None:
+    """The name of a header aiohttp cannot send (CR, LF, NUL or other controls), or None."""
+    for name, value in response.headers.items():
+        if not value.isprintable() or not name.isprintable():
+            return name
+    return None
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response (errors, static files, the event stream) gets the security headers."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def _local_host(host: str) -> bool:
@@ -112,28 +232,37 @@ async def search(request: web.Request) -> web.Response:
     return await _page(request, query)
 
 
-def _int(request: web.Request, name: str, default: int) -> int:
-    try:
-        return max(0, int(request.query.get(name, default)))
-    except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"Error": f"{name} must be a number"}),
-                                 content_type="application/json") from None
+def _number(request: web.Request, name: str, default: int) -> int:
+    """A query parameter that must be a whole number from 0 to :data:`MAX_QUERY_NUMBER`."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()):
+        if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
+            raise APIError(400, f"{name} must not be negative, got {text[:30]}")
+        raise APIError(400, f"{name} must be a whole number, got {text[:30]!r}")
+    if len(text.lstrip("0")) > len(str(MAX_QUERY_NUMBER)) or int(text) > MAX_QUERY_NUMBER:
+        raise APIError(400, f"{name} is out of range (at most {MAX_QUERY_NUMBER}), got {text[:30]}")
+    return int(text)
 
 
 async def _page(request: web.Request, query: str | None) -> web.Response:
-    start, limit = _int(request, "start", 0), _int(request, "limit", 50)
+    start, limit = _number(request, "start", 0), _number(request, "limit", 50)
     store = _server(request).store
-    page = await _off_loop(request, lambda: store.query(start=start, limit=min(limit, 1000) or 50, search=query))
-    count = len(page.messages)
-    return web.json_response({
-        "total": page.total,
-        "unread": page.unread,
-        "count": count,
-        "messages_count": page.matched if query else page.total,
-        "start": start,
-        "tags": [],
-        "messages": [summary.to_json() for summary in page.messages],
-    })
+
+    def work() -> dict[str, Any]:
+        page = store.query(start=start, limit=min(limit, 1000) or 50, search=query)
+        return {
+            "total": page.total,
+            "unread": page.unread,
+            "count": len(page.messages),
+            "messages_count": page.matched if query else page.total,
+            "start": start,
+            "tags": [],
+            "messages": [summary.to_json() for summary in page.messages],
+        }
+
+    return await _json_off_loop(request, work)
 
 
 async def message(request: web.Request) -> web.Response:
@@ -146,74 +275,147 @@ async def message(request: web.Request) -> web.Response:
         data["Read"] = True
         return data
 
-    return web.json_response(await _off_loop(request, work))
+    return await _json_off_loop(request, work)
 
 
-async def _raw(request: web.Request) -> bytes:
+def _read(request: web.Request) -> bytes:
+    """The stored bytes of the message the URL names (in a reader thread)."""
     store = _server(request).store
-    return await _off_loop(request, lambda: store.read(store.resolve(request.match_info["id"])))
+    return store.read(store.resolve(request.match_info["id"]))
 
 
 async def raw(request: web.Request) -> web.Response:
-    return web.Response(body=await _raw(request), content_type="text/plain", charset="utf-8")
+    return web.Response(body=await _off_loop(request, lambda: _read(request)), content_type="text/plain",
+                        charset="utf-8")
 
 
 async def message_headers(request: web.Request) -> web.Response:
-    return web.json_response(headers(await _raw(request)))
+    return await _json_off_loop(request, lambda: headers(_read(request)))
 
 
 async def message_part(request: web.Request) -> web.Response:
-    content_type, filename, body = part(await _raw(request), request.match_info["part"])
-    safe_name = "".join(c for c in filename if c.isprintable() and c not in '"\\/') or "part"
+    content_type, filename, body = await _off_loop(request, lambda: part(_read(request), request.match_info["part"]))
     return web.Response(body=body, headers={
-        "Content-Type": content_type if "/" in content_type else "application/octet-stream",
-        "Content-Disposition": f'attachment; filename="{safe_name}"',
-        "Content-Security-Policy": MESSAGE_CSP,
+        "Content-Type": media_type(content_type),
+        "Content-Disposition": content_disposition(filename),
+        "Content-Security-Policy": DOWNLOAD_CSP,
     })
+
+
+def media_type(value: str) -> str:
+    """``type/subtype`` when ``value`` is one (RFC 6838 names), else ``application/octet-stream``:
+    a folded or control-laden Content-Type from a message never reaches the response headers."""
+    value = value.strip().lower()
+    return value if len(value) <= 255 and _MEDIA_TYPE_RE.fullmatch(value) else "application/octet-stream"
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the file name: ``filename="..."`` in ASCII, plus RFC 6266's
+    ``filename*=UTF-8''...`` (RFC 5987 encoding) when the name is not plain ASCII."""
+    name = _clean_filename(filename) or "part"
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    if fallback == name:
+        return f'attachment; filename="{name}"'
+    encoded = urllib.parse.quote(name.encode("utf-8", "replace"), safe=_ATTR_CHARS)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def _clean_filename(filename: str) -> str:
+    """The name as text (8-bit bytes read as UTF-8), without control, format or separator
+    characters, path separators or surrounding blanks, at most :data:`MAX_FILENAME` characters."""
+    try:
+        filename = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        filename = filename.encode("utf-8", "replace").decode("utf-8")
+    if not (filename.isascii() and filename.isprintable()):
+        filename = "".join(c for c in filename if unicodedata.category(c) not in _FORBIDDEN_IN_NAME)
+    return filename.replace("/", "_").replace("\\", "_").strip()[:MAX_FILENAME]
 
 
 async def message_html(request: web.Request) -> web.Response:
     """The HTML body for the page's sandboxed iframe: scripts and remote loads blocked by CSP."""
     store = _server(request).store
-    html = (await _off_loop(request, lambda: store.detail(store.resolve(request.match_info["id"])))).get("HTML", "")
-    return web.Response(text=html, content_type="text/html", headers={"Content-Security-Policy": MESSAGE_CSP})
+
+    def work() -> bytes:
+        html = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
+        return html.encode("utf-8", "replace")
+
+    return web.Response(body=await _off_loop(request, work), content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": MESSAGE_CSP, "X-Frame-Options": "SAMEORIGIN"})
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
-    if not text.strip():
-        return {}
+def _decode_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a request body; :class:`APIError` (400) for anything else."""
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"Error": f"invalid JSON: {exc}"}),
-                                 content_type="application/json") from None
+        body = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise APIError(400, f"invalid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"Error": "expected a JSON object"}), content_type="application/json")
+        raise APIError(400, "expected a JSON object")
     return body
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"field {key[:50]!r} given twice")
+        found[key] = value
+    return found
+
+
+async def _json_body(request: web.Request, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The request's JSON object; empty (a missing or blank body) as ``{}``. With ``fields``,
+    keys are matched without regard to case, as Go's JSON decoder (Mailpit) does, and returned
+    in the spelling of ``fields``; an unknown or repeated field is 400."""
+    raw = await request.read()  # at most client_max_size (aiohttp answers 413 beyond)
+    if not raw.strip():
+        return {}
+    body = await _off_loop(request, lambda: _decode_json(raw))
+    if fields is None:
+        return body
+    known = {name.lower(): name for name in fields}
+    found: dict[str, Any] = {}
+    for key, value in body.items():
+        name = known.get(key.lower())
+        if name is None:
+            raise APIError(400, f"unknown field {key[:50]!r} (known: {', '.join(fields)})")
+        if name in found:
+            raise APIError(400, f"field {name} given twice")
+        found[name] = value
+    return found
+
+
+def _show(value: Any) -> str:
+    """A JSON value, short, for an error message."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _ids(body: dict[str, Any]) -> list[str] | None:
-    ids = body.get("IDs") or body.get("ids")
-    if ids is None or ids == []:
+    """The ``IDs`` of a body: None (every message) when missing or ``[]``, else a list of strings."""
+    if "IDs" not in body:
         return None
+    ids = body["IDs"]
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise web.HTTPBadRequest(text=json.dumps({"Error": "IDs must be a list of strings"}),
-                                 content_type="application/json")
-    return ids
+        raise APIError(400, f"IDs: expected a list of message ids (strings), got {_show(ids)}; "
+                            "leave it out or send [] to mean every message")
+    return ids or None
 
 
 async def set_read(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    read = body.get("Read", body.get("read", True))
+    body = await _json_body(request, ("IDs", "Read"))
+    read = body.get("Read", True)
+    if not isinstance(read, bool):
+        raise APIError(400, f"Read: expected true or false, got {_show(read)}")
     ids, store = _ids(body), _server(request).store
-    await _off_loop(request, lambda: store.mark_read(ids, bool(read)))
+    await _off_loop(request, lambda: store.mark_read(ids, read))
     return web.Response(text="ok", content_type="text/plain")
 
 
 async def delete(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    ids = _ids(body)
+    """Delete the messages listed in ``IDs``; every message for no body, ``{}`` or ``{"IDs": []}``."""
+    ids = _ids(await _json_body(request, ("IDs",)))
     store = _server(request).store
     if ids is None:
         await _off_loop(request, store.delete_all)
@@ -224,33 +426,35 @@ async def delete(request: web.Request) -> web.Response:
 
 async def info(request: web.Request) -> web.Response:
     server = _server(request)
-    total, unread = await _off_loop(request, server.store.counts)
-    return web.json_response({
-        "Version": __version__,
-        "LatestVersion": "",
-        "Database": str(server.store.path),
-        "DatabaseSize": 0,
-        "Messages": total,
-        "Unread": unread,
-        "Tags": {},
-        "RuntimeStats": {"SMTPAccepted": total, "SMTPPort": server.smtp_port},
-    })
+
+    def work() -> dict[str, Any]:
+        total, unread = server.store.counts()
+        return {
+            "Version": __version__,
+            "LatestVersion": "",
+            "Database": str(server.store.path),
+            "DatabaseSize": 0,
+            "Messages": total,
+            "Unread": unread,
+            "Tags": {},
+            "RuntimeStats": {"SMTPAccepted": total, "SMTPPort": server.smtp_port},
+        }
+
+    return await _json_off_loop(request, work)
 
 
 async def list_rules(request: web.Request) -> web.Response:
-    return web.json_response([rule.to_json() for rule in _server(request).rules.list()])
+    rules = _server(request).rules
+    return await _json_off_loop(request, lambda: [rule.to_json() for rule in rules.list()])
 
 
 async def add_rule(request: web.Request) -> web.Response:
     body = await _json_body(request)
     try:
-        rule = Rule.from_mapping(body)
-    except RuleError as exc:
+        rule = _server(request).rules.add(Rule.from_mapping(body))
+    except (RuleError, TypeError) as exc:
         return _error(400, f"rule: {exc}")
-    except TypeError as exc:
-        return _error(400, f"rule: {exc}")
-    _server(request).rules.add(rule)
-    return web.json_response(rule.to_json(), status=201)
+    return await _json_off_loop(request, rule.to_json, status=201)
 
 
 async def clear_rules(request: web.Request) -> web.Response:
@@ -258,22 +462,29 @@ async def clear_rules(request: web.Request) -> web.Response:
     return web.Response(text="ok", content_type="text/plain")
 
 
+def _event(event: object) -> bytes | None:
+    """A store event as one Server-Sent Event (encoded where it happens, not on the loop)."""
+    if isinstance(event, Summary):
+        kind, data = "new", event.to_json()
+    elif isinstance(event, Deleted):
+        kind, data = "delete", {"IDs": list(event.ids), "All": event.all}
+    elif isinstance(event, Marked):
+        kind, data = "read", {"IDs": None if event.ids is None else list(event.ids), "Read": event.read}
+    else:
+        return None
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``new`` (a message summary), ``delete`` (ids or all), ``read``."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1000)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
     loop = asyncio.get_running_loop()
 
-    def push(event: object) -> None:  # called from the indexing thread or the loop
-        if isinstance(event, Summary):
-            item = ("new", event.to_json())
-        elif isinstance(event, Deleted):
-            item = ("delete", {"IDs": list(event.ids), "All": event.all})
-        elif isinstance(event, Marked):
-            item = ("read", {"IDs": None if event.ids is None else list(event.ids), "Read": event.read})
-        else:
-            return
-        loop.call_soon_threadsafe(lambda: queue.full() or queue.put_nowait(item))
+    def push(event: object) -> None:  # called from the thread that indexed, deleted or marked
+        item = _event(event)
+        if item is not None:
+            loop.call_soon_threadsafe(lambda: queue.full() or queue.put_nowait(item))
 
     # Subscribe before the client sees the stream open: it refreshes its list on open, so
     # nothing that arrives in between is missed.
@@ -283,11 +494,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.write(b": connected\n\n")
         while True:
             try:
-                kind, data = await asyncio.wait_for(queue.get(), 15)
+                item = await asyncio.wait_for(queue.get(), 15)
             except asyncio.TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+            await response.write(item)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -300,17 +511,20 @@ async def index_page(request: web.Request) -> web.FileResponse:
 
 
 def create_app(server: SinkServer) -> web.Application:
-    """The aiohttp application for one SMTP server."""
+    """The aiohttp application for one SMTP server, with its own reader threads (stopped with it)."""
     app = web.Application(middlewares=[guard], client_max_size=1 << 20)
     app[SERVER_KEY] = server
     app[AUTH_KEY] = server.config.http.auth.encode("utf-8")
+    app[READERS_KEY] = Readers()
+    app.on_response_prepare.append(_security_headers)
+    app.on_cleanup.append(_stop_readers)
     message_route = "/api/v1/message/{id}"
     app.add_routes([
         web.get("/api/v1/messages", list_messages),
         web.put("/api/v1/messages", set_read),
         web.delete("/api/v1/messages", delete),
         web.get("/api/v1/search", search),
-        web.get(message_route, message),
+        web.get(message_route, message, name=MARKS_READ),
         web.get(message_route + "/raw", raw),
         web.get(message_route + "/headers", message_headers),
         web.get(message_route + "/part/{part}", message_part),
@@ -324,6 +538,10 @@ def create_app(server: SinkServer) -> web.Application:
         web.static("/static", STATIC),
     ])
     return app
+
+
+async def _stop_readers(app: web.Application) -> None:
+    await app[READERS_KEY].close()
 
 
 class HTTPServer:
