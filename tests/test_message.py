@@ -163,7 +163,8 @@ def big_multipart(text_lines: int) -> bytes:
 def test_summary_of_a_big_message_reads_a_bounded_prefix_of_each_part() -> None:
     raw = big_multipart(40000)
     assert len(raw) > 4 * message.SUMMARY_PART_BYTES
-    whole, bounded = message.parse(raw), message._parse_for_summary(raw)
+    whole, (bounded, notes) = message.parse(raw), message._parse_for_summary(raw)
+    assert notes == []
     shape = [(pid, leaf.get_content_type(), leaf.get_filename()) for pid, leaf, _ in message.leaves(whole)]
     assert [(pid, leaf.get_content_type(), leaf.get_filename()) for pid, leaf, _ in message.leaves(bounded)] == shape
     # Each part is cut, but for one made of "--" lines: every such line is kept (it may be a boundary).
@@ -184,7 +185,7 @@ def test_summary_of_a_big_message_reads_a_bounded_prefix_of_each_part() -> None:
 def test_summary_of_a_big_plain_message_reads_a_bounded_prefix() -> None:
     head = TRACE + b"From: App <app@example.test>\r\nTo: a@example.test,\r\n B <b@example.test>\r\nSubject: log\r\n\r\n"
     raw = head + b"".join(b"log line %d\r\n" % n for n in range(200000))
-    assert len(message._parse_for_summary(raw).get_payload()) <= message.SUMMARY_PART_BYTES
+    assert len(message._parse_for_summary(raw)[0].get_payload()) <= message.SUMMARY_PART_BYTES
     summary = message.summarize(new_id(), raw)
     assert [(a.name, a.address) for a in summary.to] == [("", "a@example.test"), ("B", "b@example.test")]
     assert summary.snippet.startswith("log line 0 log line 1 ") and summary.attachments == 0
@@ -196,7 +197,7 @@ def test_summary_of_a_big_plain_message_reads_a_bounded_prefix() -> None:
 def summarize_by_full_parse(raw: bytes) -> message.Summary:
     """What summarize gives when it parses the message whole (the bounded paths must agree)."""
     original = message._parse_for_summary
-    message._parse_for_summary = lambda data, keep=0: message.parse(data)
+    message._parse_for_summary = lambda data, keep=0: message._parse(data)
     try:
         return message.summarize("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw)
     finally:
