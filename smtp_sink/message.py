@@ -56,8 +56,8 @@ MAX_PARTS = 1000
 message). Parsing stops before the next one: the parts before it are shown and downloadable, the
 later ones are not, and ``ParseError`` says so."""
 MAX_DEPTH = 32
-"""Nesting of multiparts and attached messages. A part nested deeper stops parsing there, as for
-:data:`MAX_PARTS`."""
+"""Levels of nesting below the message (each multipart or attached message around a part adds
+one). A part nested deeper stops parsing there, as for :data:`MAX_PARTS`."""
 MAX_HEADER_BYTES = 1024 * 1024
 """Bytes of one header block (the message's or a part's) that are read. Header lines past it are
 neither shown nor listed by :func:`headers`, and ``ParseError`` says so."""
@@ -216,9 +216,9 @@ class _Entity(Message):
     sink_note = ""  # set when this entity could not be read as it says (shown in ParseError)
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
-        missing = object()
-        value = self.get(header, missing)
-        if value is missing:
+        header = header.lower()  # the raw value: 8-bit bytes stay surrogate escapes, as in the body lines
+        value = next((v for k, v in self.raw_items() if k.lower() == header), None)
+        if value is None:
             return failobj
         params = []
         for item in _split_params(str(value)):
@@ -281,7 +281,7 @@ class _BoundedParser(FeedParser):
         self.notes: list[str] = []
 
     def _new_message(self) -> None:
-        if len(self._msgstack) >= MAX_DEPTH:
+        if len(self._msgstack) > MAX_DEPTH:
             raise _Limit(f"MIME parts nested more than {MAX_DEPTH} deep: the deeper parts are not shown")
         if self.entities >= MAX_PARTS:
             raise _Limit(f"more than {MAX_PARTS} MIME parts: the later parts are not shown")
@@ -693,7 +693,8 @@ def _filename(part: Message) -> str:
         return ""
     if isinstance(value, tuple):  # RFC 2231: (charset, language, text as latin-1)
         charset, _, text = value
-        name = _decode(text[:FILENAME_LIMIT].encode("latin-1", "replace"), charset or "us-ascii")[0]
+        data = text[:FILENAME_LIMIT].encode("latin-1", "surrogateescape")
+        name = _decode(data, charset or "us-ascii")[0]
     elif isinstance(value, str):
         name = _unescape(value[:FILENAME_LIMIT])
     else:
