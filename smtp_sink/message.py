@@ -58,7 +58,7 @@ later ones are not, and ``ParseError`` says so."""
 MAX_DEPTH = 32
 """Levels of nesting below the message (each multipart or attached message around a part adds
 one). A part nested deeper stops parsing there, as for :data:`MAX_PARTS`."""
-MAX_HEADER_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 256 * 1024
 """Bytes of one header block (the message's or a part's) that are read. Header lines past it are
 neither shown nor listed by :func:`headers`, and ``ParseError`` says so."""
 MAX_HEADER_VALUE = 65536
@@ -77,6 +77,7 @@ _BOUNDARY_LIMIT = 200  # characters of a multipart boundary (RFC 2046: at most 7
 _REFUSED_CODECS = {"idna", "punycode", "undefined"}  # not for text bodies: raise or quadratic time
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _PARAM_SPLIT_RE = re.compile(r'[;"]')
 # HTML to text: _TAG_RE and _BLOCK_RE see only markup up to the last ">" (a tag needs one after
@@ -87,6 +88,9 @@ _BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECAS
 _BLANK_RE = re.compile(rb"\r?\n\r?\n")
 # A header line the stdlib parser reads as a header (its headerRE) or a continuation.
 _HEADER_LINE_RE = re.compile(rb"(?:[\041-\071\073-\176]*:|[\t ])[^\r\n]*")
+# A run of such lines, each with its line end as the parser splits lines (CRLF, LF or CR). Each
+# line can match one way only and nothing follows the loop: linear.
+_HEADER_BLOCK_RE = re.compile(rb"(?:(?:From |[\041-\071\073-\176]*:|[\t ])[^\r\n]*(?:\r\n|\n|\r(?!\n)))*")
 # The pieces of a plain mailbox ("a@b", "<a@b>", "Name <a@b>"), each matched alone: no two parts
 # of one pattern can take the same characters, so a failed match costs linear time.
 _DISPLAY_NAME_RE = re.compile(r"[A-Za-z0-9_-]+(?: +[A-Za-z0-9_-]+)*")
@@ -323,8 +327,24 @@ def _parse_chunks(chunks: Iterable[bytes], headers_only: bool = False) -> tuple[
     return (parser.root if parser.root is not None else _Entity()), parser.notes
 
 
+def _capped(raw: bytes) -> tuple[tuple[bytes, ...], list[str]]:
+    """``raw`` as the display parses it: when its header block is longer than
+    :data:`MAX_HEADER_BYTES`, the header lines past that are left out, found with C-speed
+    searches (so a huge header block is never read line by line). Returns the pieces and notes."""
+    if len(raw) <= MAX_HEADER_BYTES:
+        return (raw,), []
+    cut = raw.rfind(b"\n", 0, MAX_HEADER_BYTES) + 1
+    if cut == 0 or _HEADER_BLOCK_RE.match(raw, 0, cut).end() < cut:  # type: ignore[union-attr]
+        return (raw,), []  # the header block ends within the limit
+    blanks = [at for at in (raw.find(b"\n\n", cut - 1), raw.find(b"\n\r\n", cut - 1)) if at >= 0]
+    note = f"a header block is longer than {MAX_HEADER_BYTES} bytes: the rest is not read"
+    return ((raw[:cut], raw[min(blanks) + 1:]) if blanks else (raw[:cut],)), [note]
+
+
 def _parse(raw: bytes) -> tuple[Message, list[str]]:
-    return _parse_chunks((raw,))
+    chunks, notes = _capped(raw)
+    msg, parse_notes = _parse_chunks(chunks)
+    return msg, notes + parse_notes
 
 
 def parse(raw: bytes) -> Message:
@@ -416,10 +436,14 @@ def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
 
 
 def _unescape(value: str) -> str:
-    """8-bit header bytes (kept by the parser as surrogate escapes) read as UTF-8."""
-    if value.isascii():
+    """8-bit header bytes (kept by the parser as surrogate escapes) read as UTF-8; any other lone
+    surrogate (some decoders make them) becomes U+FFFD: the result is always valid UTF-8."""
+    if value.isascii() or _SURROGATE_RE.search(value) is None:
         return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _text(value: object) -> str:
@@ -468,7 +492,7 @@ def _decoded(msg: Message, name: str) -> str:
     if "=?" not in values[0]:  # nothing to decode: skip the (slow) header registry
         return values[0]
     try:
-        return _text(_header_factory(name, values[0]))
+        return _unescape(_text(_header_factory(name, values[0])))
     except Exception:  # a malformed header is shown as stored
         return values[0]
 
@@ -489,7 +513,8 @@ def _mailboxes(name: str, value: str) -> list[Address]:
     needs_registry = "=?" in value or '"' in value or "(" in value or not value.isascii()
     if needs_registry and len(value) <= _REGISTRY_LIMIT:
         try:  # encoded words, quoting or comments: the full RFC 5322 parser
-            return [Address(a.display_name or "", a.addr_spec) for a in _header_factory(name, value).addresses]
+            return [Address(_unescape(a.display_name or ""), _unescape(a.addr_spec))
+                    for a in _header_factory(name, value).addresses]
         except Exception:  # the header registry gave up: fall back to the lenient parser
             pass
     try:
@@ -653,7 +678,7 @@ def _decode(data: bytes, charset: str | None) -> tuple[str, str]:
     """``(text, problem)``: ``data`` decoded from ``charset`` (UTF-8 if it cannot be used)."""
     name, problem = _codec(charset)
     try:
-        return data.decode(name, "replace"), problem
+        return _unescape(data.decode(name, "replace")), problem
     except Exception as exc:
         return data.decode("utf-8", "replace"), f"charset {charset!r:.40} failed ({_describe(exc)}), shown as UTF-8"
 
@@ -702,7 +727,7 @@ def _filename(part: Message) -> str:
     if "=?" in name:
         with contextlib.suppress(Exception):  # shown as stored
             name = str(email.header.make_header(email.header.decode_header(name)))
-    return _CONTROL_RE.sub("", _text(name))
+    return _CONTROL_RE.sub("", _text(_unescape(name)))
 
 
 def _part_entry(part_id: str, part: Message, in_related: bool, sizes: bool, found: _Parts,
@@ -858,7 +883,7 @@ def headers(raw: bytes) -> dict[str, list[str]]:
     Folding (a line break before white space) becomes one space, as Go's textproto does."""
     found: dict[str, list[str]] = {}
     names: dict[str, str] = {}
-    msg, _ = _parse_chunks((raw,), headers_only=True)
+    msg, _ = _parse_chunks(_capped(raw)[0], headers_only=True)
     for name, value in msg.raw_items():
         key = names.setdefault(name.lower(), name)
         text = value if isinstance(value, str) else str(value)
