@@ -22,6 +22,7 @@ import email.header
 import email.utils
 import functools
 import html
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -406,6 +407,11 @@ def _parse_for_summary(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> tuple[Mess
     A message that is not multipart (most) skips the line-by-line parser: its header block is
     parsed alone and the (cut) body set as the payload, which is what the parser would do. Any
     doubt (bare LF or CR, a line that is no header, no blank line) takes the parser."""
+    pieces, notes = _capped(raw)
+    if notes:  # a huge header block: its first MAX_HEADER_BYTES, then the body as usual
+        rest = pieces[1] if len(pieces) > 1 else b""
+        msg, more = _parse_chunks(itertools.chain(pieces[:1], _skeleton(rest, keep) if len(rest) > keep else (rest,)))
+        return msg, notes + more
     body = _header_end(raw)
     if body > 0 and _plain_header_block(raw[:body]):
         msg, notes = _parse_chunks((raw[:body],), headers_only=True)
