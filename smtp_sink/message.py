@@ -236,7 +236,7 @@ class _Entity(Message):
 
     def get_boundary(self, failobj: Any = None) -> Any:
         """The boundary, or ``failobj`` when it is longer than :data:`_BOUNDARY_LIMIT` (the parser
-        compiles each boundary into a regex: a megabyte of boundary took a second)."""
+        tests every line against it; Python 3.11's compiles it into a regex: a megabyte took a second)."""
         boundary = super().get_boundary(failobj)
         if isinstance(boundary, str) and len(boundary) > _BOUNDARY_LIMIT:
             self.sink_note = f"a MIME boundary is longer than {_BOUNDARY_LIMIT} characters: its parts are not read"
@@ -583,6 +583,15 @@ def _head(msg: Message, notes: list[str]) -> _Head:
     )
 
 
+def _bare_head(raw: bytes, notes: list[str]) -> _Head:
+    """The headers and envelope from the header block alone (when reading the whole message failed)."""
+    try:
+        return _head(_parse_chunks(_capped(raw)[0], headers_only=True)[0], notes)
+    except Exception as exc:
+        notes.append(f"headers: {_describe(exc)}")
+        return _Head()
+
+
 def html_to_text(markup: str) -> str:
     """Readable text from HTML: scripts and styles dropped, tags removed, entities decoded.
     Linear time; only the first :data:`HTML_TEXT_LIMIT` characters are converted."""
@@ -800,9 +809,9 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
         msg, notes = _parse_for_summary(raw)
         head = _head(msg, notes)
         parts = _guarded(notes, "parts", lambda: _parts(msg, notes, sizes=False), _Parts())
-    except Exception as exc:  # past every guard (e.g. out of memory): the bare listing
+    except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
-        head, parts = _Head(), _Parts()
+        head, parts = _bare_head(raw, notes), _Parts()
     text = parts.text[:TEXT_SEARCH_LENGTH]
     return Summary(
         id=message_id,
@@ -840,9 +849,9 @@ def detail(message_id: str, raw: bytes, *, read: bool = False) -> dict[str, Any]
         head = _head(msg, notes)
         parts = _guarded(notes, "parts", lambda: _parts(msg, notes), _Parts())
         date = _date(msg, message_id)
-    except Exception as exc:  # past every guard (e.g. out of memory): the bare detail
+    except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
-        head, parts, date = _Head(), _Parts(), rfc3339(_created(message_id))
+        head, parts, date = _bare_head(raw, notes), _Parts(), rfc3339(_created(message_id))
     return {
         "ID": message_id,
         "MessageID": head.message_id,
