@@ -348,6 +348,10 @@ def test_a_header_block_past_max_header_bytes_is_cut() -> None:
     assert detail["Text"] == "body\n"
     found = message.headers(raw)
     assert "Subject" not in found and sum(len(v) + 10 for v in found["X-Junk"]) <= message.MAX_HEADER_BYTES
+    # a short header block ended by a line that is no header (no blank line): the rest is body, uncut
+    body = b"no header here\r\n" + b"x\r\n" * message.MAX_HEADER_BYTES
+    detail = message.detail(new_id(), b"Subject: s\r\n" + body)
+    assert detail["ParseError"] == "" and detail["Text"] == body.decode().replace("\r\n", "\n")
 
 
 def test_an_overlong_boundary_is_not_used() -> None:
