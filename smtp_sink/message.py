@@ -1,28 +1,41 @@
 """Reading a stored message for display: summaries, details, parts and headers.
 
-Parsing uses the stdlib ``email`` package with ``policy.default`` and never rewrites the stored
-bytes. Field names follow Mailpit's API v1 (``ID``, ``From``, ``Snippet``, ...) so its clients
-work unchanged. Part ids are numbered like Mailpit's (enmime): the children of the top
-multipart are ``"1"``, ``"2"``...; the children of a nested multipart ``"2"`` are ``"2.1"``,
-``"2.2"``...; a message that is not multipart has the single part ``"0"``.
+Parsing uses the stdlib ``email`` package and never rewrites the stored bytes. Field names follow
+Mailpit's API v1 (``ID``, ``From``, ``Snippet``, ...) so its clients work unchanged. Part ids are
+numbered like Mailpit's (enmime): the children of the top multipart are ``"1"``, ``"2"``...; the
+children of a nested multipart ``"2"`` are ``"2.1"``, ``"2.2"``...; a message that is not multipart
+has the single part ``"0"``.
+
+Display parsing is isolated per message and total: :func:`summarize` and :func:`detail` never
+raise, :func:`part` raises only :class:`KeyError`, :func:`headers` never raises. What could not be
+read (a MIME structure the parser gave up on, an unknown charset, a limit below reached) is named
+in ``ParseError`` (detail and summary JSON; ``""`` when all was read); everything else is shown.
+Time is linear in the message size and capped by the limits below: no regex here can backtrack
+over attacker text, and the stdlib's quadratic MIME parameter splitter is replaced.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import email.header
 import email.utils
+import functools
 import html
+import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import policy
+from email.feedparser import FeedParser
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
-from typing import Any
+from email.parser import BytesHeaderParser
+from typing import Any, TypeVar
 
 from .ids import id_time
+
+T = TypeVar("T")
 
 SNIPPET_LENGTH = 250
 TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
@@ -30,25 +43,65 @@ TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
 # searched text in any transfer encoding); the rest of a big part is never parsed or decoded.
 SUMMARY_PART_BYTES = 256 * 1024
 _SUMMARY_HEADER_BYTES = 65536  # a part's header block kept whole up to this size
+
 _TRACE_HEADERS = {"return-path", "received", "x-original-to", "x-sink-auth"}
 _SPACE_RE = re.compile(r"\s+")
 _TAG_RE = re.compile(r"<[^>]*>")
-_DROP_RE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+
+# -- Limits of display parsing -------------------------------------------------------------------
+# Each bounds what one message can cost a summary, a detail, a part download or a header listing.
+# They apply to display only: the stored bytes are never changed and the raw source (GET
+# /api/v1/message/{id}/raw, smtp-sink show --raw) always holds everything.
+MAX_PARTS = 1000
+"""MIME entities parsed per message (the message, each multipart, each part, each attached
+message). Parsing stops before the next one: the parts before it are shown and downloadable, the
+later ones are not, and ``ParseError`` says so."""
+MAX_DEPTH = 32
+"""Levels of nesting below the message (each multipart or attached message around a part adds
+one). A part nested deeper stops parsing there, as for :data:`MAX_PARTS`."""
+MAX_HEADER_BYTES = 256 * 1024
+"""Bytes of one header block (the message's or a part's) that are read. Header lines past it are
+neither shown nor listed by :func:`headers`, and ``ParseError`` says so."""
+MAX_HEADER_VALUE = 65536
+"""Characters of one header value decoded for display (Subject, From, To, Date, ...); the rest
+of that value is not shown. Address lists longer than :data:`_REGISTRY_LIMIT` are read by the
+lenient linear parser (encoded words in their display names are left as they are)."""
+HTML_TEXT_LIMIT = 1024 * 1024
+"""Characters of HTML turned into the ``Text`` of an HTML-only message; the rest is not
+converted (``HTML`` itself is returned whole)."""
+FILENAME_LIMIT = 2048
+"""Characters of a part's file name that are decoded; the rest is dropped."""
+_REGISTRY_LIMIT = 8192  # longest header value given to the stdlib header registry (quadratic on lists)
+_FEED_BYTES = 65536  # bytes handed to the parser at a time (it stops between two feeds)
+_PARSE_ERROR_LENGTH = 1000  # characters of ParseError text
+_BOUNDARY_LIMIT = 200  # characters of a multipart boundary (RFC 2046: at most 70)
+_REFUSED_CODECS = {"idna", "punycode", "undefined"}  # not for text bodies: raise or quadratic time
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_PARAM_SPLIT_RE = re.compile(r'[;"]')
+# HTML to text: _TAG_RE and _BLOCK_RE see only markup up to the last ">" (a tag needs one after
+# it), so each match attempt ends at the next ">" and the scans are linear; script/style/head
+# elements are found with one forward search per closing tag (_drop_elements), never a lazy ".*?".
+_DROP_START_RE = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
 _BLANK_RE = re.compile(rb"\r?\n\r?\n")
 # A header line the stdlib parser reads as a header (its headerRE) or a continuation.
 _HEADER_LINE_RE = re.compile(rb"(?:[\041-\071\073-\176]*:|[\t ])[^\r\n]*")
-# A mailbox list without quotes, comments, groups, escapes or encoded words: "a@b", "<a@b>",
-# "Name <a@b>", comma-separated. Parsed here; anything else goes to the stdlib's parser.
-_SIMPLE_ADDRESS_RE = re.compile(
-    r"\s*(?:([A-Za-z0-9_-]+(?: +[A-Za-z0-9_-]+)*) *)?(<)?([A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(?(2)>)\s*"
-)
+# A run of such lines, each with its line end as the parser splits lines (CRLF, LF or CR). Each
+# line can match one way only and nothing follows the loop: linear.
+_HEADER_BLOCK_RE = re.compile(rb"(?:(?:From |[\041-\071\073-\176]*:|[\t ])[^\r\n]*(?:\r\n|\n|\r(?!\n)))*")
+# The pieces of a plain mailbox ("a@b", "<a@b>", "Name <a@b>"), each matched alone: no two parts
+# of one pattern can take the same characters, so a failed match costs linear time.
+_DISPLAY_NAME_RE = re.compile(r"[A-Za-z0-9_-]+(?: +[A-Za-z0-9_-]+)*")
+_ADDR_SPEC_RE = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# RFC 6838 type/subtype: what a part download may send as its Content-Type.
+_MIME_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 # Structure is parsed with compat32 (fast, lazy); the display headers are decoded one by one
 # with policy.default's header classes. policy.default re-parses a header on every access,
 # which made a whole-message parse about ten times slower.
-_parser = BytesParser(policy=policy.compat32)
 _header_parser = BytesHeaderParser(policy=policy.compat32)
 _header_factory = policy.default.header_factory
 
@@ -84,9 +137,11 @@ class Summary:
     rcpt_to: list[str] = field(default_factory=list)
     read: bool = False
     text: str = field(default="", repr=False)  # body text for the search index (not in to_json)
+    parse_error: str = ""  # what could not be read for display ("" when all was read)
 
     def to_json(self) -> dict[str, Any]:
-        """Mailpit's message summary, field for field, plus ``MailFrom``/``RcptTo`` (the envelope)."""
+        """Mailpit's message summary, field for field, plus ``MailFrom``/``RcptTo`` (the envelope)
+        and ``ParseError``."""
         return {
             "ID": self.id,
             "MessageID": self.message_id,
@@ -104,6 +159,7 @@ class Summary:
             "Snippet": self.snippet,
             "MailFrom": self.mail_from,
             "RcptTo": list(self.rcpt_to),
+            "ParseError": self.parse_error,
         }
 
     @classmethod
@@ -121,6 +177,7 @@ class Summary:
             subject=data["Subject"], created=id_time(data["ID"]), size=data["Size"],
             attachments=data["Attachments"], snippet=data["Snippet"],
             mail_from=data.get("MailFrom", ""), rcpt_to=list(data.get("RcptTo", [])), read=read,
+            parse_error=data.get("ParseError", ""),
         )
 
 
@@ -132,15 +189,168 @@ class _Parts:
     attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class _Head:
+    """The display headers and envelope of one message."""
+
+    message_id: str = ""
+    sender: Address | None = None
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    bcc: list[Address] = field(default_factory=list)
+    reply_to: list[Address] = field(default_factory=list)
+    subject: str = ""
+    mail_from: str = ""
+    rcpt_to: list[str] = field(default_factory=list)
+
+
 def rfc3339(when: float) -> str:
     """A Unix time as RFC 3339 in UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
     stamp = datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
+# -- The bounded parser ----------------------------------------------------------------------------
+
+
+class _Entity(Message):
+    """A compat32 message whose MIME parameters (charset, boundary, name, filename) are split in
+    linear time. The stdlib's splitter copies the rest of the header at every ``;`` and recounts
+    quotes from its start, quadratic: 64 KB of ``;`` took seconds per lookup."""
+
+    sink_note = ""  # set when this entity could not be read as it says (shown in ParseError)
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        header = header.lower()  # the raw value: 8-bit bytes stay surrogate escapes, as in the body lines
+        value = next((v for k, v in self.raw_items() if k.lower() == header), None)
+        if value is None:
+            return failobj
+        params = []
+        for item in _split_params(str(value)):
+            name, equals, val = item.partition("=")
+            params.append((name.strip(), val.strip()) if equals else (item.strip(), ""))
+        try:
+            return email.utils.decode_params(params)
+        except (ValueError, LookupError):  # e.g. an RFC 2231 section number too long for int()
+            return params[:1]
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        """The boundary, or ``failobj`` when it is longer than :data:`_BOUNDARY_LIMIT` (the parser
+        tests every line against it; Python 3.11's compiles it into a regex: a megabyte took a second)."""
+        boundary = super().get_boundary(failobj)
+        if isinstance(boundary, str) and len(boundary) > _BOUNDARY_LIMIT:
+            self.sink_note = f"a MIME boundary is longer than {_BOUNDARY_LIMIT} characters: its parts are not read"
+            return failobj
+        return boundary
+
+
+def _split_params(value: str) -> list[str]:
+    """``value`` split at each ``;`` outside double quotes, items stripped and their names
+    lowercased: the stdlib's ``email.message._parseparam`` in one pass. As there, a quote counts
+    unless a backslash precedes it."""
+    items, start, quoted = [], 0, False
+    for match in _PARAM_SPLIT_RE.finditer(value):
+        at = match.start()
+        if value[at] == ";":
+            if not quoted:
+                items.append(value[start:at])
+                start = at + 1
+        elif at == 0 or value[at - 1] != "\\":
+            quoted = not quoted
+    items.append(value[start:])
+    return [_param_item(item) for item in items]
+
+
+def _param_item(item: str) -> str:
+    if "=" in item:
+        name, _, val = item.partition("=")
+        item = name.strip().lower() + "=" + val.strip()
+    return item.strip()
+
+
+class _Limit(Exception):
+    """A display limit was reached: parsing stops there."""
+
+
+class _BoundedParser(FeedParser):
+    """The stdlib's feed parser (compat32) within :data:`MAX_PARTS`, :data:`MAX_DEPTH` and
+    :data:`MAX_HEADER_BYTES`; ``root`` keeps what was parsed when it stopped or failed."""
+
+    def __init__(self, headers_only: bool = False) -> None:
+        super().__init__(_Entity, policy=policy.compat32)
+        if headers_only:
+            self._set_headersonly()
+        self.root: Message | None = None
+        self.entities = 0
+        self.headers_done = False
+        self.notes: list[str] = []
+
+    def _new_message(self) -> None:
+        if len(self._msgstack) > MAX_DEPTH:
+            raise _Limit(f"MIME parts nested more than {MAX_DEPTH} deep: the deeper parts are not shown")
+        if self.entities >= MAX_PARTS:
+            raise _Limit(f"more than {MAX_PARTS} MIME parts: the later parts are not shown")
+        self.entities += 1
+        super()._new_message()
+        if self.root is None:
+            self.root = self._cur
+
+    def _parse_headers(self, lines: list[str]) -> None:
+        if sum(map(len, lines)) > MAX_HEADER_BYTES:
+            kept, size = 0, 0
+            while size + len(lines[kept]) <= MAX_HEADER_BYTES:
+                size += len(lines[kept])
+                kept += 1
+            lines = lines[:kept]
+            self.notes.append(f"a header block is longer than {MAX_HEADER_BYTES} bytes: the rest is not read")
+        super()._parse_headers(lines)
+        self.headers_done = True
+
+
+def _parse_chunks(chunks: Iterable[bytes], headers_only: bool = False) -> tuple[Message, list[str]]:
+    """Parse the bytes of ``chunks`` as one message; never raises. Returns the message (as far
+    as it was parsed) and notes on what was not read."""
+    parser = _BoundedParser(headers_only)
+    try:
+        for chunk in chunks:
+            for start in range(0, len(chunk), _FEED_BYTES):
+                parser.feed(chunk[start:start + _FEED_BYTES].decode("ascii", "surrogateescape"))
+                if headers_only and parser.headers_done:
+                    break
+            if headers_only and parser.headers_done:
+                break
+        parser.close()
+    except _Limit as exc:
+        parser.notes.append(str(exc))
+    except Exception as exc:  # the stdlib parser gave up: keep what it had read
+        parser.notes.append(f"MIME structure unreadable after {parser.entities} part(s) ({_describe(exc)}): "
+                            "the rest is not shown")
+    return (parser.root if parser.root is not None else _Entity()), parser.notes
+
+
+def _capped(raw: bytes) -> tuple[tuple[bytes, ...], list[str]]:
+    """``raw`` as the display parses it: when its header block is longer than
+    :data:`MAX_HEADER_BYTES`, the header lines past that are left out, found with C-speed
+    searches (so a huge header block is never read line by line). Returns the pieces and notes."""
+    if len(raw) <= MAX_HEADER_BYTES:
+        return (raw,), []
+    cut = raw.rfind(b"\n", 0, MAX_HEADER_BYTES) + 1
+    if cut == 0 or _HEADER_BLOCK_RE.match(raw, 0, cut).end() < cut:  # type: ignore[union-attr]
+        return (raw,), []  # the header block ends within the limit
+    blanks = [at for at in (raw.find(b"\n\n", cut - 1), raw.find(b"\n\r\n", cut - 1)) if at >= 0]
+    note = f"a header block is longer than {MAX_HEADER_BYTES} bytes: the rest is not read"
+    return ((raw[:cut], raw[min(blanks) + 1:]) if blanks else (raw[:cut],)), [note]
+
+
+def _parse(raw: bytes) -> tuple[Message, list[str]]:
+    chunks, notes = _capped(raw)
+    msg, parse_notes = _parse_chunks(chunks)
+    return msg, notes + parse_notes
+
+
 def parse(raw: bytes) -> Message:
-    """The whole message as an :class:`email.message.EmailMessage`."""
-    return _parser.parsebytes(raw)
+    """The message as the display reads it (within the limits above); never raises."""
+    return _parse(raw)[0]
 
 
 def _header_end(raw: bytes, start: int = 0, limit: int = _SUMMARY_HEADER_BYTES) -> int:
@@ -160,17 +370,25 @@ def _cut(raw: bytes, start: int, end: int, keep: int) -> bytes:
     return piece if piece.endswith(b"\n") else piece + b"\r\n"
 
 
-def _skeleton(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> bytes:
-    """``raw`` with the body of every MIME part cut to ``keep`` bytes. Every line starting with
-    ``--`` (each boundary, and anything that may look like one) is kept, so the structure parses
-    exactly as the whole message does; only long part bodies are shortened."""
-    pieces, pos, size = [], 0, len(raw)
+def _skeleton(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> Iterator[bytes]:
+    """``raw`` with the body of every MIME part cut to ``keep`` bytes, in pieces of about
+    :data:`_FEED_BYTES` (made as the parser asks for them). Every line starting with ``--`` (each
+    boundary, and anything that may look like one) is kept, so the structure parses exactly as
+    the whole message does; only long part bodies are shortened."""
+    batch: list[bytes] = []
+    batched, pos, size = 0, 0, len(raw)
     while pos < size:
         found = raw.find(b"\n--", pos)
         end = size if found < 0 else found + 1
-        pieces.append(_cut(raw, pos, end, keep))
+        piece = _cut(raw, pos, end, keep)
+        batch.append(piece)
+        batched += len(piece)
+        if batched >= _FEED_BYTES:
+            yield b"".join(batch)
+            batch, batched = [], 0
         pos = end
-    return b"".join(pieces)
+    if batch:
+        yield b"".join(batch)
 
 
 def _plain_header_block(head: bytes) -> bool:
@@ -183,23 +401,28 @@ def _plain_header_block(head: bytes) -> bool:
         _HEADER_LINE_RE.fullmatch(line) for line in lines[1:])
 
 
-def _parse_for_summary(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> Message:
+def _parse_for_summary(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> tuple[Message, list[str]]:
     """The message as :func:`parse` reads it, at most ``keep`` body bytes of each part read.
 
     A message that is not multipart (most) skips the line-by-line parser: its header block is
     parsed alone and the (cut) body set as the payload, which is what the parser would do. Any
     doubt (bare LF or CR, a line that is no header, no blank line) takes the parser."""
+    pieces, notes = _capped(raw)
+    if notes:  # a huge header block: its first MAX_HEADER_BYTES, then the body as usual
+        rest = pieces[1] if len(pieces) > 1 else b""
+        msg, more = _parse_chunks(itertools.chain(pieces[:1], _skeleton(rest, keep) if len(rest) > keep else (rest,)))
+        return msg, notes + more
     body = _header_end(raw)
     if body > 0 and _plain_header_block(raw[:body]):
-        msg = _header_parser.parsebytes(raw[:body])
-        if msg.get_content_maintype() not in ("multipart", "message") and not msg.defects:
+        msg, notes = _parse_chunks((raw[:body],), headers_only=True)
+        if msg.get_content_maintype() not in ("multipart", "message") and not msg.defects and not notes:
             end = len(raw)
             if end - body > keep:  # cut at a line end
                 line_end = raw.rfind(b"\n", body, body + keep)
                 end = line_end + 1 if line_end >= 0 else body + keep
             msg.set_payload(raw[body:end].decode("ascii", "surrogateescape"))
-            return msg
-    return parse(_skeleton(raw, keep) if len(raw) > keep else raw)
+            return msg, notes
+    return _parse_chunks(_skeleton(raw, keep) if len(raw) > keep else (raw,))
 
 
 def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
@@ -219,25 +442,51 @@ def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
 
 
 def _unescape(value: str) -> str:
-    """8-bit header bytes (kept by the parser as surrogate escapes) read as UTF-8."""
-    if value.isascii():
+    """8-bit header bytes (kept by the parser as surrogate escapes) read as UTF-8; any other lone
+    surrogate (some decoders make them) becomes U+FFFD: the result is always valid UTF-8."""
+    if value.isascii() or _SURROGATE_RE.search(value) is None:
         return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _text(value: object) -> str:
     return _SPACE_RE.sub(" ", str(value)).strip() if value is not None else ""
 
 
+def _describe(exc: BaseException) -> str:
+    """An exception as one short line for ParseError."""
+    text = " ".join(_CONTROL_RE.sub(" ", f"{type(exc).__name__}: {exc}").split())
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _parse_error(notes: list[str]) -> str:
+    """The ParseError text: each note once, in order, at most :data:`_PARSE_ERROR_LENGTH` characters."""
+    text = "; ".join(dict.fromkeys(notes))
+    return text if len(text) <= _PARSE_ERROR_LENGTH else text[:_PARSE_ERROR_LENGTH - 1] + "…"
+
+
+def _guarded(notes: list[str], what: str, compute: Callable[[], T], default: T) -> T:
+    """``compute()``, or ``default`` with a note when it fails: one field never costs the others."""
+    try:
+        return compute()
+    except Exception as exc:
+        notes.append(f"{what}: {_describe(exc)}")
+        return default
+
+
 def _raw_values(msg: Message, name: str) -> list[str]:
-    """The values of every ``name`` header as stored: unfolded, 8-bit bytes read as UTF-8."""
+    """The values of every ``name`` header as stored: unfolded, 8-bit bytes read as UTF-8, each
+    cut to :data:`MAX_HEADER_VALUE` characters."""
     by_name = getattr(msg, "_sink_headers", None)
     if by_name is None:  # one pass over the headers per message, not one per name asked for
         by_name = {}
         for key, value in msg.raw_items():
             by_name.setdefault(key.lower(), []).append(value)
         msg._sink_headers = by_name  # type: ignore[attr-defined]
-    return [_SPACE_RE.sub(" ", _unescape(value if isinstance(value, str) else str(value))).strip()
+    return [_SPACE_RE.sub(" ", _unescape((value if isinstance(value, str) else str(value))[:MAX_HEADER_VALUE])).strip()
             for value in by_name.get(name.lower(), ())]
 
 
@@ -249,7 +498,7 @@ def _decoded(msg: Message, name: str) -> str:
     if "=?" not in values[0]:  # nothing to decode: skip the (slow) header registry
         return values[0]
     try:
-        return _text(_header_factory(name, values[0]))
+        return _unescape(_text(_header_factory(name, values[0])))
     except Exception:  # a malformed header is shown as stored
         return values[0]
 
@@ -258,21 +507,26 @@ def addresses(msg: Message, name: str) -> list[Address]:
     """Every mailbox in the ``name`` headers (groups flattened); unparseable ones kept as text."""
     found: list[Address] = []
     for value in _raw_values(msg, name):
-        simple = _simple_addresses(value)
-        if simple is not None:
-            found.extend(simple)
-            continue
-        items = None
-        if "=?" in value or '"' in value or "(" in value or not value.isascii():
-            try:  # encoded words, quoting or comments: the full RFC 5322 parser
-                items = _header_factory(name, value).addresses
-            except Exception:  # the header registry gave up: fall back to the lenient parser
-                items = None
-        if items is None:
-            found.extend(Address(n, a) for n, a in email.utils.getaddresses([value]) if a or n)
-            continue
-        found.extend(Address(a.display_name or "", a.addr_spec) for a in items)
+        found.extend(_mailboxes(name, value))
     return found
+
+
+def _mailboxes(name: str, value: str) -> list[Address]:
+    """The mailboxes of one address header value (never raises)."""
+    simple = _simple_addresses(value)
+    if simple is not None:
+        return simple
+    needs_registry = "=?" in value or '"' in value or "(" in value or not value.isascii()
+    if needs_registry and len(value) <= _REGISTRY_LIMIT:
+        try:  # encoded words, quoting or comments: the full RFC 5322 parser
+            return [Address(_unescape(a.display_name or ""), _unescape(a.addr_spec))
+                    for a in _header_factory(name, value).addresses]
+        except Exception:  # the header registry gave up: fall back to the lenient parser
+            pass
+    try:
+        return [Address(n, a) for n, a in email.utils.getaddresses([value]) if a or n]
+    except Exception:  # e.g. parentheses nested past the recursion limit
+        return [Address(value, "")]
 
 
 def _simple_addresses(value: str) -> list[Address] | None:
@@ -282,13 +536,18 @@ def _simple_addresses(value: str) -> list[Address] | None:
         return None
     found = []
     for item in value.split(","):
-        match = _SIMPLE_ADDRESS_RE.fullmatch(item)
-        if match is None:
+        item = item.strip()
+        name = ""
+        if item.endswith(">"):
+            left = item.find("<")
+            if left < 0:
+                return None
+            name, item = item[:left].rstrip(" "), item[left + 1:-1]
+            if name and not _DISPLAY_NAME_RE.fullmatch(name):
+                return None
+        if not _ADDR_SPEC_RE.fullmatch(item):
             return None
-        name, bracket, address = match.groups()
-        if name and not bracket:
-            return None
-        found.append(Address(" ".join(name.split()) if name else "", address))
+        found.append(Address(" ".join(name.split()), item))
     return found
 
 
@@ -308,11 +567,67 @@ def _bcc(msg: Message, rcpt_to: list[str], to: list[Address], cc: list[Address])
     return bcc
 
 
+def _head(msg: Message, notes: list[str]) -> _Head:
+    """The display headers and the envelope; a header that cannot be read is left empty and noted."""
+    mail_from, rcpt_to = _guarded(notes, "envelope", lambda: envelope(msg), ("", []))
+    to = _guarded(notes, "To", lambda: addresses(msg, "To"), [])
+    cc = _guarded(notes, "Cc", lambda: addresses(msg, "Cc"), [])
+    senders = _guarded(notes, "From", lambda: addresses(msg, "From"), [])
+    return _Head(
+        message_id=_guarded(notes, "Message-ID", lambda: _message_id(msg), ""),
+        sender=senders[0] if senders else None,
+        to=to, cc=cc, bcc=_guarded(notes, "Bcc", lambda: _bcc(msg, rcpt_to, to, cc), []),
+        reply_to=_guarded(notes, "Reply-To", lambda: addresses(msg, "Reply-To"), []),
+        subject=_guarded(notes, "Subject", lambda: _decoded(msg, "Subject"), ""),
+        mail_from=mail_from, rcpt_to=rcpt_to,
+    )
+
+
+def _bare_head(raw: bytes, notes: list[str]) -> _Head:
+    """The headers and envelope from the header block alone (when reading the whole message failed)."""
+    try:
+        return _head(_parse_chunks(_capped(raw)[0], headers_only=True)[0], notes)
+    except Exception as exc:
+        notes.append(f"headers: {_describe(exc)}")
+        return _Head()
+
+
 def html_to_text(markup: str) -> str:
-    """Readable text from HTML: scripts and styles dropped, tags removed, entities decoded."""
-    markup = _DROP_RE.sub(" ", markup)
-    markup = _BLOCK_RE.sub("\n", markup)
-    return html.unescape(_TAG_RE.sub(" ", markup))
+    """Readable text from HTML: scripts and styles dropped, tags removed, entities decoded.
+    Linear time; only the first :data:`HTML_TEXT_LIMIT` characters are converted."""
+    markup = _drop_elements(markup[:HTML_TEXT_LIMIT])
+    markup = _sub_tags(_BLOCK_RE, "\n", markup)
+    return html.unescape(_sub_tags(_TAG_RE, " ", markup))
+
+
+def _sub_tags(pattern: re.Pattern[str], replacement: str, markup: str) -> str:
+    """``pattern.sub`` for a pattern that ends with ``>``, run only up to the last ``>``: every
+    match attempt then stops at the next ``>``, so a run of ``<`` without one costs linear time."""
+    end = markup.rfind(">") + 1
+    return pattern.sub(replacement, markup[:end]) + markup[end:]
+
+
+@functools.lru_cache(maxsize=64)
+def _end_tag(name: str) -> re.Pattern[str]:
+    return re.compile(rf"</{re.escape(name)}\s*>", re.IGNORECASE)
+
+
+def _drop_elements(markup: str) -> str:
+    """``markup`` with each script, style and head element (start tag to the first matching end
+    tag) replaced by a space. One forward search per end tag, and none again for a name whose end
+    tag is missing: linear, where a lazy ``.*?`` regex rescanned to the end for every start tag."""
+    pieces, pos, search, unclosed = [], 0, 0, set()
+    while (start := _DROP_START_RE.search(markup, search)) is not None:
+        name = start.group(1).lower()
+        end = None if name in unclosed else _end_tag(name).search(markup, start.end())
+        if end is None:
+            unclosed.add(name)
+            search = start.end()
+            continue
+        pieces += [markup[pos:start.start()], " "]
+        pos = search = end.end()
+    pieces.append(markup[pos:])
+    return "".join(pieces)
 
 
 def snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
@@ -321,111 +636,196 @@ def snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
     return text if len(text) <= length else text[:length].rstrip() + "..."
 
 
-def _walk(part: Message, part_id: str, top: bool) -> Iterator[tuple[str, Message, bool]]:
-    """Leaf parts with their Mailpit part ids and whether they sit in a multipart/related."""
-    if part.get_content_maintype() != "multipart" or not isinstance(part.get_payload(), list):
-        yield part_id, part, False
-        return
-    related = part.get_content_subtype() == "related"
-    for number, child in enumerate(part.get_payload(), 1):
-        child_id = str(number) if top else f"{part_id}.{number}"
-        for leaf_id, leaf, in_related in _walk(child, child_id, False):
-            yield leaf_id, leaf, in_related or related
+def _is_multipart(part: Message) -> bool:
+    return part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), list)
 
 
 def leaves(msg: Message) -> Iterator[tuple[str, Message, bool]]:
-    """``(part_id, part, in_related)`` for every leaf part of a message."""
-    if msg.get_content_maintype() == "multipart":
-        yield from _walk(msg, "0", True)
-    else:
+    """``(part_id, part, in_related)`` for every leaf part of a message, in order (iterative:
+    the depth of the tree costs no stack)."""
+    if not _is_multipart(msg):
         yield "0", msg, False
+        return
+    stack = [(iter(enumerate(msg.get_payload(), 1)), "", msg.get_content_subtype() == "related")]
+    while stack:
+        children, prefix, related = stack[-1]
+        for number, child in children:
+            child_id = f"{prefix}{number}"
+            if _is_multipart(child):
+                stack.append((iter(enumerate(child.get_payload(), 1)), child_id + ".",
+                              related or child.get_content_subtype() == "related"))
+                break
+            yield child_id, child, related
+        else:
+            stack.pop()
 
 
 def _payload(part: Message) -> bytes:
-    """The decoded content of a leaf part (a message/rfc822 part as its bytes)."""
-    if part.get_content_maintype() == "message":
-        inner = part.get_payload()
-        if isinstance(inner, list) and inner:
-            return inner[0].as_bytes()
-    data = part.get_payload(decode=True)
+    """The decoded content of a leaf part (a message/rfc822 part as its bytes); never raises."""
+    try:
+        if part.get_content_maintype() == "message":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner:
+                return inner[0].as_bytes()
+        data = part.get_payload(decode=True)
+    except Exception:  # an undecodable payload is given as stored
+        data = part.get_payload()
+        data = data.encode("ascii", "surrogateescape") if isinstance(data, str) else b""
     return data if isinstance(data, bytes) else b""
 
 
-def _decoded_text(part: Message) -> str:
-    """A text part as a string: transfer encoding undone, decoded from its charset."""
-    charset = part.get_content_charset() or "utf-8"
-    data = _payload(part)
+def _codec(charset: str | None) -> tuple[str, str]:
+    """``(codec, problem)`` for a charset name: UTF-8 and a note for one Python cannot decode text
+    with (unknown, a NUL in the name, a bytes codec like base64, or idna/punycode/undefined)."""
+    if not charset:
+        return "utf-8", ""
     try:
-        text = data.decode(charset, "replace")
-    except LookupError:  # unknown charset
-        text = data.decode("utf-8", "replace")
+        name = codecs.lookup(charset).name
+        b"".decode(name)  # LookupError for codecs that are not text encodings
+    except Exception:
+        name = ""
+    if not name or name in _REFUSED_CODECS:
+        return "utf-8", f"unknown charset {charset[:40]!r}, shown as UTF-8"
+    return name, ""
+
+
+def _decode(data: bytes, charset: str | None) -> tuple[str, str]:
+    """``(text, problem)``: ``data`` decoded from ``charset`` (UTF-8 if it cannot be used)."""
+    name, problem = _codec(charset)
+    try:
+        return _unescape(data.decode(name, "replace")), problem
+    except Exception as exc:
+        return data.decode("utf-8", "replace"), f"charset {charset!r:.40} failed ({_describe(exc)}), shown as UTF-8"
+
+
+def _charset(part: Message) -> tuple[str | None, str]:
+    try:
+        return part.get_content_charset(), ""
+    except Exception as exc:  # e.g. an RFC 2231 charset naming an unusable codec
+        return None, f"unreadable charset parameter ({_describe(exc)}), shown as UTF-8"
+
+
+def _decoded_text(part: Message, problems: list[str]) -> str:
+    """A text part as a string: transfer encoding undone, decoded from its charset."""
+    charset, problem = _charset(part)
+    text, decode_problem = _decode(_payload(part), charset)
+    problems += [p for p in (problem, decode_problem) if p]
     return text.replace("\r\n", "\n")  # for display; the stored bytes keep their CRLF
 
 
-def _filename(part: Message) -> str:
-    """The part's file name (RFC 2231 and RFC 2047 forms decoded), or ``""``."""
+def _content_type(part: Message) -> str:
+    """The part's ``type/subtype`` (lowercase, RFC 6838 characters), else ``application/octet-stream``."""
     try:
-        name = part.get_filename() or ""
-    except (ValueError, TypeError):
+        ctype = part.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+    return ctype if _MIME_TYPE_RE.fullmatch(ctype) else "application/octet-stream"
+
+
+def _filename(part: Message) -> str:
+    """The part's file name (RFC 2231 and RFC 2047 forms decoded, control characters removed),
+    or ``""``; never raises."""
+    try:
+        value = part.get_param("filename", None, "content-disposition")
+        if value is None:
+            value = part.get_param("name", None, "content-type")
+    except Exception:
+        return ""
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, text as latin-1)
+        charset, _, text = value
+        data = text[:FILENAME_LIMIT].encode("latin-1", "surrogateescape")
+        name = _decode(data, charset or "us-ascii")[0]
+    elif isinstance(value, str):
+        name = _unescape(value[:FILENAME_LIMIT])
+    else:
         return ""
     if "=?" in name:
-        with contextlib.suppress(ValueError, LookupError, UnicodeDecodeError):
+        with contextlib.suppress(Exception):  # shown as stored
             name = str(email.header.make_header(email.header.decode_header(name)))
-    return _text(name)
+    return _CONTROL_RE.sub("", _text(_unescape(name)))
 
 
-def _parts(msg: Message, sizes: bool = True) -> _Parts:
+def _part_entry(part_id: str, part: Message, in_related: bool, sizes: bool, found: _Parts,
+                problems: list[str]) -> None:
+    """File one leaf part under text, HTML, inline or attachments."""
+    note = getattr(part, "sink_note", "")
+    if note:
+        problems.append(note)
+    ctype = _content_type(part)
+    disposition = (part.get_content_disposition() or "").lower()
+    filename = _filename(part)
+    if disposition != "attachment" and not filename:
+        if ctype == "text/plain" and not found.text:
+            found.text = _decoded_text(part, problems)
+            return
+        if ctype == "text/html" and not found.html:
+            found.html = _decoded_text(part, problems)
+            return
+        if ctype.startswith("text/") or ctype.startswith("multipart/"):
+            return
+    content_id = (_raw_values(part, "Content-ID") or [""])[0].strip("<>")
+    entry = {
+        "PartID": part_id,
+        "FileName": filename,
+        "ContentType": ctype,
+        "ContentID": content_id,
+        "Size": len(_payload(part)) if sizes else 0,
+    }
+    inline = disposition == "inline" or (disposition != "attachment" and in_related and content_id)
+    (found.inline if inline else found.attachments).append(entry)
+
+
+def _parts(msg: Message, notes: list[str], sizes: bool = True) -> _Parts:
     """Split a message into its text, HTML, inline parts and attachments (``sizes``: decode each
-    inline part and attachment to report its size; a summary only counts them)."""
+    inline part and attachment to report its size; a summary only counts them). A part that
+    cannot be read is noted and skipped; the others are still filed."""
     found = _Parts()
     for part_id, part, in_related in leaves(msg):
-        ctype = part.get_content_type()
-        disposition = (part.get_content_disposition() or "").lower()
-        filename = _filename(part)
-        if disposition != "attachment" and not filename:
-            if ctype == "text/plain" and not found.text:
-                found.text = _decoded_text(part)
-                continue
-            if ctype == "text/html" and not found.html:
-                found.html = _decoded_text(part)
-                continue
-            if ctype.startswith("text/") or ctype.startswith("multipart/"):
-                continue
-        content_id = (_raw_values(part, "Content-ID") or [""])[0].strip("<>")
-        entry = {
-            "PartID": part_id,
-            "FileName": filename,
-            "ContentType": ctype,
-            "ContentID": content_id,
-            "Size": len(_payload(part)) if sizes else 0,
-        }
-        inline = disposition == "inline" or (disposition != "attachment" and in_related and content_id)
-        (found.inline if inline else found.attachments).append(entry)
+        problems: list[str] = []
+        try:
+            _part_entry(part_id, part, in_related, sizes, found, problems)
+        except Exception as exc:
+            problems.append(_describe(exc))
+        notes += [f"part {part_id}: {problem}" for problem in problems]
     if not found.text and found.html:
         found.text = _SPACE_RE.sub(" ", html_to_text(found.html)).strip()
     return found
 
 
+def _created(message_id: str) -> float:
+    try:
+        return id_time(message_id)
+    except ValueError:  # not an id (the store only passes ids)
+        return 0.0
+
+
 def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
     """The summary of a stored message (used when indexing): one parse that reads at most
-    :data:`SUMMARY_PART_BYTES` of each part's body and decodes no attachment."""
-    msg = _parse_for_summary(raw)
-    mail_from, rcpt_to = envelope(msg)
-    to, cc = addresses(msg, "To"), addresses(msg, "Cc")
-    senders = addresses(msg, "From")
-    parts = _parts(msg, sizes=False)
+    :data:`SUMMARY_PART_BYTES` of each part's body and decodes no attachment. Never raises: what
+    could not be read is left out and named in ``parse_error``."""
+    size = len(raw) if size is None else size
+    notes: list[str] = []
+    try:
+        msg, notes = _parse_for_summary(raw)
+        head = _head(msg, notes)
+        parts = _guarded(notes, "parts", lambda: _parts(msg, notes, sizes=False), _Parts())
+    except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
+        notes.append(f"message: {_describe(exc)}")
+        head, parts = _bare_head(raw, notes), _Parts()
+    text = parts.text[:TEXT_SEARCH_LENGTH]
     return Summary(
         id=message_id,
-        message_id=_message_id(msg),
-        sender=senders[0] if senders else None,
-        to=to, cc=cc, bcc=_bcc(msg, rcpt_to, to, cc), reply_to=addresses(msg, "Reply-To"),
-        subject=_decoded(msg, "Subject"),
-        created=id_time(message_id),
-        size=len(raw) if size is None else size,
+        message_id=head.message_id,
+        sender=head.sender,
+        to=head.to, cc=head.cc, bcc=head.bcc, reply_to=head.reply_to,
+        subject=head.subject,
+        created=_created(message_id),
+        size=size,
         attachments=len(parts.attachments),
-        snippet=snippet(parts.text[:TEXT_SEARCH_LENGTH]),
-        mail_from=mail_from, rcpt_to=rcpt_to,
-        text=parts.text[:TEXT_SEARCH_LENGTH],
+        snippet=snippet(text),
+        mail_from=head.mail_from, rcpt_to=head.rcpt_to,
+        text=text,
+        parse_error=_parse_error(notes),
     )
 
 
@@ -433,61 +833,74 @@ def _date(msg: Message, message_id: str) -> str:
     """The Date header as RFC 3339 (the arrival time when it is missing or unparseable)."""
     try:
         when = email.utils.parsedate_to_datetime(_decoded(msg, "Date"))
-    except (TypeError, ValueError, IndexError):
-        when = None
-    if when is None:
-        return rfc3339(id_time(message_id))
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.isoformat().replace("+00:00", "Z")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.isoformat().replace("+00:00", "Z")
+    except Exception:
+        return rfc3339(_created(message_id))
 
 
 def detail(message_id: str, raw: bytes, *, read: bool = False) -> dict[str, Any]:
-    """Mailpit's ``GET /api/v1/message/{ID}`` for a stored message."""
-    msg = parse(raw)
-    mail_from, rcpt_to = envelope(msg)
-    to, cc = addresses(msg, "To"), addresses(msg, "Cc")
-    senders = addresses(msg, "From")
-    parts = _parts(msg)
+    """Mailpit's ``GET /api/v1/message/{ID}`` for a stored message, plus ``ParseError`` (what
+    could not be read, ``""`` when all was). Never raises."""
+    notes: list[str] = []
+    try:
+        msg, notes = _parse(raw)
+        head = _head(msg, notes)
+        parts = _guarded(notes, "parts", lambda: _parts(msg, notes), _Parts())
+        date = _date(msg, message_id)
+    except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
+        notes.append(f"message: {_describe(exc)}")
+        head, parts, date = _bare_head(raw, notes), _Parts(), rfc3339(_created(message_id))
     return {
         "ID": message_id,
-        "MessageID": _message_id(msg),
+        "MessageID": head.message_id,
         "Read": read,
-        "From": senders[0].to_json() if senders else None,
-        "To": [a.to_json() for a in to],
-        "Cc": [a.to_json() for a in cc],
-        "Bcc": [a.to_json() for a in _bcc(msg, rcpt_to, to, cc)],
-        "ReplyTo": [a.to_json() for a in addresses(msg, "Reply-To")],
-        "ReturnPath": mail_from,
-        "Subject": _decoded(msg, "Subject"),
-        "Date": _date(msg, message_id),
-        "Created": rfc3339(id_time(message_id)),
+        "From": head.sender.to_json() if head.sender else None,
+        "To": [a.to_json() for a in head.to],
+        "Cc": [a.to_json() for a in head.cc],
+        "Bcc": [a.to_json() for a in head.bcc],
+        "ReplyTo": [a.to_json() for a in head.reply_to],
+        "ReturnPath": head.mail_from,
+        "Subject": head.subject,
+        "Date": date,
+        "Created": rfc3339(_created(message_id)),
         "Tags": [],
         "Text": parts.text,
         "HTML": parts.html,
         "Size": len(raw),
         "Inline": parts.inline,
         "Attachments": parts.attachments,
-        "MailFrom": mail_from,
-        "RcptTo": rcpt_to,
+        "MailFrom": head.mail_from,
+        "RcptTo": head.rcpt_to,
+        "ParseError": _parse_error(notes),
     }
 
 
 def part(raw: bytes, part_id: str) -> tuple[str, str, bytes]:
-    """``(content_type, filename, decoded bytes)`` of one part; :class:`KeyError` if there is none."""
-    for leaf_id, leaf, _ in leaves(parse(raw)):
-        if leaf_id == part_id:
-            return leaf.get_content_type(), _filename(leaf), _payload(leaf)
+    """``(content_type, filename, decoded bytes)`` of one part: the type is always a clean
+    ``type/subtype``, the name has no control characters. :class:`KeyError` if there is no such
+    part (or it lies past the display limits); nothing else is raised."""
+    try:
+        for leaf_id, leaf, _ in leaves(parse(raw)):
+            if leaf_id == part_id:
+                return _content_type(leaf), _filename(leaf), _payload(leaf)
+    except Exception as exc:  # a part that cannot be reached is not there
+        raise KeyError(part_id) from exc
     raise KeyError(part_id)
 
 
 def headers(raw: bytes) -> dict[str, list[str]]:
-    """Header name -> values in order, as stored (unfolded, not decoded); names keep first spelling.
+    """Header name -> values in order, as stored (unfolded, not decoded; 8-bit bytes read as
+    UTF-8); names keep their first spelling. Reads the first :data:`MAX_HEADER_BYTES` of the
+    header block only; never raises.
 
     Folding (a line break before white space) becomes one space, as Go's textproto does."""
     found: dict[str, list[str]] = {}
     names: dict[str, str] = {}
-    for name, value in _header_parser.parsebytes(raw).items():
+    msg, _ = _parse_chunks(_capped(raw)[0], headers_only=True)
+    for name, value in msg.raw_items():
         key = names.setdefault(name.lower(), name)
-        found.setdefault(key, []).append(re.sub(r"\r?\n[ \t]+", " ", str(value)).strip())
+        text = value if isinstance(value, str) else str(value)
+        found.setdefault(key, []).append(_unescape(_FOLD_RE.sub(" ", text).strip()))
     return found

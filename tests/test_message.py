@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
 from email.message import EmailMessage
+
+import pytest
 
 from smtp_sink import message
 from smtp_sink.ids import id_time, new_id
@@ -163,7 +168,8 @@ def big_multipart(text_lines: int) -> bytes:
 def test_summary_of_a_big_message_reads_a_bounded_prefix_of_each_part() -> None:
     raw = big_multipart(40000)
     assert len(raw) > 4 * message.SUMMARY_PART_BYTES
-    whole, bounded = message.parse(raw), message._parse_for_summary(raw)
+    whole, (bounded, notes) = message.parse(raw), message._parse_for_summary(raw)
+    assert notes == []
     shape = [(pid, leaf.get_content_type(), leaf.get_filename()) for pid, leaf, _ in message.leaves(whole)]
     assert [(pid, leaf.get_content_type(), leaf.get_filename()) for pid, leaf, _ in message.leaves(bounded)] == shape
     # Each part is cut, but for one made of "--" lines: every such line is kept (it may be a boundary).
@@ -184,7 +190,7 @@ def test_summary_of_a_big_message_reads_a_bounded_prefix_of_each_part() -> None:
 def test_summary_of_a_big_plain_message_reads_a_bounded_prefix() -> None:
     head = TRACE + b"From: App <app@example.test>\r\nTo: a@example.test,\r\n B <b@example.test>\r\nSubject: log\r\n\r\n"
     raw = head + b"".join(b"log line %d\r\n" % n for n in range(200000))
-    assert len(message._parse_for_summary(raw).get_payload()) <= message.SUMMARY_PART_BYTES
+    assert len(message._parse_for_summary(raw)[0].get_payload()) <= message.SUMMARY_PART_BYTES
     summary = message.summarize(new_id(), raw)
     assert [(a.name, a.address) for a in summary.to] == [("", "a@example.test"), ("B", "b@example.test")]
     assert summary.snippet.startswith("log line 0 log line 1 ") and summary.attachments == 0
@@ -196,7 +202,7 @@ def test_summary_of_a_big_plain_message_reads_a_bounded_prefix() -> None:
 def summarize_by_full_parse(raw: bytes) -> message.Summary:
     """What summarize gives when it parses the message whole (the bounded paths must agree)."""
     original = message._parse_for_summary
-    message._parse_for_summary = lambda data, keep=0: message.parse(data)
+    message._parse_for_summary = lambda data, keep=0: message._parse(data)
     try:
         return message.summarize("01HZZZZZZZZZZZZZZZZZZZZZZZ", raw)
     finally:
@@ -238,3 +244,188 @@ def test_plain_address_lists_read_as_the_stdlib_reads_them() -> None:
         if "=?" in value or '"' in value or "(" in value or not value.isascii():
             continue  # these take the header registry, not getaddresses
         assert message.addresses(msg, "To") == stdlib, value
+
+
+# -- Hostile messages (issue 13): display parsing is total, bounded and flags what it could not read --
+
+HEAD = b"From: Ann <ann@example.test>\r\nTo: bob@example.test\r\nSubject: still listed\r\n"
+
+
+def nested(depth: int) -> bytes:
+    """Multiparts nested ``depth`` deep with a text part at the bottom."""
+    opens = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (n, n + 1)
+                     for n in range(depth - 1))
+    closes = b"".join(b"--b%d--\r\n" % n for n in range(depth - 1, -1, -1))
+    return (HEAD + b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + opens
+            + b"--b%d\r\nContent-Type: text/plain\r\n\r\ndeep text\r\n" % (depth - 1) + closes)
+
+
+def many_parts(count: int, body: bytes = b"x") -> bytes:
+    parts = b"".join(b"--p\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment;"
+                     b" filename=f%d.bin\r\n\r\n%s\r\n" % (n, body) for n in range(count))
+    return HEAD + b"Content-Type: multipart/mixed; boundary=p\r\n\r\n" + parts + b"--p--\r\n"
+
+
+# The samples of issue 13 §1: each one made every listing fail before.
+POISON = {
+    "charset-undefined": HEAD + b"Content-Type: text/plain; charset=undefined\r\n\r\nbody text\r\n",
+    "charset-nul": HEAD + b'Content-Type: text/plain; charset="utf\x008"\r\n\r\nbody text\r\n',
+    "rfc2231-charset-nul": HEAD + b"Content-Type: text/plain; charset*=x%00''abc\r\n\r\nbody text\r\n",
+    "charset-idna-8bit": HEAD + b"Content-Type: text/plain; charset=idna\r\n\r\nbody text \xe9\xff\r\n",
+    "nested-1000": nested(1000),
+}
+
+
+@pytest.mark.parametrize("raw", POISON.values(), ids=POISON.keys())
+def test_a_poison_message_is_summarized_and_flagged(raw: bytes) -> None:
+    message_id = new_id()
+    summary = message.summarize(message_id, raw)
+    assert (summary.subject, summary.size, summary.created) == ("still listed", len(raw), id_time(message_id))
+    assert summary.sender == message.Address("Ann", "ann@example.test")
+    assert [a.address for a in summary.to] == ["bob@example.test"]
+    assert summary.parse_error  # flagged, and the flag survives the index's JSON round trip
+    data = summary.to_json()
+    assert data["ParseError"] == summary.parse_error
+    assert message.Summary.from_json(json.loads(json.dumps(data))) == summary.__class__(**{**vars(summary), "text": ""})
+    detail = message.detail(message_id, raw)
+    assert detail["ParseError"] and detail["Subject"] == "still listed" and detail["Size"] == len(raw)
+    json.dumps(detail, ensure_ascii=False).encode()  # no lone surrogate anywhere
+    assert message.headers(raw)["Subject"] == ["still listed"]
+
+
+@pytest.mark.parametrize(("raw", "text", "note"), [
+    (POISON["charset-undefined"], "body text\n", "unknown charset 'undefined'"),
+    (POISON["charset-nul"], "body text\n", "unknown charset 'utf\\x008'"),
+    (POISON["rfc2231-charset-nul"], "body text\n", "unreadable charset parameter"),
+    (POISON["charset-idna-8bit"], "body text \ufffd\ufffd\n", "unknown charset 'idna'"),
+])
+def test_a_body_in_an_unusable_charset_is_shown_as_utf8(raw: bytes, text: str, note: str) -> None:
+    detail = message.detail(new_id(), raw)
+    assert detail["Text"] == text
+    assert detail["ParseError"].startswith(f"part 0: {note}")
+    assert message.part(raw, "0") == ("text/plain", "", raw.split(b"\r\n\r\n", 1)[1])
+
+
+def test_ordinary_mail_has_an_empty_parse_error() -> None:
+    raw = rich_message()
+    assert message.summarize(new_id(), raw).parse_error == ""
+    assert message.detail(new_id(), raw)["ParseError"] == ""
+    assert message.summarize(new_id(), big_multipart(2000)).parse_error == ""
+
+
+def test_nesting_past_max_depth_shows_the_parts_above_it() -> None:
+    shallow = nested(message.MAX_DEPTH)
+    detail = message.detail(new_id(), shallow)
+    assert (detail["Text"], detail["ParseError"]) == ("deep text", "")
+    deep = nested(message.MAX_DEPTH + 1)
+    detail = message.detail(new_id(), deep)
+    assert detail["Text"] == "" and f"nested more than {message.MAX_DEPTH} deep" in detail["ParseError"]
+    assert message.summarize(new_id(), deep).parse_error == detail["ParseError"]
+
+
+def test_parts_past_max_parts_are_not_parsed() -> None:
+    raw = many_parts(message.MAX_PARTS + 500)
+    detail = message.detail(new_id(), raw)
+    # the message itself and the multipart are entities too: MAX_PARTS - 1 parts fit
+    assert len(detail["Attachments"]) == message.MAX_PARTS - 1
+    assert detail["Attachments"][-1]["FileName"] == f"f{message.MAX_PARTS - 2}.bin"
+    assert f"more than {message.MAX_PARTS} MIME parts" in detail["ParseError"]
+    summary = message.summarize(new_id(), raw)
+    assert summary.attachments == message.MAX_PARTS - 1 and summary.parse_error == detail["ParseError"]
+    assert message.part(raw, "1") == ("application/octet-stream", "f0.bin", b"x")
+    with pytest.raises(KeyError):
+        message.part(raw, str(message.MAX_PARTS + 100))
+    assert message.detail(new_id(), many_parts(message.MAX_PARTS - 1))["ParseError"] == ""
+
+
+def test_a_header_block_past_max_header_bytes_is_cut() -> None:
+    junk = b"X-Junk: " + b"j" * 998 + b"\r\n"
+    raw = (b"From: ann@example.test\r\n" + junk * (message.MAX_HEADER_BYTES // len(junk) + 1)
+           + b"Subject: after the junk\r\n\r\nbody\r\n")
+    detail = message.detail(new_id(), raw)
+    assert detail["From"] == {"Name": "", "Address": "ann@example.test"}
+    assert detail["Subject"] == "" and f"longer than {message.MAX_HEADER_BYTES} bytes" in detail["ParseError"]
+    assert detail["Text"] == "body\n"
+    found = message.headers(raw)
+    assert "Subject" not in found and sum(len(v) + 10 for v in found["X-Junk"]) <= message.MAX_HEADER_BYTES
+    # a short header block ended by a line that is no header (no blank line): the rest is body, uncut
+    body = b"no header here\r\n" + b"x\r\n" * message.MAX_HEADER_BYTES
+    detail = message.detail(new_id(), b"Subject: s\r\n" + body)
+    assert detail["ParseError"] == "" and detail["Text"] == body.decode().replace("\r\n", "\n")
+
+
+def test_an_overlong_boundary_is_not_used() -> None:
+    boundary = b"b" * (message._BOUNDARY_LIMIT + 1)
+    raw = (HEAD + b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n--' + boundary
+           + b"\r\nContent-Type: text/plain\r\n\r\ninner\r\n--" + boundary + b"--\r\n")
+    detail = message.detail(new_id(), raw)
+    assert "boundary is longer than" in detail["ParseError"]
+    assert detail["Attachments"] == [] and "inner" not in detail["Text"]
+
+
+# Each took seconds before (quadratic regexes and MIME parameter splitting); the bound is generous.
+LINEAR = {
+    "to-20000-a": b"From: x@example.test\r\nTo: " + b"a" * 20000 + b"\r\nSubject: s\r\n\r\nhi\r\n",
+    "to-a-then-at": b"To: " + b"a" * 20000 + b"@\r\n\r\nhi\r\n",
+    "script-128k": b"Content-Type: text/html\r\n\r\n" + b"<script>" * 16384 + b"\r\n",
+    "style-tags-no-close": b"Content-Type: text/html\r\n\r\n" + b"<style <br " * 12000 + b"\r\n",
+    "lt-without-gt": b"Content-Type: text/html\r\n\r\n" + b"<" * 60000 + b"\r\n",
+    "br-without-gt": b"Content-Type: text/html\r\n\r\n" + b"<br" * 30000 + b"\r\n",
+    "quoted-semicolons": b'Content-Type: text/plain; name="' + b";" * 60000 + b"\r\n\r\nhi\r\n",
+    "address-commas": b'To: "x" ' + b"a," * 30000 + b"\r\n\r\nhi\r\n",
+    "parts-280k": many_parts(280000, b"y" * 20),
+}
+
+
+@pytest.mark.parametrize("raw", LINEAR.values(), ids=LINEAR.keys())
+def test_hostile_content_costs_linear_time(raw: bytes) -> None:
+    started = time.perf_counter()
+    summary = message.summarize(new_id(), raw)
+    detail = message.detail(new_id(), raw)
+    message.headers(raw)
+    with contextlib.suppress(KeyError):
+        message.part(raw, "1")
+    assert time.perf_counter() - started < 1.5, "display parsing must stay linear"
+    assert summary.size == len(raw) and detail["Size"] == len(raw)
+
+
+def test_eight_bit_headers_are_listed_as_utf8_text() -> None:
+    raw = "Subject: grüße\r\nTo: Jörg <jörg@exämple.test>\r\n".encode() + b"X-Bad: \xff\r\n\r\nhi\r\n"
+    found = message.headers(raw)
+    assert found["Subject"] == ["grüße"] and found["To"] == ["Jörg <jörg@exämple.test>"]
+    assert found["X-Bad"] == ["\ufffd"]  # not UTF-8: replaced, never a lone surrogate
+    json.dumps(found, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize(("content_type", "expected"), [
+    (b"image/png", "image/png"),
+    (b"IMAGE/PNG; name=a.png", "image/png"),
+    (b"image/\r\n png", "application/octet-stream"),  # folded inside the type
+    (b"image/p\x01ng", "application/octet-stream"),  # a control character
+    (b"image/png\x00", "application/octet-stream"),
+    (b"text/html\x7f", "application/octet-stream"),
+    (b"a/" + b"b" * 300, "application/octet-stream"),
+    (b"image/png;\r\n name=\"a.png\"", "image/png"),  # folded between parameters: fine
+])
+def test_part_content_type_is_a_clean_token(content_type: bytes, expected: str) -> None:
+    raw = (HEAD + b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: " + content_type
+           + b"\r\nContent-Disposition: attachment; filename=a.bin\r\n\r\nDATA\r\n--q--\r\n")
+    ctype, filename, data = message.part(raw, "1")
+    assert (ctype, filename, data) == (expected, "a.bin", b"DATA")
+    assert message.detail(new_id(), raw)["Attachments"][0]["ContentType"] == expected
+
+
+@pytest.mark.parametrize(("disposition", "expected"), [
+    (b"attachment; filename=\"r\xc3\xa9port.pdf\"", "réport.pdf"),  # raw UTF-8 (RFC 6532)
+    (b"attachment; filename*=utf-8''r%C3%A9port.pdf", "réport.pdf"),
+    (b"attachment; filename*=x%00''abc.pdf", "abc.pdf"),  # unusable RFC 2231 charset: read as UTF-8
+    (b"attachment; filename*=undefined''abc.pdf", "abc.pdf"),
+    (b"attachment; filename=\"a\x01b\x1bc.pdf\"", "abc.pdf"),  # control characters dropped
+    (b"attachment; filename*0*=utf-8''%C3%A9; filename*" + b"9" * 5000 + b"=x", ""),  # int() refuses it
+    (b"attachment; filename=\"=?utf-8?q?=C3=A9t=C3=A9.txt?=\"", "été.txt"),
+])
+def test_part_file_names_are_text(disposition: bytes, expected: str) -> None:
+    raw = (HEAD + b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: application/pdf\r\n"
+           b"Content-Disposition: " + disposition + b"\r\n\r\nPDF\r\n--q--\r\n")
+    assert message.part(raw, "1") == ("application/pdf", expected, b"PDF")
+    json.dumps(message.detail(new_id(), raw), ensure_ascii=False).encode()
