@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,12 @@ import pytest
 
 from smtp_sink.config import Config, SMTPConfig, StoreConfig
 from smtp_sink.server import ServerThread, SinkServer
+
+# The console scripts (smtp-sink, smtp-send) the tests run are those of the Python running the
+# tests, as in an activated virtual environment: `.venv/bin/python -m pytest` finds .venv/bin's.
+_SCRIPTS = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _SCRIPTS:
+    os.environ["PATH"] = _SCRIPTS + os.pathsep + os.environ.get("PATH", "")
 
 
 def make_config(
