@@ -22,6 +22,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from typing import Any
 
+from . import trace
 from .ids import id_time
 
 SNIPPET_LENGTH = 250
@@ -30,7 +31,6 @@ TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
 # searched text in any transfer encoding); the rest of a big part is never parsed or decoded.
 SUMMARY_PART_BYTES = 256 * 1024
 _SUMMARY_HEADER_BYTES = 65536  # a part's header block kept whole up to this size
-_TRACE_HEADERS = {"return-path", "received", "x-original-to", "x-sink-auth"}
 _SPACE_RE = re.compile(r"\s+")
 _TAG_RE = re.compile(r"<[^>]*>")
 _DROP_RE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
@@ -203,19 +203,10 @@ def _parse_for_summary(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> Message:
 
 
 def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
-    """``(mail_from, rcpt_to)`` from the trace headers the server wrote at the top."""
-    msg = _header_parser.parsebytes(raw) if isinstance(raw, bytes) else raw
-    mail_from, rcpt_to = "", []
-    for name, value in msg.raw_items():
-        key = name.lower()
-        if key not in _TRACE_HEADERS:
-            break
-        value = _SPACE_RE.sub(" ", _unescape(str(value))).strip()
-        if key == "return-path" and not mail_from:
-            mail_from = value.strip("<>")
-        elif key == "x-original-to":
-            rcpt_to.append(value.strip("<>"))
-    return mail_from, rcpt_to
+    """``(mail_from, rcpt_to)`` from the trace block the server wrote (see :mod:`smtp_sink.trace`):
+    header lines in the client's data never count."""
+    found = trace.read(raw)
+    return found.mail_from, list(found.rcpt_to)
 
 
 def _unescape(value: str) -> str:

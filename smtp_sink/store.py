@@ -2,18 +2,16 @@
 
 A message is written to ``<store>/tmp/`` and ``os.replace``d into place before the server
 answers 250, so a reader never sees half a message and a crash never leaves one. The stored
-bytes are trace headers (``Return-Path``, ``Received``, one ``X-Original-To`` per envelope
-recipient) followed by exactly what the client sent, dot-stuffing undone.
+bytes are the trace headers of :mod:`smtp_sink.trace` (the envelope, written and read back there)
+followed by exactly what the client sent, dot-stuffing undone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import errno
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -21,18 +19,19 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__
 from .ids import is_id, new_id
 from .index import Index, Page, id_floor
 from .message import Summary, detail, summarize
-from .protocol import Envelope
+from .trace import trace_headers
+
+if TYPE_CHECKING:
+    from .protocol import Envelope
 
 __all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
 log = logging.getLogger("smtp_sink")
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TMP_SUFFIX = ".tmp"
 INDEX_CHUNK = 500  # messages parsed and inserted per index transaction
 
@@ -72,55 +71,6 @@ class StoredMessage:
     @property
     def path(self) -> Path:
         return Path(self.file)
-
-
-def _clean(text: str) -> str:
-    """Text safe inside a header: no control characters (no header injection)."""
-    return _CONTROL_RE.sub("?", text)
-
-
-_date_cache: tuple[int, str] = (-1, "")
-
-
-def _date(when: float | None) -> str:
-    """RFC 5322 date of ``when`` (now if None) in local time; the current second's is cached."""
-    global _date_cache
-    if when is not None:
-        return email.utils.formatdate(when, localtime=True)
-    now = time.time()
-    second = int(now)
-    cached = _date_cache
-    if cached[0] == second:
-        return cached[1]
-    date = email.utils.formatdate(second, localtime=True)
-    _date_cache = (second, date)
-    return date
-
-
-def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: float | None = None) -> bytes:
-    """``Return-Path``, ``Received`` (RFC 5321 section 4.4) and ``X-Original-To`` headers."""
-    protocol = "ESMTP" if envelope.esmtp else "SMTP"
-    if envelope.esmtp:  # RFC 3848: ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both
-        suffix = ("S" if envelope.tls else "") + ("A" if envelope.auth_user is not None else "")
-        protocol += suffix
-    rcpt_to = envelope.rcpt_to
-    helo = envelope.helo
-    if not (helo.isascii() and helo.isprintable()):
-        helo = _clean(helo)
-    recipient = f"\r\n\tfor <{rcpt_to[0]}>" if len(rcpt_to) == 1 else ""
-    text = (
-        f"Return-Path: <{envelope.mail_from}>\r\n"
-        f"Received: from {helo or 'unknown'} ([{envelope.peer}])\r\n"
-        f"\tby {hostname} (smtp-sink {__version__}) with {protocol} id {message_id}{recipient};\r\n"
-        f"\t{_date(when)}\r\n"
-    )
-    if envelope.auth_user is not None:
-        text += f"X-Sink-Auth: {_clean(envelope.auth_user)}\r\n"
-    if len(rcpt_to) == 1:
-        text += f"X-Original-To: {rcpt_to[0]}\r\n"
-    else:
-        text += "".join([f"X-Original-To: {rcpt}\r\n" for rcpt in rcpt_to])
-    return text.encode("utf-8")
 
 
 class Store:
