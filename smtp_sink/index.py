@@ -185,7 +185,7 @@ def damaged(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         return not transient(exc) and any(word in str(exc).lower() for word in _DAMAGE_WORDS)
-    return isinstance(exc, sqlite3.DatabaseError)
+    return type(exc) is sqlite3.DatabaseError  # "file is not a database", "disk image is malformed"
 
 
 def inconsistency(db: sqlite3.Connection) -> str | None:

@@ -224,7 +224,8 @@ class Store:
 
     def _check_index(self) -> None:
         """Every INDEX_CHECK_INTERVAL s: reopen the index when its file was removed or replaced (the
-        store folder deleted while running), or when a memory index can move back to the file."""
+        store folder deleted while running), or when a memory index can move back to the file. The
+        old one is not closed here: a reader still using it finishes (it closes once unused)."""
         now = time.monotonic()
         if self._index is None or now - self._index_checked_at < INDEX_CHECK_INTERVAL:
             return
@@ -232,24 +233,21 @@ class Store:
         index = self._index
         try:
             found = os.stat(index.path)
-            same = index.identity == (found.st_dev, found.st_ino)
-        except OSError:
-            same = False
-        if same:
-            return
-        if index.memory:
-            try:
-                replacement = Index(self.path, repair=self._summarize)
-            except IndexUnavailable:
+            if index.identity == (found.st_dev, found.st_ino):
                 return
-        else:
-            log.warning("index %s was removed or replaced: reopening it", index.path)
-            replacement = None
+        except OSError:
+            pass
         with self._index_lock:
-            index.close()
-            self._index = replacement
+            if index.memory:
+                try:
+                    self._index = Index(self.path, repair=self._summarize)
+                except IndexUnavailable:
+                    return
+            else:
+                log.warning("index %s was removed or replaced: reopening it", index.path)
+                self._index = self._open_index()
             self._scanned_mtime = -1
-            self.index  # noqa: B018 - opens (if needed) and rescans
+            self._rescan_softly()
 
     def close(self) -> None:
         """Index what is pending and close the index (a later use opens it again)."""
