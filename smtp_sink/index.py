@@ -162,7 +162,7 @@ _TRANSIENT_CODES = {5, 6, 7, 8, 10, 13, 14}  # BUSY LOCKED NOMEM READONLY IOERR 
 _TRANSIENT_WORDS = ("locked", "disk is full", "disk i/o error", "readonly", "unable to open", "out of memory")
 _DAMAGE_WORDS = ("no such table", "no such column", "no such index", "malformed")
 _REQUIRED = {
-    ("table", "messages"), ("table", "stats"), ("table", "fts"), ("index", "messages_unread"),
+    ("table", "messages"), ("table", "stats"), ("table", "fts"), ("table", "fts_docsize"), ("index", "messages_unread"),
     ("trigger", "messages_insert"), ("trigger", "messages_delete"), ("trigger", "messages_read"),
 }
 
@@ -200,10 +200,12 @@ def inconsistency(db: sqlite3.Connection) -> str | None:
         stats = db.execute("SELECT total, unread FROM stats WHERE k = 0").fetchone()
         if stats is None:
             return "no stats row"
-        rows, unread = db.execute("SELECT count(*), count(*) - coalesce(sum(read), 0) FROM messages").fetchone()
+        # counted over the id index, the unread index and the search table's size table: a few ms per 100k
+        rows = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        unread = db.execute("SELECT count(*) FROM messages WHERE read = 0").fetchone()[0]
         if tuple(stats) != (rows, unread):
             return f"counters say {stats[0]} messages, {stats[1]} unread; the table holds {rows}, {unread} unread"
-        searchable = db.execute("SELECT count(*) FROM fts").fetchone()[0]
+        searchable = db.execute("SELECT count(*) FROM fts_docsize").fetchone()[0]
         if searchable != rows:
             return f"{searchable} rows in the search table for {rows} messages"
         return None
