@@ -245,9 +245,12 @@ class Index:
         self._clear_the_way()
         db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         try:
+            db.execute("BEGIN")  # one snapshot: another process may be creating the schema right now
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            objects = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            db.execute("COMMIT")
             if version == 0:
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                if objects:
                     raise IndexCorrupt("a database that is not an index")
                 db.execute("PRAGMA journal_mode = WAL")
                 db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # others see all of it or nothing
@@ -261,11 +264,11 @@ class Index:
                 if problem is not None:
                     raise IndexCorrupt(problem)
             db.execute("PRAGMA synchronous = NORMAL")
-            stat = os.stat(self.path)
+            opened = os.stat(self.path)
         except BaseException:
             db.close()
             raise
-        self.identity = (stat.st_dev, stat.st_ino)
+        self.identity = (opened.st_dev, opened.st_ino)
         return db
 
     def _clear_the_way(self) -> None:
