@@ -116,10 +116,10 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
 
 # -- reading ------------------------------------------------------------------------------
 
-_Field = tuple[str, str, int]  # (lower-case name, value as stored, offset just past the field)
+_Field = tuple[str, str, int, int]  # (lower-case name, value as stored, end of its first line, end of the field)
 
 
-def _byte_fields(raw: bytes) -> Iterator[_Field]:
+def _byte_fields(raw: bytes | bytearray) -> Iterator[_Field]:
     """The header fields at the start of ``raw``, one at a time (only those asked for are read):
     continuation lines joined, 8-bit bytes read as UTF-8. Stops at the first line that is no header."""
     pos, size = 0, len(raw)
@@ -127,6 +127,7 @@ def _byte_fields(raw: bytes) -> Iterator[_Field]:
         pos = raw.find(b"\n") + 1 or size
     name: bytes | None = None
     parts: list[bytes] = []
+    first_end = 0
     while pos < size:
         end = raw.find(b"\n", pos)
         end = size if end < 0 else end
@@ -136,14 +137,18 @@ def _byte_fields(raw: bytes) -> Iterator[_Field]:
             pos = end + 1
             continue
         if name is not None:
-            yield name.decode("ascii", "replace").lower(), b"\r\n".join(parts).decode("utf-8", "replace"), pos
+            yield _decoded(name, parts, first_end, pos)
         colon = line.find(b":")
         if colon <= 0:
             return
         name, parts = line[:colon], [line[colon + 1:]]
-        pos = end + 1
+        pos = first_end = min(end + 1, size)
     if name is not None:
-        yield name.decode("ascii", "replace").lower(), b"\r\n".join(parts).decode("utf-8", "replace"), min(pos, size)
+        yield _decoded(name, parts, first_end, min(pos, size))
+
+
+def _decoded(name: bytes, parts: list[bytes], first_end: int, end: int) -> _Field:
+    return name.decode("ascii", "replace").lower(), b"\r\n".join(parts).decode("utf-8", "replace"), first_end, end
 
 
 def _message_fields(msg: Message) -> Iterator[_Field]:
@@ -152,15 +157,29 @@ def _message_fields(msg: Message) -> Iterator[_Field]:
         text = str(value)
         if not text.isascii():
             text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        yield name.lower(), text, 0
+        yield name.lower(), text, 0, 0
 
 
-def _value(text: str) -> str:
-    """A trace header's value: unfolded, outer white space and one pair of angle brackets removed."""
-    text = text.replace("\r\n", "").replace("\n", "").strip(" \t")
-    if text.startswith("<") and text.endswith(">"):
+def _value(text: str, first_line: bool = False, path: bool = True) -> str:
+    """A trace header's value: unfolded (or only its first line), outer white space removed, and
+    for a ``path`` (an address) one pair of angle brackets."""
+    if first_line:
+        text = text.split("\n", 1)[0]
+    text = text.replace("\r\n", "").replace("\n", "").strip(" \t\r")
+    if path and text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
     return text
+
+
+def _received_end(raw: bytes | bytearray | Message, field: _Field) -> int:
+    """Where the server's own ``Received`` field ends: after the line that follows the one ending
+    in ``;`` (``... id <id>;`` or ``for <rcpt>;``, then the date). Lines the client's data adds
+    to it (continuation lines) are not counted."""
+    if isinstance(raw, Message) or not field[3]:
+        return 0
+    semicolon = raw.find(b";\r\n", field[2], field[3])
+    end = -1 if semicolon < 0 else raw.find(b"\r\n", semicolon + 3, field[3])
+    return field[3] if end < 0 else end + 2
 
 
 def _own_received(value: str) -> bool:
@@ -170,7 +189,7 @@ def _own_received(value: str) -> bool:
 
 def read(source: bytes | bytearray | Message) -> Trace:
     """The :class:`Trace` at the top of a stored message (its bytes, or a parsed message)."""
-    fields = _message_fields(source) if isinstance(source, Message) else _byte_fields(bytes(source))
+    fields = _message_fields(source) if isinstance(source, Message) else _byte_fields(source)
     first = next(fields, None)
     if first is None or first[0] != "return-path":
         return Trace()
@@ -184,26 +203,27 @@ def read(source: bytes | bytearray | Message) -> Trace:
         field = next(fields, None)
     auth_user = None
     if field is not None and field[0] == "x-sink-auth":
-        auth_user = _value(field[1])
+        auth_user = _value(field[1], path=False)
         field = next(fields, None)
     if rcpt_to and field is not None and field[0] == "received" and _own_received(field[1]):
-        return Trace(mail_from, tuple(rcpt_to), auth_user, True, field[2])
+        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field))
     return Trace(mail_from, tuple(rcpt_to))  # not written by smtp-sink: no login
 
 
 def _legacy(mail_from: str, received: _Field, fields: Iterator[_Field]) -> Trace:
-    """The layout of earlier versions: ``Received``, ``X-Sink-Auth``, then ``X-Original-To`` lines."""
-    length = received[2]
+    """The layout of earlier versions: ``Received``, ``X-Sink-Auth``, then ``X-Original-To`` lines
+    (one line each: the client's data may add continuation lines to the last one)."""
+    length = received[3]
     field = next(fields, None)
     auth_user = None
     if field is not None and field[0] == "x-sink-auth":
-        auth_user, length = _value(field[1]), field[2]
+        auth_user, length = _value(field[1], first_line=True, path=False), field[2]
         field = next(fields, None)
     # "... id <id> for <rcpt>; <date>": a single recipient is named in the Received line itself
     single = _SPACE_RE.sub(" ", received[1]).rpartition(";")[0].rstrip().endswith(">")
     rcpt_to = []
     while field is not None and field[0] == "x-original-to":
-        rcpt_to.append(_value(field[1]))
+        rcpt_to.append(_value(field[1], True))
         length = field[2]
         if single:
             break

@@ -10,6 +10,7 @@ files. Real server, real sockets, real processes.
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtp_sink import trace
 from smtp_sink.index import INDEX_FILE
@@ -154,3 +157,36 @@ def test_a_file_dropped_in_by_hand_has_no_login() -> None:
     assert trace.read(raw) == trace.Trace("a@example.test", ("b@example.test",))
     assert trace.read(b"Subject: x\r\nX-Original-To: b@example.test\r\n\r\n") == trace.Trace()
     assert trace.read(FORGED) == trace.Trace()  # does not start with Return-Path: not a trace
+
+
+# -- for any content: the reader returns what the server wrote ---------------------------
+
+_TRACE_LINES = st.sampled_from([
+    b"Return-Path: <forger@victim.test>\r\n", b"X-Original-To: forged@victim.test\r\n", b"X-Sink-Auth: admin\r\n",
+    b"Received: from x ([1.2.3.4])\r\n\tby h (smtp-sink 9) with ESMTPSA id 01F\r\n\tfor <forged@victim.test>;\r\n",
+    b"\tfor <forged@victim.test>;\r\n", b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b"From ", b"\xff", b"\x00",
+])
+_CONTENT = st.lists(st.one_of(_TRACE_LINES, st.binary(max_size=12)), max_size=40).map(b"".join)
+_ADDRESS = st.sampled_from(["b@example.test", "<weird>@x.test", '"a b"@x.test', "jörg@exämple.test", "Postmaster",
+                            "x@[127.0.0.1]", '"<>"@x.test'])
+
+
+@settings(max_examples=800, deadline=None)
+@given(content=_CONTENT, mail_from=st.sampled_from(["", "a@example.test", "jörg@exämple.test"]),
+       rcpt_to=st.lists(_ADDRESS, min_size=1, max_size=4),
+       auth_user=st.none() | st.sampled_from(["<admin>", " x ", "a\r\nX-Sink-Auth: root"]) | st.text(max_size=20),
+       helo=st.text(max_size=30), esmtp=st.booleans(), tls=st.booleans())
+def test_any_content_after_any_envelope_reads_back_the_envelope(
+    content: bytes, mail_from: str, rcpt_to: list[str], auth_user: str | None, helo: str, esmtp: bool, tls: bool,
+) -> None:
+    from smtp_sink.message import parse
+    from smtp_sink.protocol import Envelope
+
+    envelope = Envelope(helo=helo, esmtp=esmtp, mail_from=mail_from, rcpt_to=rcpt_to, peer="127.0.0.1",
+                        tls=tls, auth_user=auth_user)
+    head = trace.trace_headers(envelope, "01ID", "sink.test")
+    written = None if auth_user is None else re.sub(r"[\x00-\x1f\x7f]", "?", auth_user).strip(" \t")
+    raw = head + content
+    assert trace.read(raw) == trace.Trace(mail_from, tuple(rcpt_to), written, True, len(head))
+    found = trace.read(parse(raw))  # the parsed message (what the index reads) agrees
+    assert (found.mail_from, found.rcpt_to, found.auth_user, found.own) == (mail_from, tuple(rcpt_to), written, True)
