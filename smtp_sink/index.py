@@ -11,12 +11,15 @@ reads and marks). One connection per :class:`Index`, guarded by a lock (threads 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import sqlite3
+import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,54 +150,181 @@ def parse_query(search: str | None = None, **filters: Any) -> Query:
 
 
 class IndexCorrupt(Exception):
-    """The index file is damaged; the caller rebuilds it."""
+    """The index file is damaged or inconsistent; the caller rebuilds it."""
+
+
+class IndexUnavailable(OSError):
+    """The index cannot be opened or written now (disk full, read-only, locked): not damage."""
+
+
+# SQLite result codes (the low byte of an extended code) that say "not now", never "damaged".
+_TRANSIENT_CODES = {5, 6, 7, 8, 10, 13, 14}  # BUSY LOCKED NOMEM READONLY IOERR FULL CANTOPEN
+_TRANSIENT_WORDS = ("locked", "disk is full", "disk i/o error", "readonly", "unable to open", "out of memory")
+_DAMAGE_WORDS = ("no such table", "no such column", "no such index", "malformed")
+_REQUIRED = {
+    ("table", "messages"), ("table", "stats"), ("table", "fts"), ("table", "fts_docsize"), ("index", "messages_unread"),
+    ("trigger", "messages_insert"), ("trigger", "messages_delete"), ("trigger", "messages_read"),
+}
+
+
+def transient(exc: BaseException) -> bool:
+    """True for an SQLite error that comes from the environment (full disk, lock, I/O), not damage."""
+    if isinstance(exc, IndexUnavailable):
+        return True
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _TRANSIENT_CODES
+    return any(word in str(exc).lower() for word in _TRANSIENT_WORDS)
+
+
+def damaged(exc: BaseException) -> bool:
+    """True for an SQLite error that means the file is corrupt or lost part of its schema."""
+    if isinstance(exc, IndexCorrupt):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return not transient(exc) and any(word in str(exc).lower() for word in _DAMAGE_WORDS)
+    return type(exc) is sqlite3.DatabaseError  # "file is not a database", "disk image is malformed"
+
+
+def inconsistency(db: sqlite3.Connection) -> str | None:
+    """What is wrong with an index of the current schema version (None: consistent). One read
+    transaction: schema objects, the ``stats`` row, and its counters against the rows."""
+    db.execute("BEGIN")
+    try:
+        found = set(db.execute("SELECT type, name FROM sqlite_master"))
+        missing = sorted(name for kind, name in _REQUIRED - found)
+        if missing:
+            return f"missing {', '.join(missing)}"
+        stats = db.execute("SELECT total, unread FROM stats WHERE k = 0").fetchone()
+        if stats is None:
+            return "no stats row"
+        # counted over the id index, the unread index and the search table's size table: a few ms per 100k
+        rows = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        unread = db.execute("SELECT count(*) FROM messages WHERE read = 0").fetchone()[0]
+        if tuple(stats) != (rows, unread):
+            return f"counters say {stats[0]} messages, {stats[1]} unread; the table holds {rows}, {unread} unread"
+        searchable = db.execute("SELECT count(*) FROM fts_docsize").fetchone()[0]
+        if searchable != rows:
+            return f"{searchable} rows in the search table for {rows} messages"
+        return None
+    finally:
+        db.execute("COMMIT")
 
 
 class Index:
-    """The SQLite index of one store folder."""
+    """The SQLite index of one store folder (``memory``: a private in-memory one, used when the
+    file cannot be opened, e.g. on a full disk).
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    ``repair(id)`` re-derives the summary of a row whose stored summary does not read back
+    (returns None when the message is gone)."""
+
+    def __init__(
+        self, folder: str | os.PathLike[str], *, memory: bool = False,
+        repair: Callable[[str], Summary | None] | None = None,
+    ) -> None:
         self.path = Path(folder) / INDEX_FILE
+        self.memory = memory
+        self.repair = repair
         self.lock = threading.RLock()
         self.rebuilt = False  # True when this open started from an empty file
+        self.problem: str | None = None  # why an existing file was thrown away
+        self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._carried: set[str] = set()  # ids read in a file thrown away: still read once re-added
         self.db = self._open()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            db.close()
-            raise IndexCorrupt(f"schema version {version}")
-        if version == 0:
+        """Connect; create the schema in an empty file, check an existing one (reads only: this
+        works on a full disk). Raises :class:`IndexCorrupt` for a file that must be rebuilt."""
+        if self.memory:
+            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            db.executescript(_SCHEMA)
             self.rebuilt = True
-        db.executescript(_SCHEMA)
-        db.execute("SELECT total FROM stats").fetchone()
+            return db
+        self._clear_the_way()
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("BEGIN")  # one snapshot: another process may be creating the schema right now
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            objects = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            db.execute("COMMIT")
+            if version == 0:
+                if objects:
+                    raise IndexCorrupt("a database that is not an index")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # others see all of it or nothing
+                self.rebuilt = True
+            elif version != SCHEMA_VERSION:
+                raise IndexCorrupt(f"schema version {version}, this program uses {SCHEMA_VERSION}")
+            else:
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")
+                problem = inconsistency(db)
+                if problem is not None:
+                    raise IndexCorrupt(problem)
+            db.execute("PRAGMA synchronous = NORMAL")
+            opened = os.stat(self.path)
+        except BaseException:
+            db.close()
+            raise
+        self.identity = (opened.st_dev, opened.st_ino)
         return db
 
+    def _clear_the_way(self) -> None:
+        """Remove whatever is at the index path that is not a file (a folder, a FIFO...)."""
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                self.problem = f"{self.path} is not a file"
+                self.remove_files()
+
     def _open(self) -> sqlite3.Connection:
-        """Open the index, replacing a damaged or outdated file with an empty one."""
+        """Open the index, replacing a damaged, inconsistent or outdated file with an empty one.
+        Raises :class:`IndexUnavailable` when it cannot be opened now (full disk, read-only)."""
         try:
-            return self._connect()
-        except (IndexCorrupt, sqlite3.DatabaseError) as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            try:
+                return self._connect()
+            except (IndexCorrupt, sqlite3.DatabaseError) as exc:
+                if transient(exc):
+                    raise
+                self.problem = str(exc)
+                self._carry_read_flags()
+                self.remove_files()
+                self.rebuilt = True
+                return self._connect()
+        except (sqlite3.Error, IndexCorrupt, OSError) as exc:
+            if isinstance(exc, IndexUnavailable):
                 raise
-            self.remove_files()
-            self.rebuilt = True
-            return self._connect()
+            raise IndexUnavailable(getattr(exc, "errno", None) or errno.EIO,
+                                   f"cannot open {self.path}: {exc}") from exc
+
+    def _carry_read_flags(self) -> None:
+        """Remember which messages a file about to be thrown away had marked read, if it can tell."""
+        with contextlib.suppress(sqlite3.Error, OSError):
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            old = sqlite3.connect(uri, uri=True, timeout=1)
+            try:
+                self._carried = {row[0] for row in old.execute("SELECT id FROM messages WHERE read = 1")}
+            finally:
+                old.close()
 
     def remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
+            target = f"{self.path}{suffix}"
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.path}{suffix}")
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                else:
+                    os.unlink(target)
 
     def reset(self) -> None:
         """Throw the file away and start an empty one (after corruption was detected)."""
         with self.lock:
             with contextlib.suppress(sqlite3.Error):
                 self.db.close()
-            self.remove_files()
+            if not self.memory:
+                self._carry_read_flags()
+                self.remove_files()
             self.db = self._connect()
             self.rebuilt = True
 
@@ -223,9 +353,10 @@ class Index:
             for summary in summaries:
                 data = summary.to_json()
                 del data["Read"]
+                read = summary.read or summary.id in self._carried
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO messages (id, read, summary) VALUES (?, ?, ?)",
-                    (summary.id, int(summary.read), json.dumps(data)),  # ASCII: survives any stray surrogate
+                    (summary.id, int(read), json.dumps(data)),  # ASCII: survives any stray surrogate
                 )
                 if cursor.rowcount != 1:
                     continue
@@ -281,8 +412,28 @@ class Index:
 
     def get(self, message_id: str) -> Summary | None:
         with self.lock:
-            row = self.db.execute("SELECT summary, read FROM messages WHERE id = ?", (message_id,)).fetchone()
-        return _summary(row) if row else None
+            row = self.db.execute("SELECT id, summary, read FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return self._summary(row) if row else None
+
+    def _summary(self, row: tuple[str, str, int]) -> Summary | None:
+        """The summary of a row; one that does not read back is re-derived (see ``repair``) and
+        rewritten. None when it cannot be (the message is gone)."""
+        message_id, text, read = row
+        try:
+            data = json.loads(text)
+            if _well_formed(data, message_id):
+                return Summary.from_json(data, read=bool(read))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass
+        fixed = self.repair(message_id) if self.repair is not None else None
+        if fixed is None:
+            return None
+        fixed.read = bool(read)
+        data = fixed.to_json()
+        del data["Read"]
+        with contextlib.suppress(sqlite3.OperationalError):  # best effort (e.g. a full disk): fixed next time
+            self.db.execute("UPDATE messages SET summary = ? WHERE id = ?", (json.dumps(data), message_id))
+        return fixed
 
     def latest_id(self) -> str | None:
         with self.lock:
@@ -320,7 +471,7 @@ class Index:
         with self.lock:
             try:
                 rows = self.db.execute(
-                    f"SELECT summary, read FROM messages{clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+                    f"SELECT id, summary, read FROM messages{clause} ORDER BY id DESC LIMIT ? OFFSET ?",
                     [*params, max(0, limit), max(0, start)],
                 ).fetchall()
                 if not where:
@@ -333,7 +484,8 @@ class Index:
                 if "fts5" in str(exc) or "syntax" in str(exc):  # a query FTS cannot parse matches nothing
                     return Page(total, unread, [], 0, start)
                 raise
-        return Page(total, unread, [_summary(row) for row in rows], matched, start)
+            found = [summary for summary in map(self._summary, rows) if summary is not None]
+        return Page(total, unread, found, matched, start)
 
 
 def _safe(text: str) -> str:
@@ -341,8 +493,26 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
-def _summary(row: tuple[str, int]) -> Summary:
-    return Summary.from_json(json.loads(row[0]), read=bool(row[1]))
+_ADDRESS_LISTS = ("To", "Cc", "Bcc", "ReplyTo")
+_TYPES = {"MessageID": str, "Subject": str, "Snippet": str, "MailFrom": str, "Size": int, "Attachments": int}
+
+
+def _is_address(item: object) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("Name"), str) and isinstance(item.get("Address"), str)
+
+
+def _well_formed(data: object, message_id: str) -> bool:
+    """True when a stored summary has every field :meth:`Summary.from_json` reads, of the right type."""
+    if not isinstance(data, dict) or data.get("ID") != message_id:
+        return False
+    if not all(isinstance(data.get(key), kind) for key, kind in _TYPES.items()):
+        return False
+    if data.get("From") is not None and not _is_address(data["From"]):
+        return False
+    if not all(isinstance(data.get(key), list) and all(map(_is_address, data[key])) for key in _ADDRESS_LISTS):
+        return False
+    rcpt_to = data.get("RcptTo")
+    return isinstance(rcpt_to, list) and all(isinstance(r, str) for r in rcpt_to)
 
 
 def _sender_text(summary: Summary) -> str:

@@ -33,6 +33,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from typing import Any, TypeVar
 
+from . import trace
 from .ids import id_time
 
 T = TypeVar("T")
@@ -44,7 +45,6 @@ TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
 SUMMARY_PART_BYTES = 256 * 1024
 _SUMMARY_HEADER_BYTES = 65536  # a part's header block kept whole up to this size
 
-_TRACE_HEADERS = {"return-path", "received", "x-original-to", "x-sink-auth"}
 _SPACE_RE = re.compile(r"\s+")
 _TAG_RE = re.compile(r"<[^>]*>")
 
@@ -426,19 +426,10 @@ def _parse_for_summary(raw: bytes, keep: int = SUMMARY_PART_BYTES) -> tuple[Mess
 
 
 def envelope(raw: bytes | Message) -> tuple[str, list[str]]:
-    """``(mail_from, rcpt_to)`` from the trace headers the server wrote at the top."""
-    msg = _header_parser.parsebytes(raw) if isinstance(raw, bytes) else raw
-    mail_from, rcpt_to = "", []
-    for name, value in msg.raw_items():
-        key = name.lower()
-        if key not in _TRACE_HEADERS:
-            break
-        value = _SPACE_RE.sub(" ", _unescape(str(value))).strip()
-        if key == "return-path" and not mail_from:
-            mail_from = value.strip("<>")
-        elif key == "x-original-to":
-            rcpt_to.append(value.strip("<>"))
-    return mail_from, rcpt_to
+    """``(mail_from, rcpt_to)`` from the trace block the server wrote (see :mod:`smtp_sink.trace`):
+    header lines in the client's data never count."""
+    found = trace.read(raw)
+    return found.mail_from, list(found.rcpt_to)
 
 
 def _unescape(value: str) -> str:

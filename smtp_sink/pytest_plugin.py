@@ -35,8 +35,9 @@ from typing import Any
 
 import pytest
 
+from . import trace
 from .config import Config, ConfigError, assemble, validate
-from .message import envelope, html_to_text
+from .message import html_to_text
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
 
@@ -65,13 +66,15 @@ class CapturedMessage:
     rcpt_to: tuple[str, ...]  # envelope recipients (RCPT TO), Bcc included
     message: EmailMessage = field(repr=False)  # parsed with email.policy.default
     raw: bytes = field(repr=False)  # the stored bytes, trace headers included
+    auth_user: str | None = None  # the user the client logged in as (AUTH), or None
 
     @classmethod
     def read(cls, message_id: str, path: Path, raw: bytes) -> CapturedMessage:
-        mail_from, rcpt_to = envelope(raw)
+        """A stored file: the envelope and login from the server's trace block, the rest parsed."""
+        found = trace.read(raw)
         parsed = _parser.parsebytes(raw)
         assert isinstance(parsed, EmailMessage)
-        return cls(message_id, path, mail_from, tuple(rcpt_to), parsed, raw)
+        return cls(message_id, path, found.mail_from, found.rcpt_to, parsed, raw, found.auth_user)
 
     @property
     def subject(self) -> str:
@@ -93,12 +96,6 @@ class CapturedMessage:
     def cc(self) -> list[str]:
         """The addresses in the ``Cc`` header."""
         return self._addresses("Cc")
-
-    @property
-    def auth_user(self) -> str | None:
-        """The user the client logged in as (AUTH), or None."""
-        value = self.message.get("X-Sink-Auth")
-        return None if value is None else str(value)
 
     @property
     def text(self) -> str:

@@ -2,18 +2,16 @@
 
 A message is written to ``<store>/tmp/`` and ``os.replace``d into place before the server
 answers 250, so a reader never sees half a message and a crash never leaves one. The stored
-bytes are trace headers (``Return-Path``, ``Received``, one ``X-Original-To`` per envelope
-recipient) followed by exactly what the client sent, dot-stuffing undone.
+bytes are the trace headers of :mod:`smtp_sink.trace` (the envelope, written and read back there)
+followed by exactly what the client sent, dot-stuffing undone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import errno
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -21,20 +19,23 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__
-from .ids import is_id, new_id
-from .index import Index, Page, id_floor
-from .message import Summary, detail, summarize
-from .protocol import Envelope
+from . import trace
+from .ids import id_time, is_id, new_id
+from .index import Index, IndexUnavailable, Page, damaged, id_floor, transient
+from .message import Address, Summary, detail, summarize
+from .trace import trace_headers
+
+if TYPE_CHECKING:
+    from .protocol import Envelope
 
 __all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
 log = logging.getLogger("smtp_sink")
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TMP_SUFFIX = ".tmp"
 INDEX_CHUNK = 500  # messages parsed and inserted per index transaction
+INDEX_CHECK_INTERVAL = 0.5  # seconds between two checks that the index file is still the one at its path
 
 
 @dataclass(frozen=True)
@@ -74,55 +75,6 @@ class StoredMessage:
         return Path(self.file)
 
 
-def _clean(text: str) -> str:
-    """Text safe inside a header: no control characters (no header injection)."""
-    return _CONTROL_RE.sub("?", text)
-
-
-_date_cache: tuple[int, str] = (-1, "")
-
-
-def _date(when: float | None) -> str:
-    """RFC 5322 date of ``when`` (now if None) in local time; the current second's is cached."""
-    global _date_cache
-    if when is not None:
-        return email.utils.formatdate(when, localtime=True)
-    now = time.time()
-    second = int(now)
-    cached = _date_cache
-    if cached[0] == second:
-        return cached[1]
-    date = email.utils.formatdate(second, localtime=True)
-    _date_cache = (second, date)
-    return date
-
-
-def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: float | None = None) -> bytes:
-    """``Return-Path``, ``Received`` (RFC 5321 section 4.4) and ``X-Original-To`` headers."""
-    protocol = "ESMTP" if envelope.esmtp else "SMTP"
-    if envelope.esmtp:  # RFC 3848: ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both
-        suffix = ("S" if envelope.tls else "") + ("A" if envelope.auth_user is not None else "")
-        protocol += suffix
-    rcpt_to = envelope.rcpt_to
-    helo = envelope.helo
-    if not (helo.isascii() and helo.isprintable()):
-        helo = _clean(helo)
-    recipient = f"\r\n\tfor <{rcpt_to[0]}>" if len(rcpt_to) == 1 else ""
-    text = (
-        f"Return-Path: <{envelope.mail_from}>\r\n"
-        f"Received: from {helo or 'unknown'} ([{envelope.peer}])\r\n"
-        f"\tby {hostname} (smtp-sink {__version__}) with {protocol} id {message_id}{recipient};\r\n"
-        f"\t{_date(when)}\r\n"
-    )
-    if envelope.auth_user is not None:
-        text += f"X-Sink-Auth: {_clean(envelope.auth_user)}\r\n"
-    if len(rcpt_to) == 1:
-        text += f"X-Original-To: {rcpt_to[0]}\r\n"
-    else:
-        text += "".join([f"X-Original-To: {rcpt}\r\n" for rcpt in rcpt_to])
-    return text.encode("utf-8")
-
-
 class Store:
     """A folder of ``.eml`` files. Safe for several processes: writes are atomic renames."""
 
@@ -139,6 +91,9 @@ class Store:
         self._index: Index | None = None
         self._index_lock = threading.RLock()
         self._pending: deque[tuple[str, int]] = deque()  # saved, not yet indexed (see index_pending)
+        self._pending_lock = threading.Lock()  # save() appends on the loop thread, the indexer takes
+        self._index_checked_at = 0.0  # when the index file's identity was last compared with the path's
+        self._trouble: str | None = None  # why the index cannot be written now (logged once per cause)
         self._subscribers: list[Callable[[StoreEvent], None]] = []
         self._scanned_mtime = -1
         self._scanned_at = 0.0
@@ -183,7 +138,8 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise StoreError(exc.errno, f"cannot write {final}: {exc.strerror}") from exc
-        self._pending.append((message_id, size))  # indexed later, off the reply path
+        with self._pending_lock:
+            self._pending.append((message_id, size))  # indexed later, off the reply path
         self._saves += 1
         return StoredMessage(message_id, final, size)
 
@@ -232,7 +188,7 @@ class Store:
             except FileNotFoundError:
                 continue
             removed.append(message_id)
-        gone = set(removed) | set(self._guard(lambda: self.index.remove(listed)))
+        gone = set(removed) | set(self._softly(lambda: self.index.remove(listed), []))  # else: the next rescan
         if gone:
             self._notify(Deleted(tuple(sorted(gone))))
         return len(removed)
@@ -245,13 +201,53 @@ class Store:
 
     @property
     def index(self) -> Index:
-        """The SQLite index, opened (and brought up to date with the files) on first use."""
+        """The SQLite index, opened (and brought up to date with the files) on first use. When the
+        file cannot be opened (a full disk...) a private in-memory index is built from the files."""
         with self._index_lock:
             if self._index is None:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._index = Index(self.path)
-                self.rescan()
+                self._index = self._open_index()
+                self._index_checked_at = time.monotonic()
+                self._rescan_softly()
             return self._index
+
+    def _open_index(self) -> Index:
+        with contextlib.suppress(OSError):
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            index = Index(self.path, repair=self._summarize)
+        except IndexUnavailable as exc:
+            self._troubled(f"{exc.strerror}; serving from memory until it can be opened")
+            return Index(self.path, memory=True, repair=self._summarize)
+        if index.problem:
+            log.warning("index %s: %s; rebuilt from the .eml files", index.path, index.problem)
+        return index
+
+    def _check_index(self) -> None:
+        """Every INDEX_CHECK_INTERVAL s: reopen the index when its file was removed or replaced (the
+        store folder deleted while running), or when a memory index can move back to the file. The
+        old one is not closed here: a reader still using it finishes (it closes once unused)."""
+        now = time.monotonic()
+        if self._index is None or now - self._index_checked_at < INDEX_CHECK_INTERVAL:
+            return
+        self._index_checked_at = now
+        index = self._index
+        try:
+            found = os.stat(index.path)
+            if index.identity == (found.st_dev, found.st_ino):
+                return
+        except OSError:
+            pass
+        with self._index_lock:
+            if index.memory:
+                try:
+                    self._index = Index(self.path, repair=self._summarize)
+                except IndexUnavailable:
+                    return
+            else:
+                log.warning("index %s was removed or replaced: reopening it", index.path)
+                self._index = self._open_index()
+            self._scanned_mtime = -1
+            self._rescan_softly()
 
     def close(self) -> None:
         """Index what is pending and close the index (a later use opens it again)."""
@@ -292,11 +288,12 @@ class Store:
                 log.exception("store subscriber %r failed", callback)
 
     def _guard(self, operation: Callable[[], T]) -> T:
-        """Run an index operation; a corrupt index file is rebuilt from the files and retried."""
+        """Run an index operation; a corrupt index file is rebuilt from the files and retried.
+        Errors of the environment (full disk, lock) are raised: see :meth:`_softly`."""
         try:
             return operation()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):
+            if not damaged(exc):
                 raise
             log.warning("index %s is damaged (%s): rebuilding it from the .eml files", self.path, exc)
             with self._index_lock:
@@ -304,16 +301,54 @@ class Store:
                 self.rescan()
             return operation()
 
+    def _softly(self, operation: Callable[[], T], default: T) -> T:
+        """:meth:`_guard` for an index write a reader can do without: when the index cannot be
+        written now (full disk, read-only, locked), log it once and return ``default``."""
+        try:
+            result = self._guard(operation)
+        except (sqlite3.OperationalError, IndexUnavailable) as exc:
+            if not transient(exc):
+                raise
+            self._troubled(str(exc))
+            return default
+        if self._trouble is not None:
+            log.info("index %s: can be written again", self.path)
+            self._trouble = None
+        return result
+
+    def _troubled(self, problem: str) -> None:
+        if problem != self._trouble:
+            log.warning("index %s cannot be updated (%s): serving it as it is, indexing later", self.path, problem)
+            self._trouble = problem
+
     def _summarize(self, message_id: str, size: int | None = None) -> Summary | None:
+        """The summary of a stored message (None: removed meanwhile). Never raises for its content:
+        a message the display parser fails on gets a summary of its envelope and size."""
         try:
             raw = (self.path / f"{message_id}.eml").read_bytes()
         except OSError:  # removed meanwhile
             return None
-        return summarize(message_id, raw, len(raw) if size is None else size)
+        size = len(raw) if size is None else size
+        try:
+            return summarize(message_id, raw, size)
+        except Exception:  # one message never stops indexing
+            log.exception("message %s: cannot parse it for the index; listing its envelope only", message_id)
+        found = _trace_of(raw)
+        rcpt_to = list(found.rcpt_to)
+        return Summary(
+            id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
+            reply_to=[], subject="", created=id_time(message_id), size=size, attachments=0, snippet="",
+            mail_from=found.mail_from, rcpt_to=rcpt_to,
+        )
 
     def index_pending(self) -> int:
         """Index the messages this process saved since the last call, INDEX_CHUNK at a time (so a
-        backlog never sits in memory parsed); notify subscribers; apply retention. Returns how many."""
+        backlog never sits in memory parsed); notify subscribers; apply retention. Returns how many.
+        When the index cannot be written now (full disk) they stay pending (logged once)."""
+        return self._softly(self._index_pending, 0)
+
+    def _index_pending(self) -> int:
+        self._check_index()
         done = 0
         while self._pending:
             done += len(self._index_chunk())
@@ -321,21 +356,29 @@ class Store:
             self.prune()
         return done
 
+    def _take(self, count: int) -> list[tuple[str, int]]:
+        with self._pending_lock:
+            return [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+
     def _index_chunk(self) -> list[Summary]:
+        """Index up to INDEX_CHUNK pending messages; on any error they stay pending."""
         with self._index_lock:
             index = self.index
-            batch = []
-            while self._pending and len(batch) < INDEX_CHUNK:
-                batch.append(self._pending.popleft())
+            batch = self._take(INDEX_CHUNK)
             if not batch:
                 return []
-            known = self._guard(lambda: index.existing([message_id for message_id, _ in batch]))
-            summaries = []
-            for message_id, size in batch:  # one already indexed (by a rescan) is not parsed again
-                found = index.get(message_id) if message_id in known else self._summarize(message_id, size)
-                if found is not None:
-                    summaries.append(found)
-            self._guard(lambda: index.insert([s for s in summaries if s.id not in known]))
+            try:
+                known = self._guard(lambda: index.existing([message_id for message_id, _ in batch]))
+                summaries = []
+                for message_id, size in batch:  # one already indexed (by a rescan) is not parsed again
+                    found = index.get(message_id) if message_id in known else self._summarize(message_id, size)
+                    if found is not None:
+                        summaries.append(found)
+                self._guard(lambda: index.insert([s for s in summaries if s.id not in known]))
+            except BaseException:
+                with self._pending_lock:
+                    self._pending.extendleft(reversed(batch))
+                raise
         for summary in summaries:
             self._notify(summary)
         return summaries
@@ -352,7 +395,8 @@ class Store:
             saves = self._saves
             known = self._guard(index.ids)  # before listing: a message indexed meanwhile is on disk
             on_disk = set(self.ids())
-            pending = {message_id for message_id, _ in self._pending}
+            with self._pending_lock:
+                pending = {message_id for message_id, _ in self._pending}
             new = sorted(on_disk - known)
             gone = sorted(known - on_disk)
             added: list[Summary] = []
@@ -370,11 +414,16 @@ class Store:
             self.prune()
         return [s.id for s in added], removed
 
+    def _rescan_softly(self) -> None:
+        self._softly(self.rescan, ([], []))
+
     def refresh(self, min_interval: float = 0.2) -> None:
-        """Index pending saves, and rescan when the folder changed (at most every ``min_interval`` s)."""
+        """Index pending saves, and rescan when the folder changed (at most every ``min_interval`` s).
+        Never fails for want of disk space: the index is then served as it is."""
         if self._index is None:
             self.index  # noqa: B018 - opening rescans
             return
+        self._check_index()
         self.index_pending()
         try:
             mtime = os.stat(self.path).st_mtime_ns
@@ -386,7 +435,7 @@ class Store:
         if mtime != self._scanned_mtime and (
             self._saves == self._scanned_saves or time.monotonic() - self._scanned_at >= min_interval
         ):
-            self.rescan()
+            self._rescan_softly()
 
     def prune(self) -> list[str]:
         """Retention: remove the oldest messages past ``max_messages`` or older than ``max_age``."""
@@ -419,7 +468,7 @@ class Store:
             found = self._summarize(message_id)
             if found is None:
                 raise KeyError(message_id)
-            self._guard(lambda: self.index.insert([found]))
+            self._softly(lambda: self.index.insert([found]), [])
         return found
 
     def detail(self, message_id: str) -> dict[str, Any]:
@@ -451,10 +500,11 @@ class Store:
         return self._guard(self.index.counts)
 
     def mark_read(self, ids: Iterable[str] | None = None, read: bool = True) -> int:
-        """Set the read flag of ``ids`` (every message when None); return how many changed."""
+        """Set the read flag of ``ids`` (every message when None); return how many changed (0 when
+        the index cannot be written now, e.g. on a full disk: logged)."""
         self.refresh()
         listed = None if ids is None else [self.resolve(i) if i == "latest" else i for i in ids]
-        changed = self._guard(lambda: self.index.set_read(listed, read))
+        changed = self._softly(lambda: self.index.set_read(listed, read), 0)
         if changed:
             self._notify(Marked(None if listed is None else tuple(listed), read))
         return changed
@@ -469,9 +519,17 @@ class Store:
             except FileNotFoundError:
                 continue
             removed += 1
-        self._guard(lambda: self.index.remove(set(listed) | self.index.ids()))
+        self._softly(lambda: self.index.remove(set(listed) | self.index.ids()), [])  # else: the next rescan
         self._notify(Deleted(tuple(listed), all=True))
         return removed
+
+
+def _trace_of(raw: bytes) -> trace.Trace:
+    try:
+        return trace.read(raw)
+    except Exception:  # the reader is total; this only keeps indexing going if it ever is not
+        log.exception("cannot read the trace headers")
+        return trace.Trace()
 
 
 def _write_all(fd: int, chunks: list[bytes], done: int = 0) -> None:

@@ -18,6 +18,7 @@ import pytest
 from smtp_wire import Wire, connect
 
 import smtp_sink
+from smtp_sink import trace
 from smtp_sink.ids import id_time, is_id
 from smtp_sink.replies import Code
 from smtp_sink.server import SinkServer
@@ -37,13 +38,15 @@ def queued_id(text: str) -> str:
 
 
 def split_trace(raw: bytes, recipients: int) -> tuple[bytes, bytes]:
-    """Split a stored file into (trace headers, what the client sent)."""
+    """Split a stored file into (trace headers, what the client sent): Return-Path, one
+    X-Original-To per recipient, then the server's own Received line last (smtp_sink.trace)."""
     found = re.match(
-        rb"Return-Path: <[^\r\n]*>\r\nReceived: [^\r\n]*(?:\r\n\t[^\r\n]*)*\r\n"
-        rb"(?:X-Original-To: [^\r\n]*\r\n){%d}" % recipients,
+        rb"Return-Path: <[^\r\n]*>\r\n(?:X-Original-To: [^\r\n]*\r\n){%d}"
+        rb"Received: [^\r\n]*(?:\r\n\t[^\r\n]*)*\r\n" % recipients,
         raw,
     )
     assert found, raw[:500]
+    assert trace.read(raw).length == found.end()  # the reader agrees where the client's data starts
     return raw[: found.end()], raw[found.end() :]
 
 
@@ -528,15 +531,16 @@ def test_trace_headers_exact(server: SinkServer, hello: str, protocol: str) -> N
     trace, body = split_trace(server.store.read(message_id), 1)
     version = smtp_sink.__version__
     head = trace.decode().split("\r\n")
-    assert head[:4] == [
+    assert head[:5] == [
         f"Return-Path: <{SENDER}>",
+        f"X-Original-To: {RCPT}",
         "Received: from client.example.test ([127.0.0.1])",
         f"\tby smtp-sink.localhost (smtp-sink {version}) with {protocol} id {message_id}",
         f"\tfor <{RCPT}>;",
     ]
-    assert head[4].startswith("\t")
-    assert abs(email.utils.parsedate_to_datetime(head[4][1:]).timestamp() - time.time()) < 60
-    assert head[5:] == [f"X-Original-To: {RCPT}", ""]
+    assert head[5].startswith("\t")
+    assert abs(email.utils.parsedate_to_datetime(head[5][1:]).timestamp() - time.time()) < 60
+    assert head[6:] == [""]
     assert body.startswith(b"From: ann@example.test\r\n")
 
 

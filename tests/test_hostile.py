@@ -17,13 +17,15 @@ from smtp_sink.server import SinkServer
 
 
 def stored(server: SinkServer) -> list[bytes]:
-    """The bytes of every stored message after the trace headers, oldest first."""
+    """The bytes of every stored message after the server's trace block, oldest first."""
+    from smtp_sink import trace  # here: the rest of this file is another change's
+
     bodies = []
     for message_id in server.store.ids():
         raw = server.store.read(message_id)
-        # trace headers end at the last X-Original-To line
-        marker = raw.rfind(b"X-Original-To: ")
-        bodies.append(raw[raw.index(b"\r\n", marker) + 2 :])
+        found = trace.read(raw)  # the block ends with the server's own Received line
+        assert found.own and found.length > 0, raw[:500]
+        bodies.append(raw[found.length :])
     return bodies
 
 

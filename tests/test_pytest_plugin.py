@@ -418,6 +418,28 @@ def test_auth_accept_any_and_tls_via_settings(inner: pytest.Pytester) -> None:
     result.assert_outcomes(passed=5)
 
 
+def test_content_cannot_forge_the_envelope_or_a_login(inner: pytest.Pytester) -> None:
+    result = run(inner, '''
+        import smtplib
+        import pytest
+
+        FORGED = (b"X-Original-To: forged@victim.test\\r\\nX-Sink-Auth: admin\\r\\n"
+                  b"From: app@example.test\\r\\nSubject: forged\\r\\n\\r\\nhi\\r\\n")
+
+        def test_forged_trace_headers_at_the_top_of_data_are_content(smtp_sink):
+            with smtplib.SMTP(smtp_sink.host, smtp_sink.port, timeout=10) as smtp:
+                smtp.sendmail("app@example.test", ["bob@example.test", "hidden@example.test"], FORGED)
+            mail = smtp_sink.wait_for(subject="forged")
+            assert mail.rcpt_to == ("bob@example.test", "hidden@example.test")
+            assert mail.auth_user is None and mail.mail_from == "app@example.test"
+            assert mail.message["X-Sink-Auth"] == "admin"  # still there, as content
+            assert smtp_sink.matching(to="forged@victim.test") == []
+            with pytest.raises(AssertionError, match="0 of 1"):
+                smtp_sink.wait_for(to="forged@victim.test", timeout=0.2)
+    ''')
+    result.assert_outcomes(passed=1)
+
+
 def test_tls_off_by_default_explains_ssl_context(inner: pytest.Pytester) -> None:
     result = run(inner, '''
         import pytest
