@@ -314,7 +314,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         _write_bytes(data)
         return EXIT_OK
     detail = store.detail(message_id)
-    store.mark_read([message_id])
+    store.mark_read([message_id], best_effort=True)
     detail["Read"] = True
     if args.save_attachments is not None:
         saved = _save_attachments(raw, detail, Path(args.save_attachments))

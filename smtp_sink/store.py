@@ -499,12 +499,19 @@ class Store:
         self.refresh()
         return self._guard(self.index.counts)
 
-    def mark_read(self, ids: Iterable[str] | None = None, read: bool = True) -> int:
-        """Set the read flag of ``ids`` (every message when None); return how many changed (0 when
-        the index cannot be written now, e.g. on a full disk: logged)."""
+    def mark_read(self, ids: Iterable[str] | None = None, read: bool = True, *, best_effort: bool = False) -> int:
+        """Set the read flag of ``ids`` (every message when None); return how many changed. When the
+        index cannot be written now (a full disk) this raises :class:`StoreError`, or with
+        ``best_effort`` (reading a message marks it read in passing) logs it and returns 0."""
         self.refresh()
         listed = None if ids is None else [self.resolve(i) if i == "latest" else i for i in ids]
-        changed = self._softly(lambda: self.index.set_read(listed, read), 0)
+        failed = object()
+        changed = self._softly(lambda: self.index.set_read(listed, read), failed)
+        if changed is failed:
+            if best_effort:
+                return 0
+            raise StoreError(errno.ENOSPC, f"read flags not saved: the index in {self.path} cannot be written "
+                                           f"now ({self._trouble})")
         if changed:
             self._notify(Marked(None if listed is None else tuple(listed), read))
         return changed

@@ -56,6 +56,18 @@ def get(server: SinkServer, path: str) -> dict:
         raise AssertionError(f"GET {path}: {exc.code} {exc.read()[:300]!r}") from None
 
 
+def put_read(server: SinkServer, read: bool) -> tuple[int, dict]:
+    """``PUT /api/v1/messages {"Read": read}``: (status, JSON error or {})."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/v1/messages", method="PUT",
+                                     data=json.dumps({"Read": read}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def search(server: SinkServer, query: str) -> dict:
     return get(server, "/api/v1/search?" + urllib.parse.urlencode({"query": query}))
 
@@ -111,6 +123,8 @@ def test_reads_keep_working_on_a_full_disk(small_disk: Path) -> None:
         assert subjects(search(server, "hello")) == ["three", "two", "one"]
         assert get(server, f"/api/v1/message/{first}")["Subject"] == "one"  # marking read fails quietly
         assert get(server, "/api/v1/message/latest")["Subject"] == "three"
+        status, error = put_read(server, True)  # an explicit change that cannot be saved is not an "ok"
+        assert status == 507 and "read flags not saved" in error["Error"], (status, error)
         by_cli = cli(store, "list")  # another process opens the index on the full disk
         assert (by_cli["total"], by_cli["unread"], subjects(by_cli)) == (3, 2, ["three", "two", "one"])
         assert subjects(cli(store, "search", "subject:two")) == ["two"]
@@ -118,6 +132,7 @@ def test_reads_keep_working_on_a_full_disk(small_disk: Path) -> None:
         eventually(lambda: get(server, "/api/v1/messages")["total"] == 4)
         listing = get(server, "/api/v1/messages")
         assert subjects(listing) == ["late", "three", "two", "one"] and listing["unread"] == 3
+        assert put_read(server, True) == (200, {}) and get(server, "/api/v1/messages")["unread"] == 0
 
 
 def test_the_cli_reads_a_full_disk_without_an_index(small_disk: Path) -> None:

@@ -38,7 +38,7 @@ from .. import __version__
 from ..config import is_loopback
 from ..message import Summary, headers, part
 from ..rules import Rule, RuleError
-from ..store import Deleted, Marked
+from ..store import Deleted, Marked, StoreError
 
 if TYPE_CHECKING:
     from ..server import SinkServer
@@ -139,6 +139,8 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         return _error(404, f"message not found: {exc.args[0] if exc.args else ''}")
     except APIError as exc:
         return _error(exc.status, exc.message)
+    except StoreError as exc:  # e.g. read flags that cannot be saved on a full disk
+        return _error(507, exc.strerror or str(exc))
     except web.HTTPException as exc:  # aiohttp's own: unknown route 404, 405, 413...
         return _from_http_exception(exc)
     except Exception:
@@ -271,7 +273,7 @@ async def message(request: web.Request) -> web.Response:
     def work() -> dict[str, Any]:
         message_id = store.resolve(request.match_info["id"])
         data = store.detail(message_id)
-        store.mark_read([message_id], True)
+        store.mark_read([message_id], True, best_effort=True)
         data["Read"] = True
         return data
 
