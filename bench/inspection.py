@@ -37,9 +37,9 @@ def make_store(folder: Path, count: int) -> None:
         user = f"user{n % 5000}"
         data = (
             f"Return-Path: <shop@example.test>\r\n"
+            f"X-Original-To: {user}@example.test\r\n"
             f"Received: from bench.example.test ([127.0.0.1])\r\n\tby smtp-sink.localhost (smtp-sink) with ESMTP"
             f" id {message_id}\r\n\tfor <{user}@example.test>;\r\n\t{when}\r\n"
-            f"X-Original-To: {user}@example.test\r\n"
             f"From: Shop <shop@example.test>\r\nTo: {user}@example.test\r\n"
             f"Subject: Order {n} topic{n % TOPICS:03d}\r\nDate: {when}\r\n"
             f"Message-ID: <{n}.{message_id}@example.test>\r\nMIME-Version: 1.0\r\n"

@@ -20,9 +20,9 @@ from smtp_sink import message
 MESSAGE_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 TRACE = (
     b"Return-Path: <shop@example.test>\r\n"
+    b"X-Original-To: user1@example.test\r\n"
     b"Received: from bench.example.test ([127.0.0.1])\r\n\tby smtp-sink.localhost (smtp-sink) with ESMTP"
     b" id 01HZZZZZZZZZZZZZZZZZZZZZZZ\r\n\tfor <user1@example.test>;\r\n\tMon, 01 Jan 2024 00:00:00 +0000\r\n"
-    b"X-Original-To: user1@example.test\r\n"
 )
 
 
