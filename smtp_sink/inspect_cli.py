@@ -159,8 +159,21 @@ def _addr(summary: Summary) -> str:
     return sender.address or sender.name
 
 
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts escape sequences
+# that can rewrite the screen or the window title), DEL, and bidirectional overrides. Captured
+# mail is attacker-controlled: human output shows these as U+FFFD (JSON and --raw keep everything).
+_UNSHOWABLE = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
+                                      *range(0x2066, 0x206A)]}
+_LINES_KEPT = {**_UNSHOWABLE, ord("\n"): "\n", ord("\t"): "\t"}
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """``text`` safe to print on a terminal (``lines``: newlines and tabs kept)."""
+    return text.translate(_LINES_KEPT if lines else _UNSHOWABLE)
+
+
 def _fit(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
@@ -175,7 +188,7 @@ def _row(summary: Summary, widths: tuple[int, int, int]) -> str:
         summary.id, _when(summary.created),
         _fit(_addr(summary), widths[0]).ljust(widths[0]),
         _fit(to, widths[1]).ljust(widths[1]),
-        _fit(summary.subject + clip, widths[2]),
+        _fit(("(!) " if summary.parse_error else "") + summary.subject + clip, widths[2]),
     ]).rstrip()
 
 
@@ -277,16 +290,21 @@ def _print_message(detail: dict[str, Any]) -> None:
         ("Date", detail["Date"]),
         ("Envelope", f"from <{detail['MailFrom']}> to " + ", ".join(f"<{r}>" for r in detail["RcptTo"])),
         ("Size", f"{detail['Size']} bytes"),
+        ("Warning", f"not read whole: {detail['ParseError']} (--raw has every byte)" if detail["ParseError"] else ""),
     ]
     for label, value in lines:
         if value:
-            print(f"{label + ':':<10} {value}")
+            print(f"{label + ':':<10} {printable(value)}")
     for entry in [*detail["Attachments"], *detail["Inline"]]:
         kind = "Inline" if entry in detail["Inline"] else "Attached"
-        print(f"{kind + ':':<10} part {entry['PartID']}: {entry['FileName'] or '(no name)'} "
-              f"({entry['ContentType']}, {entry['Size']} bytes)")
+        print(printable(f"{kind + ':':<10} part {entry['PartID']}: {entry['FileName'] or '(no name)'} "
+                        f"({entry['ContentType']}, {entry['Size']} bytes)"))
     print()
-    text = detail["Text"]
+    _print_body(detail["Text"])
+
+
+def _print_body(text: str) -> None:
+    text = printable(text, lines=True)
     print(text if text.endswith("\n") or not text else text + "\n", end="")
 
 
@@ -304,7 +322,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         else:
             for name, values in found.items():
                 for value in values:
-                    print(f"{name}: {value}")
+                    print(printable(f"{name}: {value}"))
         return EXIT_OK
     if args.part is not None:
         try:
@@ -331,7 +349,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             _json({"ID": message_id, "Text" if args.text else "HTML": body})
         else:
-            print(body if body.endswith("\n") or not body else body + "\n", end="")
+            _print_body(body)
         return EXIT_OK
     _json(detail) if args.json else _print_message(detail)
     return EXIT_OK

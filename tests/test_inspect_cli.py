@@ -237,3 +237,25 @@ def test_commands_on_a_store_no_server_ever_wrote(tmp_path: Path) -> None:
     assert out(run(store, "show", "latest", "--text")) == "hello\n"
     (store / "index.sqlite").unlink()
     assert json.loads(out(run(store, "search", "hello", "--json")))["count"] == 1
+
+
+def test_human_output_never_passes_terminal_controls_and_flags_unreadable_mail(server: SinkServer) -> None:
+    """Captured mail is attacker-controlled: an ESC sequence (screen clear, window title), a CSI,
+    a C1 control or a bidi override in a subject, a name or the body is shown as U+FFFD, never sent
+    to the terminal; a message that could not be read whole is marked in list and explained in show."""
+    evil = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202etxt.exe"
+    raw = (f"From: Eve{evil} <eve@example.test>\r\nTo: bob@example.test\r\nSubject: Hi{evil}\r\n"
+           f"Content-Type: text/plain; charset=undefined\r\n\r\nbody{evil}\r\nline two\r\n").encode()
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+        smtp.sendmail("eve@example.test", ["bob@example.test"], raw)
+    store = server.store.path
+    for command in (("list",), ("search", "Hi"), ("show", "latest"), ("show", "latest", "--text"),
+                    ("show", "latest", "--headers")):
+        shown = out(run(store, *command))
+        assert not any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0 or c == "\u202e" for c in shown), \
+            (command, shown)
+        assert "\ufffd" in shown, command
+    assert "(!) Hi" in out(run(store, "list"))
+    shown = out(run(store, "show", "latest"))
+    assert "Warning:" in shown and "charset 'undefined'" in shown and "line two" in shown
+    assert evil.encode() in run(store, "show", "latest", "--raw").stdout  # --raw keeps every byte
