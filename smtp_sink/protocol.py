@@ -37,7 +37,7 @@ LINE_LIMITS = {"MAIL": MAIL_LINE_MAX, "RCPT": MAIL_LINE_MAX, "AUTH": AUTH_LINE_M
 TERMINATOR = b"\r\n.\r\n"
 # Back-pressure: one feed() or resume() stops before the next command once its replies pass this
 # many characters (see Session.feed). A caller whose client does not read its replies stops there.
-OUTPUT_BUDGET = 16384
+OUTPUT_BUDGET = 4096
 EVENT_COST = 64  # what an output other than a reply counts against the budget (a stored message's reply)
 
 
@@ -361,6 +361,8 @@ class Session:
                 spent += _cost(out, counted)
                 counted = len(out)
                 if spent >= budget and pos < len(buf):
+                    if pos > len(buf) // 2:  # keep only what is left (halving: linear copying in all)
+                        buf, pos = buf[pos:], 0
                     self._buf, self._pos, self.pending = buf, pos, True
                     return
             if self.state is State.DATA:

@@ -10,12 +10,14 @@ implicit TLS (RFC 8314).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -55,10 +57,27 @@ INDEX_QUIET = 0.25  # index once no message arrived for this long
 INDEX_BACKLOG = 20000  # ... or once this many wait
 
 
+# A client that does not read its replies is noticed once the kernel's buffers and then the
+# transport's fill up: keep both small (replies are small; a reading client never fills them).
+READ_COMMANDS = 16384  # bytes one read takes in command mode (commands are short)
+READ_DATA = 262144  # ... and in DATA (large reads: fewer wake-ups for big messages)
+SEND_BUFFER = 16384  # SO_SNDBUF of a connection (the kernel doubles it), instead of growing to megabytes
+WRITE_HIGH = 16384  # the transport's high-water mark: pause_writing past it
+TRIM_AFTER = 100  # sessions that ended since the peak before freed memory is returned (see _trim_memory)
+DRAIN_SLICE = 0.0005  # seconds of held-back input executed per loop iteration (see SinkServer._drain)
 CLOSE_GRACE = 5.0  # seconds a closed connection may take to flush its replies before it is cut
 FD_RESERVE = 64  # open files kept beyond the sessions: listeners, store and index files, HTTP, the loop
 BACKLOG = 1024  # listen queue; a listener may accept this many at once (each an open file for a moment)
 START_TIMEOUT = 60.0  # seconds ServerThread.start waits for the server
+
+
+def _limit_buffers(transport: asyncio.BaseTransport) -> None:
+    """Small send buffers for a connection (see SEND_BUFFER and WRITE_HIGH)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    transport.set_write_buffer_limits(high=WRITE_HIGH)  # type: ignore[attr-defined]
 
 
 def _abort(transport: asyncio.BaseTransport) -> None:
@@ -91,19 +110,34 @@ def _open_files() -> int:
     return 32  # unknown: a guess
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim: gives freed heap pages back to the system (None elsewhere)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (ImportError, OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
 def _log_index_error(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("indexing failed", exc_info=future.exception())
 
 
-class SMTPConnection(asyncio.Protocol):
+class SMTPConnection(asyncio.BufferedProtocol):
     """One client connection.
 
     Flow control: a session executes input only while its client reads the replies. When the
     transport's write buffer passes its high-water mark (``pause_writing``), or a feed stops at the
     session's output budget (``Session.pending``), nothing more is read; held-back input is
-    executed once the buffer drains (``resume_writing``). So a client that pipelines without
-    reading costs at most one received chunk plus the write buffer.
+    executed once the buffer drains (``resume_writing``). Reads go into one buffer shared by all
+    connections (one connection reads at a time) and are copied out: READ_COMMANDS bytes at most
+    in command mode, READ_DATA in DATA. So a client that pipelines without reading costs at most
+    one command-mode read plus the write buffer.
     """
 
     def __init__(self, server: SinkServer, tls: bool = False) -> None:
@@ -139,6 +173,7 @@ class SMTPConnection(asyncio.Protocol):
             return
         server.connections.add(self)
         log.info("connect from %s%s", self.peer, " (implicit TLS)" if self.tls else "")
+        _limit_buffers(transport)
         try:
             self.session = Session(server.settings, server.policy, peer=self.peer, tls=self.tls)
             if self._debug:
@@ -146,6 +181,15 @@ class SMTPConnection(asyncio.Protocol):
             self._execute(self.session.greeting())
         except Exception:
             self._fail("greeting")
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        session = self.session
+        if session is not None and session.state is State.DATA:
+            return self.server.read_buffer
+        return self.server.read_buffer[:READ_COMMANDS]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -186,10 +230,11 @@ class SMTPConnection(asyncio.Protocol):
         stalled = self._write_paused or self._held or self._upgrading is not None or transport.is_closing()
         if session.pending and not stalled and not self._resuming:
             self._resuming = True
-            self.server.loop.call_soon(self._resume)  # after other ready connections: fair
+            self.server.run_later(self)  # round-robin with other busy sessions, I/O in between
         self._set_reading(not (stalled or session.pending))
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
+        """Execute the next batch of held-back input (called by SinkServer.run_later)."""
         self._resuming = False
         session = self.session
         if session is None or self._gone or self.transport is None or self.transport.is_closing():
@@ -399,7 +444,11 @@ class SinkServer:
         self._last_saved = 0.0
         self.connections: set[SMTPConnection] = set()
         self.max_connections = smtp.max_connections  # lowered at start when open files are short
+        self.read_buffer = memoryview(bytearray(READ_DATA))  # every connection reads into it (see SMTPConnection)
         self._backlog = BACKLOG
+        self._runnable: collections.deque[SMTPConnection] = collections.deque()  # see run_later
+        self._draining = False
+        self._peak = 0  # most sessions open since the last _trim_memory
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -503,6 +552,28 @@ class SinkServer:
             log.warning("the open-file limit (%d) allows %d sessions, not max_connections = %d: more clients "
                         "get 421 (raise it with ulimit -n)", room, cap, wanted)
             self.max_connections = cap
+
+    def run_later(self, conn: SMTPConnection) -> None:
+        """Queue a session with held-back input to go on (see _drain)."""
+        self._runnable.append(conn)
+        if not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Resume queued sessions one batch each, round-robin, for at most DRAIN_SLICE seconds, then
+        let the loop take I/O (new clients, replies of others) before going on: a flood of pipelined
+        commands from many clients delays another client by about one slice per round trip."""
+        runnable, clock = self._runnable, time.perf_counter
+        end = clock() + DRAIN_SLICE
+        while runnable:
+            runnable.popleft().resume()  # queues itself again if input is still held back
+            if clock() >= end:
+                break
+        if runnable:
+            self.loop.call_soon(self._drain)
+        else:
+            self._draining = False
 
     async def in_store_thread(self, work: Callable[[], T]) -> T:
         """Run ``work`` in the store's worker thread (the one that indexes), off the event loop."""
@@ -612,6 +683,20 @@ class SinkServer:
                     log.info("%s for %s", why, conn.peer)
                     conn.close_with(f"{why}, closing connection")
                     self.connections.discard(conn)
+            self._trim_memory()
+
+    def _trim_memory(self) -> None:
+        """After many sessions ended (a flood went away), return the freed heap to the system.
+
+        Their buffers were freed, but the C allocator keeps the pages of a fragmented heap: without
+        this the process would stay at its peak size.
+        """
+        count = len(self.connections)
+        self._peak = max(self._peak, count)
+        if self._peak - count >= TRIM_AFTER and count <= self._peak // 2:
+            self._peak = count
+            if _TRIM is not None:
+                _TRIM(0)
 
     async def stop(self) -> None:
         """Stop listening, send 421 to every open session and close it."""

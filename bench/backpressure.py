@@ -1,0 +1,227 @@
+"""Hostile clients against ``smtp-sink serve``: memory and fairness under flood and slowloris.
+
+    python -m bench.backpressure [--clients 1000] [--burst 262144] [--loop auto|asyncio|uvloop]
+
+Flood: ``--clients`` connections each send one ``--burst`` of pipelined ``HELP`` and never read a
+reply. Printed: the server's RSS before, at its peak and after they close (VmRSS from /proc),
+and how long a separate client takes to send one message meanwhile (goals: growth under
+100 MB, back to the baseline after, the other send under 1 s).
+
+Slowloris: ``max_connections`` clients trickle one byte every ``--trickle`` seconds, first inside
+a command line, then inside DATA. Printed: how long until the server closed each of them with
+421 (``command_timeout``, ``data_min_rate`` after ``data_rate_grace``), and whether a client that
+was refused while they held the slots gets in afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .tools import HOST, free_port, proc_cpu, proc_status, stop, wait_smtp
+
+MB = 1_000_000
+MESSAGE = b"Subject: meanwhile\r\n\r\nsent while others flood the server\r\n"
+
+
+def start_server(folder: Path, loop: str, **smtp: object) -> tuple[subprocess.Popen[bytes], int]:
+    """``smtp-sink serve`` on a free port with ``[smtp]`` settings from the environment."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
+    env.update({f"SMTP_SINK_SMTP_{key.upper()}": str(value) for key, value in smtp.items()})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smtp_sink", "serve", "--port", str(port), "--no-http", "--store", str(folder),
+         "--loop", loop, "--log-level", "warning"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_smtp(port, proc)
+    return proc, port
+
+
+def settle(pid: int, quiet: float = 0.5, timeout: float = 120.0) -> None:
+    """Wait until the process stops using CPU."""
+    def cpu() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    deadline, last = time.monotonic() + timeout, cpu()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu()
+        if now == last:
+            return
+        last = now
+
+
+def send_one(port: int) -> float:
+    """Seconds one complete SMTP transaction takes (connect to QUIT)."""
+    started = time.perf_counter()
+    with smtplib.SMTP(HOST, port, timeout=120) as smtp:
+        smtp.sendmail("meanwhile@example.test", ["rcpt@example.test"], MESSAGE)
+    return time.perf_counter() - started
+
+
+class Sampler(threading.Thread):
+    """Peak VmRSS of a process, sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, 0, True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, proc_status(self.pid, "VmRSS"))
+            time.sleep(0.05)
+
+
+async def open_flood(port: int, clients: int, burst: bytes) -> list[asyncio.StreamWriter]:
+    """Connect ``clients`` times and write ``burst`` on each; nothing is ever read."""
+    async def one() -> asyncio.StreamWriter:
+        _, writer = await asyncio.open_connection(HOST, port, limit=1 << 16)
+        writer.transport.set_write_buffer_limits(high=len(burst) * 2)  # write it all, do not wait
+        writer.write(burst)
+        return writer
+
+    writers: list[asyncio.StreamWriter] = []
+    for start in range(0, clients, 100):
+        writers += await asyncio.gather(*(one() for _ in range(min(100, clients - start))))
+    return writers
+
+
+def flood(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    proc, port = start_server(work / "flood", args.loop, max_connections=args.clients + 100)
+    try:
+        send_one(port)
+        settle(proc.pid)
+        baseline = proc_status(proc.pid, "VmRSS")
+        cpu_before = sum(proc_cpu(proc.pid))
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        loop = asyncio.new_event_loop()
+        burst = b"HELP\r\n" * (args.burst // 6)
+        started = time.perf_counter()
+        writers = loop.run_until_complete(open_flood(port, args.clients, burst))
+        connected = time.perf_counter() - started
+        meanwhile = []
+        victim = threading.Thread(target=lambda: meanwhile.extend(send_one(port) for _ in range(5)))
+        victim.start()
+        while victim.is_alive():  # keep the flood's writes going while the other client sends
+            loop.run_until_complete(asyncio.sleep(0.05))
+        loop.run_until_complete(asyncio.sleep(1))
+        settle(proc.pid)
+        during = proc_status(proc.pid, "VmRSS")
+        cpu = sum(proc_cpu(proc.pid)) - cpu_before
+        for writer in writers:
+            writer.transport.abort()
+        loop.run_until_complete(asyncio.sleep(0.5))
+        loop.close()
+        settle(proc.pid)
+        after = proc_status(proc.pid, "VmRSS")
+        sampler.running = False
+        sampler.join()
+        if proc.poll() is not None:
+            raise SystemExit("the server died during the flood")
+        return {"baseline": baseline, "peak": max(sampler.peak, during), "during": during, "after": after,
+                "connect": connected, "cpu": cpu, "send_max": max(meanwhile), "send_first": meanwhile[0]}
+    finally:
+        stop(proc)
+
+
+def trickle(port: int, opening: bytes, results: list[float], gap: float, give_up: float) -> None:
+    """Send ``opening`` then one byte every ``gap`` s; record when the server closed (inf: never)."""
+    started = time.monotonic()
+    with socket.create_connection((HOST, port), timeout=give_up) as sock:
+        sock.recv(512)
+        sock.sendall(opening)
+        sock.settimeout(gap)
+        while time.monotonic() - started < give_up:
+            try:
+                data = sock.recv(4096)
+                if not data:
+                    results.append(time.monotonic() - started)
+                    return
+                if data.startswith(b"421") or b"\r\n421" in data:
+                    continue  # the 421, the close follows
+            except TimeoutError:
+                pass
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                results.append(time.monotonic() - started)
+                return
+    results.append(float("inf"))
+
+
+def refused(port: int) -> bool:
+    """True when a new client gets 421 (every slot taken)."""
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        return sock.recv(512).startswith(b"421")
+
+
+def slowloris(args: argparse.Namespace, work: Path, phase: str) -> dict[str, float]:
+    slots = 20
+    proc, port = start_server(work / f"slow-{phase}", args.loop, max_connections=slots,
+                              command_timeout=args.command_timeout, data_rate_grace=args.data_grace)
+    opening = b"EHLO " if phase == "command" else (
+        b"EHLO s.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+    give_up = 3 * max(args.command_timeout, args.data_grace) + 10
+    try:
+        results: list[float] = []
+        threads = [threading.Thread(target=trickle, args=(port, opening, results, args.trickle, give_up))
+                   for _ in range(slots)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        was_refused = refused(port)
+        for thread in threads:
+            thread.join()
+        send = send_one(port)
+        return {"held_max": max(results), "held_min": min(results), "was_refused": was_refused, "send_after": send}
+    finally:
+        stop(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backpressure", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--burst", type=int, default=256 * 1024, help="bytes of pipelined HELP per client")
+    parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"))
+    parser.add_argument("--trickle", type=float, default=3.0, help="seconds between slowloris bytes")
+    parser.add_argument("--command-timeout", type=float, default=10.0, help="[smtp] command_timeout to run with")
+    parser.add_argument("--data-grace", type=float, default=10.0, help="[smtp] data_rate_grace to run with")
+    parser.add_argument("--skip", default="", help="comma-separated: flood, command, data")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    with tempfile.TemporaryDirectory(prefix="bench-backpressure-") as tmp:
+        work = Path(tmp)
+        if "flood" not in skip:
+            f = flood(args, work)
+            print(f"flood: {args.clients} clients x {args.burst} B of pipelined HELP, never reading "
+                  f"(loop {args.loop}, connected in {f['connect']:.1f} s, server CPU {f['cpu']:.1f} s)")
+            print(f"  RSS baseline {f['baseline'] / MB:.1f} MB, peak {f['peak'] / MB:.1f} MB "
+                  f"(growth {(f['peak'] - f['baseline']) / MB:.1f} MB), settled during {f['during'] / MB:.1f} MB, "
+                  f"after close {f['after'] / MB:.1f} MB ({(f['after'] - f['baseline']) / MB:+.1f} MB)")
+            print(f"  another client's send meanwhile: first {f['send_first']:.3f} s, worst of 5 {f['send_max']:.3f} s")
+        for phase in ("command", "data"):
+            if phase in skip:
+                continue
+            r = slowloris(args, work, phase)
+            limit = (f"command_timeout={args.command_timeout:g} s" if phase == "command"
+                     else f"data_min_rate default after data_rate_grace={args.data_grace:g} s")
+            print(f"slowloris in {phase}: 20 clients (max_connections=20), one byte every {args.trickle:g} s, {limit}")
+            print(f"  a 21st client refused while they held the slots: {r['was_refused']}; closed with 421 after "
+                  f"{r['held_min']:.1f}-{r['held_max']:.1f} s; a send afterwards took {r['send_after']:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
