@@ -847,12 +847,15 @@ class Session:
             raw = raw.replace(b"\r\n.", b"\r\n")
         self._stuffed = False
         oversize = self._oversize or bool(limit and len(raw) > limit)  # RFC 1870: the size after unstuffing
-        self.state = State.GREETED
+        # The after-data rule runs while the state is still DATA (an error there is inside the transaction).
+        refusal = None if oversize else self._fault("after-data", recipients=envelope.rcpt_to,
+                                                    sender=envelope.mail_from)
+        if self.state is not State.QUIT:
+            self.state = State.GREETED
         self._reset_transaction()
         if oversize:
             self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
             return
-        refusal = self._fault("after-data", recipients=envelope.rcpt_to, sender=envelope.mail_from)
         if refusal is not None or self.state is State.QUIT:  # refused or dropped: nothing is stored
             if refusal is not None:
                 self._out.append(refusal)
