@@ -272,3 +272,43 @@ def test_many_hostile_sessions_at_once_do_not_disturb_a_good_one(server: SinkSer
         assert not t.is_alive(), "an attacking session was not closed"
     assert closed == [True] * len(threads)  # the server ended every one of them
     still_serving(server)
+
+
+def test_over_long_auth_response_split_by_tcp_ends_the_login(server_factory) -> None:
+    """Whatever the segments, an AUTH response over 12,288 octets gets 501 and ends the exchange:
+    the next line is a command again, never taken as the password."""
+    server = server_factory(auth={"mode": "accept-any"})
+    response = b"dXNlcg" * 2200 + b"\r\n"  # 13,202 octets
+    for cuts in ([], [AUTH_LINE_MAX - 1], [1000, 5000, 12000, AUTH_LINE_MAX + 1], list(range(12280, 12300))):
+        with connect(server.smtp_port) as wire:
+            wire.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            assert wire.cmd("EHLO split.test")[0] == 250
+            assert wire.cmd("AUTH LOGIN")[0] == 334
+            start = 0
+            for cut in [*cuts, len(response)]:
+                wire.send(response[start:cut])
+                start = cut
+                time.sleep(0.01)  # separate segments
+            code, lines = wire.reply()
+            assert (code, lines) == (501, ["Cannot decode AUTH response: longer than 12288 octets"]), cuts
+            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250, cuts  # a command, not a password
+            assert wire.cmd("HELP STATUS")[1][2] == "TLS off, not authenticated"
+
+
+def test_size_limit_does_not_count_stuffing_dots(server_factory) -> None:
+    """RFC 1870: a message of exactly the advertised SIZE is accepted however many of its lines
+    start with a dot (the client doubles them on the wire); one octet more is refused."""
+    limit = 4000
+    server = server_factory(max_message_size=limit)
+    line = b".starts with a dot, doubled on the wire" + b"\r\n"
+    head = b"Subject: dots\r\n\r\n"
+    body = head + line * ((limit - len(head)) // len(line))
+    body += b"." * (limit - len(body) - 2) + b"\r\n"
+    assert len(body) == limit
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+        assert smtp.sendmail("a@example.test", ["b@example.test"], body) == {}  # smtplib stuffs the dots
+    with open_transaction(server.smtp_port) as wire:  # one octet more (no SIZE declared)
+        assert wire.cmd("DATA")[0] == 354
+        wire.send((b"\r\n." + body).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n")
+        assert wire.code() == 552
+    assert stored(server) == [body]
