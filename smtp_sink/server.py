@@ -1,8 +1,10 @@
-"""The SMTP listener: one ``asyncio.Protocol`` per connection driving :mod:`smtp_sink.protocol`.
+"""The SMTP listener: one ``asyncio.BufferedProtocol`` per connection driving :mod:`smtp_sink.protocol`.
 
 This is the only module that does socket I/O. Replies to pipelined commands go out in one
-``transport.write``; a client that does not read its replies is paused (back-pressure);
-idle sessions get 421 and are closed; on shutdown every open session gets 421. With TLS on,
+``transport.write``; a client that does not read its replies stops being executed and read
+(back-pressure, see SMTPConnection); idle sessions, command lines not finished in time and
+too slow DATA get 421 and are closed; on shutdown every open session gets 421; an unexpected
+error closes its session with 451 or 421 and leaves the others alone. With TLS on,
 STARTTLS upgrades a connection in place (``loop.start_tls``) and a second listener speaks
 implicit TLS (RFC 8314).
 """
@@ -78,6 +80,13 @@ def _limit_buffers(transport: asyncio.BaseTransport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     transport.set_write_buffer_limits(high=WRITE_HIGH)  # type: ignore[attr-defined]
+
+
+def _close(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop) -> None:
+    """Close once the replies are sent, or cut it after CLOSE_GRACE s if the client does not read them."""
+    transport.close()
+    if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+        loop.call_later(CLOSE_GRACE, _abort, transport)
 
 
 def _abort(transport: asyncio.BaseTransport) -> None:
@@ -278,7 +287,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
                 chunks.append(self.server.deliver(item).encode())  # type: ignore[arg-type]
             elif item is CLOSE:
                 self._write(b"".join(chunks))
-                transport.close()
+                _close(transport, self.server.loop)
                 return
             elif item is START_TLS:
                 self._write(b"".join(chunks))
@@ -310,6 +319,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
             self._upgrading = None
         self.transport = transport  # type: ignore[assignment]
         self._reading, self._write_paused = True, False  # a new transport, reading
+        _limit_buffers(transport)
         self.last_active = server.loop.time()
         self.session.tls_started()
         ssl_object = transport.get_extra_info("ssl_object")
@@ -349,7 +359,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
             answer = store_failed() if busy else shutting_down(self.server.settings.hostname, "internal error")
             with contextlib.suppress(Exception):
                 self._write(answer.encode())
-            transport.close()
+            _close(transport, self.server.loop)
         if session is not None:
             session.close()
 
@@ -394,12 +404,10 @@ class SMTPConnection(asyncio.BufferedProtocol):
         """Send 421 and close (shutdown, timeouts)."""
         if self._upgrading is not None:  # mid-handshake: no plaintext 421 into a TLS stream
             self._upgrading.cancel()
-        elif self.transport is not None and not self.transport.is_closing():
-            transport = self.transport
-            self._send(shutting_down(self.server.settings.hostname, why))
-            transport.close()
-            if transport.get_write_buffer_size():  # a client that does not read: do not wait for it forever
-                self.server.loop.call_later(CLOSE_GRACE, _abort, transport)
+        elif self.transport is not None:
+            if not self.transport.is_closing():
+                self._send(shutting_down(self.server.settings.hostname, why))
+            _close(self.transport, self.server.loop)  # (again, if closing already: it gets its grace)
         if self.session is not None:
             self.session.close()
 
