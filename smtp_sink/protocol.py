@@ -4,7 +4,9 @@ Bytes go in through :meth:`Session.feed`; out come, in order, :class:`~smtp_sink
 objects to send, a :class:`MessageReceived` for each complete message (the caller stores it and
 sends :func:`accepted` or :func:`store_failed`), :data:`START_TLS` when the caller must run the
 TLS handshake (then :meth:`Session.tls_started`), and :data:`CLOSE` when the connection must end.
-No sockets, no files, no clock: every rule here is testable without a network.
+No sockets, no files, no clock: every rule here is testable without a network. A feed stops
+once its replies pass an output budget and :meth:`Session.resume` carries on, so the caller can
+stop executing a client's pipelined commands while that client does not read its replies.
 
 DATA is located with ``bytes.find`` over the new bytes only (plus the last four bytes seen),
 and dot-stuffing is undone with one ``replace``: no per-line loop in Python. The terminator is
