@@ -57,6 +57,9 @@ class SMTPConfig:
     max_recipients: int = _opt(1000, low=0)
     max_connections: int = _opt(1000, low=1)
     idle_timeout: float = _opt(300.0, low=0.01)
+    command_timeout: float = _opt(60.0, low=0)
+    data_min_rate: int = _opt(256, low=0)
+    data_rate_grace: float = _opt(120.0, low=0)
     smtputf8: bool = True
     loop: str = _opt("auto", choices=("auto", "asyncio", "uvloop"))
 

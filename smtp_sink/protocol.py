@@ -4,7 +4,9 @@ Bytes go in through :meth:`Session.feed`; out come, in order, :class:`~smtp_sink
 objects to send, a :class:`MessageReceived` for each complete message (the caller stores it and
 sends :func:`accepted` or :func:`store_failed`), :data:`START_TLS` when the caller must run the
 TLS handshake (then :meth:`Session.tls_started`), and :data:`CLOSE` when the connection must end.
-No sockets, no files, no clock: every rule here is testable without a network.
+No sockets, no files, no clock: every rule here is testable without a network. A feed stops
+once its replies pass an output budget and :meth:`Session.resume` carries on, so the caller can
+stop executing a client's pipelined commands while that client does not read its replies.
 
 DATA is located with ``bytes.find`` over the new bytes only (plus the last four bytes seen),
 and dot-stuffing is undone with one ``replace``: no per-line loop in Python. The terminator is
@@ -35,6 +37,10 @@ MAIL_LINE_MAX = COMMAND_LINE_MAX + 26 + 14 + 10 + 500
 AUTH_LINE_MAX = 12288
 LINE_LIMITS = {"MAIL": MAIL_LINE_MAX, "RCPT": MAIL_LINE_MAX, "AUTH": AUTH_LINE_MAX}
 TERMINATOR = b"\r\n.\r\n"
+# Back-pressure: one feed() or resume() stops before the next command once its replies pass this
+# many characters (see Session.feed). A caller whose client does not read its replies stops there.
+OUTPUT_BUDGET = 4096
+EVENT_COST = 64  # what an output other than a reply counts against the budget (a stored message's reply)
 
 
 class State(Enum):
@@ -122,6 +128,7 @@ class Settings:
     require_tls: bool = False  # AUTH before TLS gets 538
     starttls: bool = False  # STARTTLS offered and working
     tls_unavailable: str = ""  # why TLS is configured but cannot work (STARTTLS gets 454)
+    output_budget: int = OUTPUT_BUDGET  # reply characters per feed() before it stops; 0: no limit
 
 
 class Policy:
@@ -195,6 +202,24 @@ def store_failed() -> Reply:
     return reply(Code.LOCAL_ERROR, "Requested action aborted: local error in processing")
 
 
+def _cost(outputs: list[Output], start: int) -> int:
+    """What ``outputs[start:]`` count against the output budget: reply characters, events flat."""
+    total = 0
+    for item in outputs[start:]:
+        if type(item) is Reply:
+            lines = item.lines  # type: ignore[union-attr]
+            total += sum(map(len, lines)) + 6 * len(lines)
+        else:
+            total += EVENT_COST
+    return total
+
+
+def _dots_in(tail: bytes, chunk: bytes) -> int:
+    """Lines of ``chunk`` that start with ".", one starting at the seam with ``tail`` included."""
+    seam = tail[-2:] + chunk[:2]
+    return chunk.count(b"\r\n.") + (seam[:3] == b"\r\n." or seam[1:4] == b"\r\n.")
+
+
 def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
     """421: the server closes the connection (shutdown, timeout, too many connections)."""
     return reply(Code.SERVICE_UNAVAILABLE, f"{hostname} Service not available, {why}")
@@ -239,11 +264,20 @@ class Session:
         self.envelope = Envelope(peer=peer, tls=tls)
         self.messages = 0
         self._refused_rcpt = 0
+        # Input not executed yet: a partial command line, or (pending) what the output budget held back.
         self._buf = b""
+        self._pos = 0  # where the unexecuted input starts in _buf
+        self.pending = False  # feed() stopped at the output budget with input left: call resume()
         self._discarding = False  # inside an over-long command line, until its LF
+        # Set to a list to collect the input as it is executed, credentials masked (for debug logs).
+        self.transcript: list[bytes] | None = None
         # DATA reading
+        self.data_phase = 0  # DATA phases begun (354 sent): the caller times each one
+        self.data_bytes = 0  # bytes received in the current DATA phase
         self._parts: list[bytes | bytearray] = []  # the message read so far: one piece (see _add_data)
-        self._size = 0
+        self._size = 0  # bytes kept for the message, stuffing dots included
+        self._dots = 0  # stuffing dots among them, once counted (see _over_limit)
+        self._counting = False  # _dots is kept up to date chunk by chunk
         self._tail = b""
         self._oversize = False
         self._stuffed = False  # a line of the message being read starts with "." (undo dot-stuffing)
@@ -292,42 +326,73 @@ class Session:
         return Reply(code, rule.lines or (explain(rule.code),))  # type: ignore[arg-type]
 
     def feed(self, data: bytes) -> list[Output]:
-        """Consume received bytes; return replies and events in the order they happen."""
+        """Consume received bytes; return replies and events in the order they happen.
+
+        Once the replies of this call pass ``settings.output_budget`` characters, it stops before
+        the next command and keeps the rest: :attr:`pending` is then True and :meth:`resume`
+        carries on. A caller whose client does not read its replies waits before resuming (and
+        reads nothing meanwhile), so a flood of pipelined commands costs bounded memory.
+        """
         out = self._out = []
         if self.state is State.QUIT:
             return out
-        if self.state is State.DATA:
-            data = self._feed_data(data)
-            if data is None or self.state is State.QUIT:
-                return out
-        buf = self._buf + data if self._buf else data
-        pos = 0
+        buf, pos = self._buf, self._pos
+        if data:
+            buf, pos = (buf[pos:] + data if buf else data), 0
+        self._buf, self._pos, self.pending = b"", 0, False
+        self._run(buf, pos)
+        return out
+
+    def resume(self) -> list[Output]:
+        """Execute input that :meth:`feed` held back (see :attr:`pending`), up to the budget again."""
+        return self.feed(b"")
+
+    @property
+    def partial_line(self) -> bool:
+        """A command line has begun and not ended (the caller gives it a deadline)."""
+        return (not self.pending and self.state is not State.DATA and self.state is not State.QUIT
+                and (bool(self._buf) or self._discarding))
+
+    def _run(self, buf: bytes, pos: int) -> None:
+        """Execute ``buf`` from ``pos``: command lines and DATA, until the input or the budget ends."""
+        out = self._out
+        budget, spent, counted = self.settings.output_budget, 0, 0
+        transcript = self.transcript
         while True:
+            if budget and len(out) > counted:
+                spent += _cost(out, counted)
+                counted = len(out)
+                if spent >= budget and pos < len(buf):
+                    if pos > len(buf) // 2:  # keep only what is left (halving: linear copying in all)
+                        buf, pos = buf[pos:], 0
+                    self._buf, self._pos, self.pending = buf, pos, True
+                    return
+            if self.state is State.DATA:
+                rest = self._feed_data(buf[pos:] if pos else buf)
+                if rest is None or self.state is State.QUIT:
+                    return
+                buf, pos = rest, 0
+                continue
             nl = buf.find(b"\n", pos)
             if nl < 0:
-                rest = buf[pos:]
+                rest = buf[pos:] if pos else buf
                 if len(rest) > AUTH_LINE_MAX:  # no newline in sight: drop it, answer at the LF
                     self._discarding = True
                     rest = b""
                 self._buf = rest
-                return out
+                return
             line = buf[pos:nl]
+            if transcript is not None:
+                transcript.append(b"(over-long line dropped)" if self._discarding else self._masked(buf[pos : nl + 1]))
             pos = nl + 1
             if self._discarding:
                 self._discarding = False
-                out.append(reply(Code.SYNTAX_ERROR, "Line too long"))
+                out.append(self._line_too_long())
                 continue
             self._command(line)
             if self.state is State.QUIT or self._tls_starting:
                 # After STARTTLS, pipelined plaintext is discarded (RFC 3207 section 4.2).
-                self._buf = b""
-                return out
-            if self.state is State.DATA:
-                rest = self._feed_data(buf[pos:])
-                if rest is None or self.state is State.QUIT:
-                    self._buf = b""
-                    return out
-                buf, pos = rest, 0
+                return
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS succeeded: start over (RFC 3207 section 4.2)."""
@@ -341,9 +406,25 @@ class Session:
         """Mark the session closed (the connection is gone); a message in progress is dropped."""
         self.state = State.QUIT
         self._parts = []
-        self._buf = b""
+        self._buf, self._pos, self.pending = b"", 0, False
 
     # -- command mode -------------------------------------------------------------------
+
+    def _masked(self, line: bytes) -> bytes:
+        """``line`` for a log (its first 200 bytes): an AUTH argument or SASL response hidden."""
+        if self._sasl is not None and line.rstrip(b"\r\n") != b"*":
+            return b"(AUTH response hidden)"
+        words = line[:5].upper() == b"AUTH " and line.split(None, 2)
+        if words and len(words) > 2:
+            return b"AUTH " + words[1][:20] + b" (initial response hidden)"
+        return line[:200]
+
+    def _line_too_long(self) -> Reply:
+        """The answer to an over-long line, however it arrived: inside AUTH it ends the exchange."""
+        if self._sasl is not None:
+            self._sasl = None
+            return reply(Code.PARAMETER_SYNTAX, f"Cannot decode AUTH response: longer than {AUTH_LINE_MAX} octets")
+        return reply(Code.SYNTAX_ERROR, "Line too long")
 
     def _command(self, raw: bytes) -> None:
         if raw.endswith(b"\r"):
@@ -356,7 +437,7 @@ class Session:
         verb = verb_bytes.decode("ascii", "replace").upper()
         limit = LINE_LIMITS.get(verb, COMMAND_LINE_MAX)
         if len(raw) + 2 > limit:
-            self._out.append(reply(Code.SYNTAX_ERROR, "Line too long"))
+            self._out.append(self._line_too_long())
             return
         try:
             line = raw.decode("utf-8")
@@ -524,8 +605,11 @@ class Session:
         if refusal is not None or self.state is State.QUIT:
             return refusal
         self.state = State.DATA
+        self.data_phase += 1
+        self.data_bytes = 0
         self._parts = []
-        self._size = 0
+        self._size = self._dots = 0
+        self._counting = False
         self._tail = b"\r\n"  # the CRLF ending the DATA line: ".\r\n" at once is an empty message
         self._oversize = False
         return reply(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>")
@@ -635,9 +719,9 @@ class Session:
         if raw == b"*":
             self._sasl = None
             return reply(Code.PARAMETER_SYNTAX, "Authentication cancelled")
+        if len(raw) + 2 > AUTH_LINE_MAX:
+            return self._line_too_long()
         try:
-            if len(raw) + 2 > AUTH_LINE_MAX:
-                raise SASLError("response longer than 12288 octets")
             return self._sasl_result(exchange.step(raw.decode("ascii", "replace").strip()))
         except SASLError as exc:
             self._sasl = None
@@ -660,6 +744,7 @@ class Session:
 
     def _feed_data(self, data: bytes) -> bytes | None:
         """Take message bytes; at the terminator emit the message and return what follows it."""
+        self.data_bytes += len(data)
         tail = self._tail
         # The terminator may straddle the previous chunk: look at the seam, then at the chunk.
         found = (tail + data[:4]).find(TERMINATOR)
@@ -671,12 +756,16 @@ class Session:
             cut = self._scan(data)
             if cut < 0:
                 self._add_data(data)
+                if self.transcript is not None:
+                    self.transcript.append(data[:200])
                 return None
         end = cut + 2  # the message keeps the CRLF before the dot
         if end > 0:
             self._add_data(data[:end])
         elif end < 0:
             self._drop_tail(-end)
+        if self.transcript is not None:
+            self.transcript.append(data[: min(cut + 5, 200)])
         self._finish_message()
         return data[cut + 5 :]
 
@@ -699,14 +788,10 @@ class Session:
         return data.find(TERMINATOR, start)
 
     def _add_data(self, chunk: bytes) -> None:
+        if self._counting:
+            self._dots += _dots_in(self._tail, chunk)
         self._size += len(chunk)
-        limit = self.settings.max_message_size
-        # The last 2 bytes counted may be ".\r" of a terminator split across chunks, which
-        # _drop_tail uncounts: only past limit + 2 is the message surely too large.
-        if limit and self._size > limit + 2:
-            self._oversize = True
-            self._parts = []
-        elif not self._oversize:
+        if not self._oversize:
             parts = self._parts
             if not parts:
                 parts.append(chunk)  # a message in one chunk (most) is kept as received: no copy
@@ -717,11 +802,33 @@ class Session:
                 if type(parts[0]) is bytes:
                     parts[0] = bytearray(parts[0])
                 parts[0] += chunk  # type: ignore[operator]
+            if self.settings.max_message_size and self._over_limit():
+                self._oversize = True
+                self._parts = []
         self._tail = chunk[-4:] if len(chunk) >= 4 else (self._tail + chunk)[-4:]
 
+    def _over_limit(self) -> bool:
+        """The message kept so far is surely over max_message_size (RFC 1870: stuffing dots not counted).
+
+        The last 2 bytes may be ".\r" of a terminator split across chunks (_drop_tail uncounts
+        them): only past limit + 2 is it surely too large. Dots are counted only once the raw
+        size passes that, over what was kept and then chunk by chunk: a message well under the
+        limit costs no counting.
+        """
+        limit = self.settings.max_message_size + 2
+        if self._size - self._dots <= limit:
+            return False
+        if self._stuffed and not self._counting:
+            kept = self._parts[0]
+            self._dots = kept.count(b"\r\n.") + (kept[:1] == b".")
+            self._counting = True
+        return self._size - self._dots > limit
+
     def _drop_tail(self, count: int) -> None:
-        """Remove bytes already stored (the terminator started inside the previous chunk)."""
+        """Remove bytes already kept (the terminator started inside the previous chunk)."""
         self._size -= count
+        if self._counting:  # the terminator's dot was counted as stuffing
+            self._dots -= 1
         if self._parts:
             kept = self._parts[0]
             if isinstance(kept, bytearray):
@@ -732,26 +839,30 @@ class Session:
     def _finish_message(self) -> None:
         envelope = self.envelope
         limit = self.settings.max_message_size
-        oversize = self._oversize or bool(limit and self._size > limit)
         raw = self._parts[0] if self._parts else b""  # the message, in one piece (see _add_data)
         self._parts = []
-        stuffed, self._stuffed = self._stuffed, False
-        self.state = State.GREETED
+        if self._stuffed and not self._oversize:
+            # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.
+            # (_feed_data saw a line start with "."; else there is nothing to scan for.)
+            if raw[:1] == b".":
+                raw = raw[1:]
+            raw = raw.replace(b"\r\n.", b"\r\n")
+        self._stuffed = False
+        oversize = self._oversize or bool(limit and len(raw) > limit)  # RFC 1870: the size after unstuffing
+        # The after-data rule runs while the state is still DATA (an error there is inside the transaction).
+        refusal = None if oversize else self._fault("after-data", recipients=envelope.rcpt_to,
+                                                    sender=envelope.mail_from)
+        if self.state is not State.QUIT:
+            self.state = State.GREETED
         self._reset_transaction()
         if oversize:
             self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
             return
-        refusal = self._fault("after-data", recipients=envelope.rcpt_to, sender=envelope.mail_from)
         if refusal is not None or self.state is State.QUIT:  # refused or dropped: nothing is stored
             if refusal is not None:
                 self._out.append(refusal)
             if self.state is State.QUIT:
                 self._out.append(CLOSE)
             return
-        # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.
-        if stuffed:  # _feed_data saw a line start with "." (else there is nothing to scan for)
-            if raw[:1] == b".":
-                raw = raw[1:]
-            raw = raw.replace(b"\r\n.", b"\r\n")
         self.messages += 1
         self._out.append(MessageReceived(envelope, raw))

@@ -1,8 +1,10 @@
-"""The SMTP listener: one ``asyncio.Protocol`` per connection driving :mod:`smtp_sink.protocol`.
+"""The SMTP listener: one ``asyncio.BufferedProtocol`` per connection driving :mod:`smtp_sink.protocol`.
 
 This is the only module that does socket I/O. Replies to pipelined commands go out in one
-``transport.write``; a client that does not read its replies is paused (back-pressure);
-idle sessions get 421 and are closed; on shutdown every open session gets 421. With TLS on,
+``transport.write``; a client that does not read its replies stops being executed and read
+(back-pressure, see SMTPConnection); idle sessions, command lines not finished in time and
+too slow DATA get 421 and are closed; on shutdown every open session gets 421; an unexpected
+error closes its session with 451 or 421 and leaves the others alone. With TLS on,
 STARTTLS upgrades a connection in place (``loop.start_tls``) and a second listener speaks
 implicit TLS (RFC 8314).
 """
@@ -10,18 +12,20 @@ implicit TLS (RFC 8314).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .config import Config, is_loopback
+from .config import Config, SMTPConfig, is_loopback
 from .policy import MailboxPolicy
 from .protocol import (
     CLOSE,
@@ -32,6 +36,7 @@ from .protocol import (
     Policy,
     Session,
     Settings,
+    State,
     Throttle,
     accepted,
     shutting_down,
@@ -54,13 +59,95 @@ INDEX_QUIET = 0.25  # index once no message arrived for this long
 INDEX_BACKLOG = 20000  # ... or once this many wait
 
 
+# A client that does not read its replies is noticed once the kernel's buffers and then the
+# transport's fill up: keep both small (replies are small; a reading client never fills them).
+READ_COMMANDS = 16384  # bytes one read takes in command mode (commands are short)
+READ_DATA = 262144  # ... and in DATA (large reads: fewer wake-ups for big messages)
+SEND_BUFFER = 16384  # SO_SNDBUF of a connection (the kernel doubles it), instead of growing to megabytes
+WRITE_HIGH = 16384  # the transport's high-water mark: pause_writing past it
+TRIM_AFTER = 100  # sessions that ended since the peak before freed memory is returned (see _trim_memory)
+DRAIN_SLICE = 0.0005  # seconds of held-back input executed per loop iteration (see SinkServer._drain)
+CLOSE_GRACE = 5.0  # seconds a closed connection may take to flush its replies before it is cut
+FD_RESERVE = 64  # open files kept beyond the sessions: listeners, store and index files, HTTP, the loop
+BACKLOG = 1024  # listen queue; a listener may accept this many at once (each an open file for a moment)
+START_TIMEOUT = 60.0  # seconds ServerThread.start waits for the server
+
+
+def _limit_buffers(transport: asyncio.BaseTransport) -> None:
+    """Small send buffers for a connection (see SEND_BUFFER and WRITE_HIGH)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    transport.set_write_buffer_limits(high=WRITE_HIGH)  # type: ignore[attr-defined]
+
+
+def _close(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop) -> None:
+    """Close once the replies are sent, or cut it after CLOSE_GRACE s if the client does not read them."""
+    transport.close()
+    if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+        loop.call_later(CLOSE_GRACE, _abort, transport)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    with contextlib.suppress(Exception):  # already gone
+        transport.abort()  # type: ignore[attr-defined]
+
+
+def _raise_open_file_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; the soft limit now (None: no such limit)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not Unix
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # e.g. macOS caps it below the hard limit: keep the soft one
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+def _open_files() -> int:
+    """How many files this process has open now."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError):
+            return len(os.listdir(folder))
+    return 32  # unknown: a guess
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim: gives freed heap pages back to the system (None elsewhere)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (ImportError, OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
 def _log_index_error(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("indexing failed", exc_info=future.exception())
 
 
-class SMTPConnection(asyncio.Protocol):
-    """One client connection."""
+class SMTPConnection(asyncio.BufferedProtocol):
+    """One client connection.
+
+    Flow control: a session executes input only while its client reads the replies. When the
+    transport's write buffer passes its high-water mark (``pause_writing``), or a feed stops at the
+    session's output budget (``Session.pending``), nothing more is read; held-back input is
+    executed once the buffer drains (``resume_writing``). Reads go into one buffer shared by all
+    connections (one connection reads at a time) and are copied out: READ_COMMANDS bytes at most
+    in command mode, READ_DATA in DATA. So a client that pipelines without reading costs at most
+    one command-mode read plus the write buffer.
+    """
 
     def __init__(self, server: SinkServer, tls: bool = False) -> None:
         self.server = server
@@ -74,6 +161,13 @@ class SMTPConnection(asyncio.Protocol):
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._rate = 0  # bytes per second, set by a throttle rule
         self._held = False  # reading paused by a delay or throttle rule
+        self._write_paused = False  # the client does not read its replies (pause_writing)
+        self._reading = True  # the transport is reading
+        self._paused_at = 0.0  # when reading stopped (deadlines do not run while we hold the input)
+        self._resuming = False  # a resume of held-back input is scheduled
+        self._line_since: float | None = None  # when the unfinished command line began
+        self._data_phase = 0  # the session's DATA phase _data_since belongs to
+        self._data_since = 0.0  # when that DATA phase began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -81,28 +175,101 @@ class SMTPConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
         self.last_active = server.loop.time()
-        if len(server.connections) >= server.config.smtp.max_connections:
+        if len(server.connections) >= server.max_connections:
             log.warning("refused %s: %d connections open (max_connections)", self.peer, len(server.connections))
             self._send(shutting_down(server.settings.hostname, "too many connections, try again later"))
             transport.close()
             return
         server.connections.add(self)
-        self.session = Session(server.settings, server.policy, peer=self.peer, tls=self.tls)
         log.info("connect from %s%s", self.peer, " (implicit TLS)" if self.tls else "")
-        self._emit(self.session.greeting())
+        _limit_buffers(transport)
+        try:
+            self.session = Session(server.settings, server.policy, peer=self.peer, tls=self.tls)
+            if self._debug:
+                self.session.transcript = []
+            self._execute(self.session.greeting())
+        except Exception:
+            self._fail("greeting")
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        session = self.session
+        if session is not None and session.state is State.DATA:
+            return self.server.read_buffer
+        return self.server.read_buffer[:READ_COMMANDS]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None:
             return
         self.last_active = self.server.loop.time()
-        if self._debug:
-            log.debug("C[%s]: %r", self.peer, data[:200])
-        outputs = session.feed(data)
+        try:
+            self._execute(session.feed(data))
+            if self._rate and not self._held:  # throttle rule: this many bytes take len/rate seconds
+                self._hold(len(data) / self._rate, [])
+        except Exception:
+            self._fail("input")
+
+    def _execute(self, outputs: list[Output]) -> None:
+        """Carry out a feed's outputs, then go on with held-back input or read more (see class doc)."""
+        session = self.session
+        assert session is not None
+        if self._debug and session.transcript:
+            for line in session.transcript:
+                log.debug("C[%s]: %r", self.peer, line)
+            session.transcript.clear()
         if outputs:
             self._emit(outputs)
-        if self._rate and not self._held:  # throttle rule: this many bytes take len/rate seconds
-            self._hold(len(data) / self._rate, [])
+        self._flow()
+        now = self.server.loop.time()
+        if session.partial_line:
+            if self._line_since is None:
+                self._line_since = now
+        else:
+            self._line_since = None
+        if session.data_phase != self._data_phase:
+            self._data_phase, self._data_since = session.data_phase, now
+
+    def _flow(self) -> None:
+        """Resume held-back input when the client keeps up; read only when nothing is held back."""
+        session, transport = self.session, self.transport
+        assert session is not None and transport is not None
+        stalled = self._write_paused or self._held or self._upgrading is not None or transport.is_closing()
+        if session.pending and not stalled and not self._resuming:
+            self._resuming = True
+            self.server.run_later(self)  # round-robin with other busy sessions, I/O in between
+        self._set_reading(not (stalled or session.pending))
+
+    def resume(self) -> None:
+        """Execute the next batch of held-back input (called by SinkServer.run_later)."""
+        self._resuming = False
+        session = self.session
+        if session is None or self._gone or self.transport is None or self.transport.is_closing():
+            return
+        if self._write_paused or self._held or self._upgrading is not None:
+            return  # resume_writing / _release / the handshake calls _flow again
+        try:
+            self._execute(session.resume())
+        except Exception:
+            self._fail("input")
+
+    def _set_reading(self, on: bool) -> None:
+        transport = self.transport
+        if on == self._reading or transport is None or transport.is_closing() or self._upgrading is not None:
+            return
+        self._reading = on
+        now = self.server.loop.time()
+        if on:
+            transport.resume_reading()
+            shift = now - self._paused_at  # deadlines count only the time the client had to send
+            if self._line_since is not None:
+                self._line_since += shift
+            self._data_since += shift
+        else:
+            transport.pause_reading()
+            self._paused_at = now
 
     def _emit(self, outputs: list[Output]) -> None:
         """Carry out the session's outputs in order: one write per batch of replies."""
@@ -120,11 +287,11 @@ class SMTPConnection(asyncio.Protocol):
                 chunks.append(self.server.deliver(item).encode())  # type: ignore[arg-type]
             elif item is CLOSE:
                 self._write(b"".join(chunks))
-                transport.close()
+                _close(transport, self.server.loop)
                 return
             elif item is START_TLS:
                 self._write(b"".join(chunks))
-                transport.pause_reading()  # nothing more in plaintext: start_tls takes over
+                self._set_reading(False)  # nothing more in plaintext: start_tls takes over
                 self._upgrading = self.server.loop.create_task(self._start_tls())
                 return
             elif kind is Delay:
@@ -151,6 +318,8 @@ class SMTPConnection(asyncio.Protocol):
         finally:
             self._upgrading = None
         self.transport = transport  # type: ignore[assignment]
+        self._reading, self._write_paused = True, False  # a new transport, reading
+        _limit_buffers(transport)
         self.last_active = server.loop.time()
         self.session.tls_started()
         ssl_object = transport.get_extra_info("ssl_object")
@@ -158,17 +327,18 @@ class SMTPConnection(asyncio.Protocol):
 
     def _hold(self, seconds: float, then: list[Output]) -> None:
         """Stop reading for ``seconds`` (delay and throttle rules), then send ``then``."""
-        assert self.transport is not None
         self._held = True
-        self.transport.pause_reading()
+        self._set_reading(False)
         self.server.loop.call_later(seconds, self._release, then)
 
     def _release(self, then: list[Output]) -> None:
         self._held = False
-        if self.transport is None or self.transport.is_closing():
+        if self.session is None or self.transport is None or self.transport.is_closing():
             return
-        self.transport.resume_reading()
-        self._emit(then)
+        try:
+            self._execute(then)
+        except Exception:
+            self._fail("input")
 
     def _write(self, out: bytes) -> None:
         if out:
@@ -177,32 +347,67 @@ class SMTPConnection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(out)
 
+    def _fail(self, during: str) -> None:
+        """An unexpected error (a bug, a policy that raised): log it, answer, close; others go on.
+
+        Inside a transaction the client gets 451 (this message is not taken), else 421.
+        """
+        log.exception("session with %s failed (%s): closing it", self.peer, during)
+        session, transport = self.session, self.transport
+        busy = session is not None and session.state in (State.MAIL, State.RCPT, State.DATA)
+        if transport is not None and not transport.is_closing() and self._upgrading is None:
+            answer = store_failed() if busy else shutting_down(self.server.settings.hostname, "internal error")
+            with contextlib.suppress(Exception):
+                self._write(answer.encode())
+            _close(transport, self.server.loop)
+        if session is not None:
+            session.close()
+
+    def overdue(self, now: float, smtp: SMTPConfig) -> str | None:
+        """Why this session must end now (idle, a command or DATA too slow), or None."""
+        if self.last_active < now - smtp.idle_timeout:
+            return "idle timeout"
+        session = self.session
+        if not self._reading or session is None:
+            return None  # we hold its input (back-pressure, rules, handshake): not the client's delay
+        if smtp.command_timeout and self._line_since is not None and now - self._line_since > smtp.command_timeout:
+            return f"command not completed within {smtp.command_timeout:g} s"
+        if smtp.data_min_rate and session.state is State.DATA:
+            elapsed = now - self._data_since
+            if elapsed > smtp.data_rate_grace and session.data_bytes < smtp.data_min_rate * elapsed:
+                return f"message data slower than {smtp.data_min_rate} bytes/s"
+        return None
+
     def eof_received(self) -> bool:
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.session is not None and not self._gone:
-            self._gone = True
+        if self._gone:
+            return
+        self._gone = True
+        self.server.connections.discard(self)
+        if self.session is not None:
             self.session.close()
-            self.server.connections.discard(self)
             log.info("disconnect %s", self.peer)
 
     def pause_writing(self) -> None:
-        """The client is not reading its replies: stop reading its commands."""
-        if self.transport is not None:
-            self.transport.pause_reading()
+        """The client is not reading its replies: stop executing and reading its commands."""
+        self._write_paused = True
+        self._set_reading(False)
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing() and not self._held:
-            self.transport.resume_reading()
+        self._write_paused = False
+        if self.session is not None and not self._gone:
+            self._flow()
 
     def close_with(self, why: str) -> None:
-        """Send 421 and close (shutdown, idle timeout)."""
+        """Send 421 and close (shutdown, timeouts)."""
         if self._upgrading is not None:  # mid-handshake: no plaintext 421 into a TLS stream
             self._upgrading.cancel()
-        elif self.transport is not None and not self.transport.is_closing():
-            self._send(shutting_down(self.server.settings.hostname, why))
-            self.transport.close()
+        elif self.transport is not None:
+            if not self.transport.is_closing():
+                self._send(shutting_down(self.server.settings.hostname, why))
+            _close(self.transport, self.server.loop)  # (again, if closing already: it gets its grace)
         if self.session is not None:
             self.session.close()
 
@@ -246,6 +451,12 @@ class SinkServer:
         self._index_scheduled = False
         self._last_saved = 0.0
         self.connections: set[SMTPConnection] = set()
+        self.max_connections = smtp.max_connections  # lowered at start when open files are short
+        self.read_buffer = memoryview(bytearray(READ_DATA))  # every connection reads into it (see SMTPConnection)
+        self._backlog = BACKLOG
+        self._runnable: collections.deque[SMTPConnection] = collections.deque()  # see run_later
+        self._draining = False
+        self._peak = 0  # most sessions open since the last _trim_memory
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -254,36 +465,46 @@ class SinkServer:
         self.http_port = 0
 
     async def start(self) -> None:
-        """Open the store and start listening (raises OSError when the port is taken)."""
+        """Get the store, its index and TLS ready, then listen (raises OSError when a port is taken).
+
+        No listener opens before everything a session needs is ready, and "listening on" is
+        logged once every listener (SMTP, implicit TLS, HTTP) is up, followed by one "ready" line.
+        """
         self.loop = asyncio.get_running_loop()
         try:
             self.store.open()
         except OSError as exc:
             raise RuntimeError(f"cannot use store folder {self.store.path}: {exc.strerror or exc}") from None
-        smtp = self.config.smtp
-        try:
-            self._server = await self.loop.create_server(
-                lambda: SMTPConnection(self), smtp.host, smtp.port, reuse_address=True, backlog=1024
-            )
-        except OSError as exc:  # name the address: the CLI prints it
-            raise OSError(exc.errno, exc.strerror, f"{smtp.host}:{smtp.port}") from None
-        self.smtp_port = self._server.sockets[0].getsockname()[1]
+        try:  # open the index (rebuilt from the files if needed) before the first client
+            await self.in_store_thread(lambda: self.store.index)
+        except Exception:  # the .eml files are safe; queries retry opening it
+            log.exception("opening the index failed")
         if self.tls_enabled:
-            try:
-                await self._start_tls_listener()
-            except BaseException:
-                self._server.close()
-                raise
-        self._sweeper = self.loop.create_task(self._close_idle())
-        # Open the index (rebuilding it from the files if needed) without delaying the listener.
-        opening = self.loop.run_in_executor(self._indexer, lambda: self.store.index)
-        opening.add_done_callback(_log_index_error)
-        log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
-        if not is_loopback(smtp.host):
-            log.warning("SMTP listens on %s: anyone who can reach this machine can send it mail", smtp.host)
+            await self._prepare_tls()
+        self._fit_open_files()
+        listeners: list[asyncio.base_events.Server] = []
+        try:
+            await self._listen(listeners)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            if self.http is not None:
+                await self.http.stop()
+            raise
+        self._sweeper = self.loop.create_task(self._sweep())
+        self._log_listening()
+
+    async def _listen(self, listeners: list[asyncio.base_events.Server]) -> None:
+        """Bind SMTP (and implicit TLS), start HTTP, then start serving SMTP: all or nothing."""
+        smtp, tls = self.config.smtp, self.config.tls
+        self._server = await self._bind(lambda: SMTPConnection(self), smtp.host, smtp.port)
+        listeners.append(self._server)
+        self.smtp_port = self._server.sockets[0].getsockname()[1]
         if self.tls is not None:
-            log.info("implicit TLS on %s:%d; STARTTLS on %d; certificate %s%s", smtp.host, self.tls_port,
-                     self.smtp_port, self.tls.cert, f" (trust {self.tls.ca})" if self.tls.ca else "")
+            self._tls_server = await self._bind(lambda: SMTPConnection(self, tls=True), smtp.host, tls.port,
+                                                ssl=self.tls.context, ssl_handshake_timeout=self.handshake_timeout)
+            listeners.append(self._tls_server)
+            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         if self.config.http.enabled:
             from .web.app import HTTPServer  # aiohttp is imported only when HTTP is on
 
@@ -291,13 +512,76 @@ class SinkServer:
             try:
                 await self.http.start()
             except OSError as exc:
-                for listener in (self._server, self._tls_server):
-                    if listener is not None:
-                        listener.close()
-                self._sweeper.cancel()
                 http = self.config.http
                 raise OSError(exc.errno, exc.strerror, f"{http.host}:{http.port}") from None
             self.http_port = self.http.port
+        for listener in listeners:
+            await listener.start_serving()
+
+    async def _bind(self, factory: Callable[[], SMTPConnection], host: str, port: int,
+                    **options: Any) -> asyncio.base_events.Server:
+        """A bound listener, not serving yet; an OSError names the address."""
+        try:
+            return await self.loop.create_server(
+                factory, host, port, reuse_address=True, backlog=self._backlog, start_serving=False, **options
+            )
+        except OSError as exc:  # name the address: the CLI prints it
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from None
+
+    def _log_listening(self) -> None:
+        smtp = self.config.smtp
+        log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+        if not is_loopback(smtp.host):
+            log.warning("SMTP listens on %s: anyone who can reach this machine can send it mail", smtp.host)
+        if self.tls is not None:
+            log.info("implicit TLS on %s:%d; STARTTLS on %d; certificate %s%s", smtp.host, self.tls_port,
+                     self.smtp_port, self.tls.cert, f" (trust {self.tls.ca})" if self.tls.ca else "")
+        log.info("event loop: %s", type(self.loop).__module__.split(".")[0])
+        log.info("smtp-sink ready: up to %d sessions", self.max_connections)
+
+    def _fit_open_files(self) -> None:
+        """Raise the soft open-file limit to the hard one; lower max_connections if still short.
+
+        Every session is an open file, and each listener may accept its whole backlog at once; a
+        reserve stays for the store, the index and HTTP. So a client over the cap is accepted
+        and gets 421, and no session's message ever fails for want of a file descriptor.
+        """
+        room = _raise_open_file_limit()
+        if room is None:
+            return  # no RLIMIT_NOFILE here (not Unix)
+        listeners = 2 if self.tls is not None else 1
+        free = room - _open_files() - FD_RESERVE
+        self._backlog = max(8, min(BACKLOG, free // (4 * listeners)))
+        cap = free - listeners * self._backlog
+        wanted = self.config.smtp.max_connections
+        if cap < 1:
+            raise RuntimeError(f"the open-file limit ({room}) leaves no room for sessions: raise it (ulimit -n)")
+        if cap < wanted:
+            log.warning("the open-file limit (%d) allows %d sessions, not max_connections = %d: more clients "
+                        "get 421 (raise it with ulimit -n)", room, cap, wanted)
+            self.max_connections = cap
+
+    def run_later(self, conn: SMTPConnection) -> None:
+        """Queue a session with held-back input to go on (see _drain)."""
+        self._runnable.append(conn)
+        if not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Resume queued sessions one batch each, round-robin, for at most DRAIN_SLICE seconds, then
+        let the loop take I/O (new clients, replies of others) before going on: a flood of pipelined
+        commands from many clients delays another client by about one slice per round trip."""
+        runnable, clock = self._runnable, time.perf_counter
+        end = clock() + DRAIN_SLICE
+        while runnable:
+            runnable.popleft().resume()  # queues itself again if input is still held back
+            if clock() >= end:
+                break
+        if runnable:
+            self.loop.call_soon(self._drain)
+        else:
+            self._draining = False
 
     async def in_store_thread(self, work: Callable[[], T]) -> T:
         """Run ``work`` in the store's worker thread (the one that indexes), off the event loop."""
@@ -313,8 +597,8 @@ class SinkServer:
         """The generated authority clients can trust (None: TLS off or a configured certificate)."""
         return str(self.tls.ca) if self.tls and self.tls.ca else None
 
-    async def _start_tls_listener(self) -> None:
-        """Load or generate the certificate, offer STARTTLS and listen for implicit TLS.
+    async def _prepare_tls(self) -> None:
+        """Load or generate the certificate: STARTTLS is offered and implicit TLS listens.
 
         A configured certificate that does not work, or ``mode = "on"``, stops the start-up;
         a generated one that cannot be made (``mode = "auto"``) leaves TLS off: STARTTLS gets 454.
@@ -331,15 +615,6 @@ class SinkServer:
             log.warning("TLS off: %s (STARTTLS answers 454)", reason)
             self.settings = dataclasses.replace(self.settings, tls_unavailable=reason)
             return
-        context = self.tls.context
-        try:
-            self._tls_server = await self.loop.create_server(
-                lambda: SMTPConnection(self, tls=True), smtp.host, tls.port, ssl=context,
-                ssl_handshake_timeout=self.handshake_timeout, reuse_address=True, backlog=1024,
-            )
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, f"{smtp.host}:{tls.port}") from None
-        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         self.settings = dataclasses.replace(self.settings, starttls=True)
 
     def storage_problem(self) -> str | None:
@@ -375,6 +650,9 @@ class SinkServer:
         except StoreError as exc:
             log.error("message from <%s> not stored: %s", message.envelope.mail_from, exc.strerror)
             return store_failed()
+        except Exception:  # a bug: this message is refused, the session goes on
+            log.exception("message from <%s> not stored", message.envelope.mail_from)
+            return store_failed()
         if log.isEnabledFor(logging.INFO):  # a line per message: build it only when it is written
             log.info(
                 "stored %s size=%d from=<%s> to=%s",
@@ -399,16 +677,34 @@ class SinkServer:
         future = self.loop.run_in_executor(self._indexer, self.store.index_pending)
         future.add_done_callback(_log_index_error)
 
-    async def _close_idle(self) -> None:
-        timeout = self.config.smtp.idle_timeout
-        period = min(1.0, timeout / 2)
+    async def _sweep(self) -> None:
+        """Close sessions that are idle, or too slow to finish a command line or their DATA (421)."""
+        smtp = self.config.smtp
+        limits = [t for t in (smtp.idle_timeout, smtp.command_timeout, smtp.data_rate_grace) if t > 0]
+        period = min(1.0, *(t / 2 for t in limits))
         while True:
             await asyncio.sleep(period)
-            limit = self.loop.time() - timeout
-            for conn in [c for c in self.connections if c.last_active < limit]:
-                log.info("idle timeout for %s", conn.peer)
-                conn.close_with("idle timeout, closing connection")
-                self.connections.discard(conn)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                why = conn.overdue(now, smtp)
+                if why is not None:
+                    log.info("%s for %s", why, conn.peer)
+                    conn.close_with(f"{why}, closing connection")
+                    self.connections.discard(conn)
+            self._trim_memory()
+
+    def _trim_memory(self) -> None:
+        """After many sessions ended (a flood went away), return the freed heap to the system.
+
+        Their buffers were freed, but the C allocator keeps the pages of a fragmented heap: without
+        this the process would stay at its peak size.
+        """
+        count = len(self.connections)
+        self._peak = max(self._peak, count)
+        if self._peak - count >= TRIM_AFTER and count <= self._peak // 2:
+            self._peak = count
+            if _TRIM is not None:
+                _TRIM(0)
 
     async def stop(self) -> None:
         """Stop listening, send 421 to every open session and close it."""
@@ -469,7 +765,6 @@ def serve(config: Config, ready: Callable[[SinkServer], None] | None = None) -> 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
-        log.info("event loop: %s", type(loop).__module__.split(".")[0])
         if ready is not None:
             ready(server)
         await stop.wait()
@@ -489,6 +784,7 @@ class ServerThread:
     def __init__(self, config: Config, policy: Policy | None = None) -> None:
         self.server = SinkServer(config, policy)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -497,19 +793,30 @@ class ServerThread:
     def smtp_port(self) -> int:
         return self.server.smtp_port
 
-    def start(self) -> SinkServer:
-        """Start and wait until the server is listening; re-raise a start-up error."""
+    def start(self, timeout: float = START_TIMEOUT) -> SinkServer:
+        """Start and wait until the server is listening; re-raise a start-up error.
+
+        Raises TimeoutError (after stopping what started) when it is not ready within ``timeout``.
+        """
         self._thread = threading.Thread(target=self._run, name="smtp-sink", daemon=True)
         self._thread.start()
-        self._ready.wait()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise TimeoutError(f"smtp-sink did not start within {timeout:g} s")
         if self._error is not None:
             raise self._error
         return self.server
 
     def _run(self) -> None:
-        loop = self._loop = new_event_loop(self.server.config.smtp.loop)
         try:
-            loop.run_until_complete(self.server.start())
+            loop = self._loop = new_event_loop(self.server.config.smtp.loop)
+        except BaseException as exc:  # e.g. uvloop asked for and missing: handed to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        try:
+            self._starting = loop.create_task(self.server.start())
+            loop.run_until_complete(self._starting)
         except BaseException as exc:  # handed to the starting thread
             self._error = exc
             self._ready.set()
@@ -520,10 +827,18 @@ class ServerThread:
         loop.run_until_complete(self.server.stop())
         loop.close()
 
+    def _halt(self) -> None:
+        """On the loop: cancel a start-up still running, else stop the loop (then the server)."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        elif self._loop is not None:
+            self._loop.stop()
+
     def stop(self) -> None:
         """Stop the server (open sessions get 421) and join the thread."""
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._halt)
             self._thread.join(10)
 
     def __enter__(self) -> SinkServer:

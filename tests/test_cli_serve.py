@@ -6,6 +6,7 @@ Servers run with ``--port 0``; the port is read from the "listening on host:port
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,86 @@ def test_both_event_loops_serve(tmp_path: Path, loop: str) -> None:
     assert server.stop() == 0
     assert f"INFO event loop: {loop}\n" in server.log()
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
+
+
+# -- start-up: no listener before everything a session needs is ready --------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ehlo_at_once(port: int) -> bytes | None:
+    """Connect, read the greeting, send EHLO: its reply (None: nobody listens yet)."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except ConnectionRefusedError:
+        return None
+    with sock, sock.makefile("rb") as replies:
+        assert replies.readline().startswith(b"220 ")
+        sock.sendall(b"EHLO early.test\r\n")
+        lines = [replies.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(replies.readline())
+        assert lines[0].startswith(b"250")
+        return b"".join(lines)
+
+
+def test_a_client_connecting_the_moment_the_port_opens_is_offered_starttls(tmp_path: Path) -> None:
+    port, tls_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smtp_sink", "serve", "--port", str(port), "--tls-port", str(tls_port),
+             "--auth", "accept-any", "--store", str(tmp_path / "mail")],
+            stderr=out, stdin=subprocess.DEVNULL, env={**environ, "SMTP_SINK_HTTP_PORT": "0"},
+        )
+        try:
+            answers: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(answers) < 20 and time.monotonic() < deadline and proc.poll() is None:
+                answer = ehlo_at_once(port)  # in a tight loop from the moment it starts
+                if answer is not None:
+                    answers.append(answer)
+        finally:
+            proc.terminate()
+            assert proc.wait(15) == 0
+    assert len(answers) == 20
+    assert all(b"STARTTLS" in answer and b"AUTH" in answer for answer in answers), answers[0]
+    lines = log.read_text().splitlines()
+    ready = [i for i, line in enumerate(lines) if "smtp-sink ready" in line]
+    assert len(ready) == 1, lines  # one "ready" line, after every listener said where it is
+    for what in ("smtp-sink listening on", "implicit TLS on", "web page and API on"):
+        (where,) = [i for i, line in enumerate(lines) if what in line]
+        assert where < ready[0], lines
+
+
+# -- credentials never reach the log -------------------------------------------------------------------
+
+
+def test_verbose_log_masks_auth_credentials(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "mail", "-v", "--auth", "accept-any")
+    plain = base64.b64encode(b"\0ann@example.test\0plain-Secret-1").decode()
+    user = base64.b64encode(b"bob@example.test").decode()
+    password = base64.b64encode(b"login-Secret-2").decode()
+    with connect(server.port) as wire:
+        assert wire.cmd("EHLO a.test")[0] == Code.OK
+        assert wire.cmd(f"AUTH PLAIN {plain}")[0] == Code.AUTH_SUCCEEDED
+    with connect(server.port) as wire:
+        assert wire.cmd("EHLO b.test")[0] == Code.OK
+        assert wire.cmd("AUTH LOGIN")[0] == Code.AUTH_CHALLENGE
+        assert wire.cmd(user)[0] == Code.AUTH_CHALLENGE
+        assert wire.cmd(password)[0] == Code.AUTH_SUCCEEDED
+    with connect(server.port) as wire:  # pipelined in one segment, and the initial-response form
+        wire.send(f"EHLO c.test\r\nAUTH LOGIN {user}\r\n{password}\r\nNOOP\r\n")
+        assert [wire.code() for _ in range(3)] == [Code.OK, Code.AUTH_CHALLENGE, Code.AUTH_SUCCEEDED]
+        assert wire.code() == Code.OK
+    assert server.stop() == 0
+    log = server.log()
+    for secret in (plain, user, password, "Secret-1", "Secret-2"):
+        assert secret not in log
+    assert "AUTH PLAIN (initial response hidden)" in log and "(AUTH response hidden)" in log
+    assert "EHLO c.test" in log and "NOOP" in log  # the rest is still logged

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ from server_process import ServerProcess
 from smtp_wire import connect
 
 from smtp_sink.ids import new_id
-from smtp_sink.server import SinkServer
+from smtp_sink.protocol import Policy
+from smtp_sink.server import ServerThread, SinkServer
 from smtp_sink.store import Store
 
 
@@ -168,3 +171,136 @@ def test_store_not_writable_answers_452(tmp_path: Path) -> None:
                 assert code == 452 and "not writable" in lines[0]
         finally:
             subprocess.run(["umount", "-l", str(server.store.path)], check=False)
+
+
+# -- an unexpected error in one session: a reply, a logged traceback, and everyone else goes on ----
+
+
+class Bug(RuntimeError):
+    """An unexpected error (a bug in a policy, a rule or the server)."""
+
+
+class BuggyPolicy(Policy):
+    """Accepts everything, except that some addresses make it raise."""
+
+    def check_recipient(self, envelope, address):  # type: ignore[no-untyped-def]
+        if address.startswith("boom@"):
+            raise Bug("recipient check exploded")
+        return None
+
+    explode_at_helo = False
+
+    def fault(self, stage, client, sender, recipients):  # type: ignore[no-untyped-def]
+        if stage == "after-data" and "explode-after-data@example.test" in recipients:
+            raise Bug("after-data rule exploded")
+        if stage == "helo" and self.explode_at_helo:
+            raise Bug("helo rule exploded")
+        return None
+
+
+@pytest.fixture
+def buggy(tmp_path: Path) -> Iterator[SinkServer]:
+    from conftest import make_config
+
+    with ServerThread(make_config(tmp_path / "mail"), policy=BuggyPolicy()) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("commands", "code"),
+    [
+        (["EHLO c.test", "MAIL FROM:<a@example.test>", "RCPT TO:<boom@example.test>"], 451),
+        (["EHLO c.test", "MAIL FROM:<a@example.test>", "RCPT TO:<explode-after-data@example.test>", "DATA",
+          "Subject: x\r\n\r\nbody\r\n."], 451),
+        (["EHLO c.test"], 421),  # outside a transaction
+    ],
+    ids=["rcpt", "after-data", "helo"],
+)
+def test_an_unexpected_error_is_answered_logged_and_harms_no_other_session(
+    buggy: SinkServer, caplog: pytest.LogCaptureFixture, commands: list[str], code: int
+) -> None:
+    bystander = connect(buggy.smtp_port)  # in a transaction when the bug strikes elsewhere
+    for line in ("EHLO b.test", "MAIL FROM:<b@example.test>", "RCPT TO:<c@example.test>"):
+        assert bystander.cmd(line)[0] == 250
+    buggy.policy.explode_at_helo = code == 421
+    with connect(buggy.smtp_port) as wire:
+        for line in commands[:-1]:
+            assert wire.cmd(line)[0] in (250, 354)
+        reply = wire.cmd(commands[-1])
+        assert reply[0] == code, reply
+        assert wire.closed()
+    buggy.policy.explode_at_helo = False
+    failures = [r for r in caplog.records if "failed" in r.getMessage() and r.exc_info]
+    assert len(failures) == 1 and failures[0].exc_info[0] is Bug  # logged with its traceback
+    assert bystander.cmd("DATA")[0] == 354
+    bystander.send(b"Subject: unharmed\r\n\r\nstill here\r\n.\r\n")
+    assert bystander.code() == 250
+    bystander.close()
+    assert len(buggy.store.ids()) == 1  # the bystander's message; nothing of the failed one
+
+
+def test_a_message_the_store_fails_on_unexpectedly_gets_451_and_the_session_goes_on(
+    server: SinkServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save = server.store.save
+
+    def buggy_save(envelope, data, hostname):  # type: ignore[no-untyped-def]
+        if b"explode" in data:
+            raise Bug("store exploded")
+        return save(envelope, data, hostname)
+
+    monkeypatch.setattr(server.store, "save", buggy_save)
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: explode\r\n\r\nx\r\n")
+        assert refused.value.smtp_code == 451
+        assert smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: fine\r\n\r\nx\r\n") == {}
+    assert len(server.store.ids()) == 1
+    assert any(r.exc_info and r.exc_info[0] is Bug for r in caplog.records)
+
+
+# -- ServerThread never hangs ------------------------------------------------------------------------
+
+
+def start_within(thread: ServerThread, seconds: float) -> BaseException | None:
+    """Call thread.start() elsewhere; fail if it does not return within ``seconds``; its error."""
+    errors: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            thread.start()
+            errors.append(None)
+        except BaseException as exc:  # what start() raised
+            errors.append(exc)
+
+    starter = threading.Thread(target=run, daemon=True)
+    starter.start()
+    starter.join(seconds)
+    assert not starter.is_alive(), f"ServerThread.start() still waiting after {seconds} s"
+    return errors[0]
+
+
+def test_server_thread_reports_a_loop_it_cannot_make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_config
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` now fails
+    thread = ServerThread(make_config(tmp_path / "mail", loop="uvloop"))
+    error = start_within(thread, 10)
+    assert isinstance(error, RuntimeError) and "uvloop" in str(error)
+    thread.stop()
+
+
+def test_server_thread_start_gives_up_after_its_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_config
+
+    thread = ServerThread(make_config(tmp_path / "mail"))
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(thread.server, "start", never)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"did not start within 0\.5 s"):
+        thread.start(timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert thread._thread is not None and not thread._thread.is_alive()  # nothing left running

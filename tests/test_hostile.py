@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import smtplib
 import socket
+import struct
+import termios
 import threading
 import time
 from pathlib import Path
@@ -173,23 +177,44 @@ def test_data_without_end_is_bounded_and_stores_nothing(server_factory) -> None:
 
 
 def test_client_that_never_reads_replies_is_paused(server: SinkServer) -> None:
-    """The server must not buffer replies without bound for a client that does not read."""
+    """The server stops executing (and reading) the commands of a client that does not read its
+    replies, holds little for it, and loses nothing: once read, every reply is there, in order."""
     wire = connect(server.smtp_port)
     wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    wire.sock.settimeout(3)
-    sent = 0
-    line = b"NOOP\r\n" * 10000
-    try:
-        for _ in range(2000):  # up to 120 MB of commands
-            wire.sock.sendall(line)
-            sent += len(line)
-    except TimeoutError:
-        pass
-    assert sent < 100 * len(line) * 2000 // 100, "the server kept reading although nobody read its replies"
+    wire.sock.setblocking(False)
+    batch, sent, total = b"NOOP\r\n" * 10000, 0, 2000 * 60000  # up to 120 MB of commands
+    while sent < total:
+        try:
+            sent += wire.sock.send(batch[sent % len(batch):])
+        except BlockingIOError:
+            if not select.select([], [wire.sock], [], 1.0)[1]:
+                break  # the server took nothing for a second: it stopped reading
+    assert sent % 6 == 0 or sent < total
+    assert sent < 16 << 20, "the server kept reading although nobody read its replies"
     conn = next(iter(server.connections))
-    assert conn.transport.get_write_buffer_size() < 4 << 20
+    assert conn.transport.get_write_buffer_size() < 64 << 10
+    server_side = conn.transport.get_extra_info("socket")
+    waiting = struct.unpack("i", fcntl.ioctl(server_side.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    unread = struct.unpack("i", fcntl.ioctl(wire.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    executed = (conn.transport.get_write_buffer_size() + waiting + unread) // len(b"250 OK\r\n")
+    assert executed < 100_000, executed  # what small buffers hold, not the millions sent
+    still_serving(server)  # another client meanwhile
+    # the client reads now: one 250 per NOOP it managed to send, then the session goes on
+    wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # a 4 KB window reads slowly
+    wire.sock.setblocking(True)
+    wire.sock.settimeout(30)
+    expected = sent // 6 * b"250 OK\r\n"
+    received = bytearray()
+    while len(received) < len(expected):
+        chunk = wire.sock.recv(1 << 20)
+        assert chunk, "closed"
+        received += chunk
+    assert received == expected, f"{len(received)} bytes of replies, {len(expected)} expected"
+    if sent % 6:  # a NOOP cut off by the end of the flood: complete it
+        wire.send(b"NOOP\r\n"[sent % 6 :])
+        assert wire.code() == 250
+    assert wire.cmd("QUIT")[0] == 221
     wire.close()
-    still_serving(server)
 
 
 def test_half_closed_connection(server: SinkServer) -> None:
@@ -232,11 +257,13 @@ def test_smuggling_variants_never_end_data(server: SinkServer, variant: bytes) -
 def test_many_hostile_sessions_at_once_do_not_disturb_a_good_one(server: SinkServer) -> None:
     payloads = [b"\x00" * 5000, b"\xff" * 70000 + b"\n", b"DATA\r\n" * 1000, b"\r\n" * 5000, os.urandom(200000)]
 
+    closed: list[bool] = []
+
     def attack(data: bytes) -> None:
         with Wire(server.smtp_port) as wire:
             wire.send(data)
             wire.sock.shutdown(socket.SHUT_WR)
-            wire.closed(timeout=10)
+            closed.append(wire.closed(timeout=10))
 
     threads = [threading.Thread(target=attack, args=(p,)) for p in payloads * 4]
     for t in threads:
@@ -244,4 +271,46 @@ def test_many_hostile_sessions_at_once_do_not_disturb_a_good_one(server: SinkSer
     still_serving(server)
     for t in threads:
         t.join(20)
+        assert not t.is_alive(), "an attacking session was not closed"
+    assert closed == [True] * len(threads)  # the server ended every one of them
     still_serving(server)
+
+
+def test_over_long_auth_response_split_by_tcp_ends_the_login(server_factory) -> None:
+    """Whatever the segments, an AUTH response over 12,288 octets gets 501 and ends the exchange:
+    the next line is a command again, never taken as the password."""
+    server = server_factory(auth={"mode": "accept-any"})
+    response = b"dXNlcg" * 2200 + b"\r\n"  # 13,202 octets
+    for cuts in ([], [AUTH_LINE_MAX - 1], [1000, 5000, 12000, AUTH_LINE_MAX + 1], list(range(12280, 12300))):
+        with connect(server.smtp_port) as wire:
+            wire.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            assert wire.cmd("EHLO split.test")[0] == 250
+            assert wire.cmd("AUTH LOGIN")[0] == 334
+            start = 0
+            for cut in [*cuts, len(response)]:
+                wire.send(response[start:cut])
+                start = cut
+                time.sleep(0.01)  # separate segments
+            code, lines = wire.reply()
+            assert (code, lines) == (501, ["Cannot decode AUTH response: longer than 12288 octets"]), cuts
+            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250, cuts  # a command, not a password
+            assert wire.cmd("HELP STATUS")[1][2] == "TLS off, not authenticated"
+
+
+def test_size_limit_does_not_count_stuffing_dots(server_factory) -> None:
+    """RFC 1870: a message of exactly the advertised SIZE is accepted however many of its lines
+    start with a dot (the client doubles them on the wire); one octet more is refused."""
+    limit = 4000
+    server = server_factory(max_message_size=limit)
+    line = b".starts with a dot, doubled on the wire" + b"\r\n"
+    head = b"Subject: dots\r\n\r\n"
+    body = head + line * ((limit - len(head)) // len(line))
+    body += b"." * (limit - len(body) - 2) + b"\r\n"
+    assert len(body) == limit
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+        assert smtp.sendmail("a@example.test", ["b@example.test"], body) == {}  # smtplib stuffs the dots
+    with open_transaction(server.smtp_port) as wire:  # one octet more (no SIZE declared)
+        assert wire.cmd("DATA")[0] == 354
+        wire.send((b"\r\n." + body).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n")
+        assert wire.code() == 552
+    assert stored(server) == [body]

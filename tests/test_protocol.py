@@ -7,6 +7,8 @@ and SMTPUTF8.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from smtp_sink.protocol import (
@@ -668,3 +670,125 @@ def test_rset_quit_and_disconnect_inside_data_store_nothing() -> None:
     assert summary(session.feed(b"DATA\r\nunfinished\r\n")) == [Code.START_MAIL_INPUT]
     session.close()
     assert session.messages == 0
+
+
+# -- RFC 1870: the size counts the message, not the stuffing dots --------------------------------
+
+
+def stuffed_message(size: int) -> tuple[bytes, bytes]:
+    """(the message of exactly ``size`` octets, every line starting with a dot; its wire form)."""
+    full, rest = divmod(size - 3, 10)  # lines ".ddddddd" and a last one of 3 to 12 octets
+    content = b".ddddddd\r\n" * full + b"." + b"d" * rest + b"\r\n"
+    assert len(content) == size
+    return content, (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
+
+
+@pytest.mark.parametrize("stuffed", [True, False], ids=["stuffed", "plain"])
+def test_size_limit_counts_the_message_without_stuffing_dots(stuffed: bool) -> None:
+    limit = 120
+    for size, expected in ((limit, MESSAGE), (limit + 1, Code.EXCEEDED_STORAGE), (limit - 1, MESSAGE)):
+        if stuffed:
+            content, wire = stuffed_message(size)
+        else:
+            content = b"p" * (size - 2) + b"\r\n"
+            wire = content + b".\r\n"
+        data = b"DATA\r\n" + wire
+        chunkings = [[data], [data[i : i + 1] for i in range(len(data))]]
+        chunkings += [[data[:cut], data[cut:]] for cut in range(len(data) + 1)]
+        chunkings += [[data[i : i + 7] for i in range(0, len(data), 7)]]
+        for parts in chunkings:
+            out = feed_parts(parts, max_message_size=limit)
+            assert summary(out) == [Code.START_MAIL_INPUT, expected], (size, [len(p) for p in parts])
+            if expected == MESSAGE:
+                assert messages(out)[0].data == content
+
+
+def test_size_limit_with_stuffing_keeps_only_bounded_memory() -> None:
+    """A message far over the limit is dropped while it streams in, stuffed lines or not."""
+    session = drive(R, max_message_size=1000)
+    session.feed(b"DATA\r\n")
+    for _ in range(200):
+        session.feed(b"..xx\r\n" * 100)
+        assert sum(len(part) for part in session._parts) <= 1000 * 2
+    assert summary(session.feed(b".\r\n")) == [Code.EXCEEDED_STORAGE]
+
+
+# -- over-long AUTH lines: one answer however TCP splits them ------------------------------------
+
+
+def auth_session(mechanism: str) -> Session:
+    session = new_session(auth="accept-any")
+    assert summary(session.feed(b"EHLO client.example\r\n")) == [Code.OK]
+    assert summary(session.feed(f"AUTH {mechanism}\r\n".encode())) == [Code.AUTH_CHALLENGE]
+    return session
+
+
+def chunkings(line: bytes) -> list[list[bytes]]:
+    """Ways TCP may deliver ``line``: whole, split anywhere near the 12,288 limit, byte by byte there."""
+    ways = [[line]]
+    for cut in (1, 100, 4096, AUTH_LINE_MAX - 2, AUTH_LINE_MAX - 1, AUTH_LINE_MAX, AUTH_LINE_MAX + 1,
+                AUTH_LINE_MAX + 2, len(line) - 2, len(line) - 1):
+        ways.append([line[:cut], line[cut:]])
+    start = AUTH_LINE_MAX - 3
+    ways.append([line[:start]] + [line[i : i + 1] for i in range(start, len(line))])
+    ways.append([line[i : i + 1000] for i in range(0, len(line), 1000)])
+    return ways
+
+
+@pytest.mark.parametrize("length", [AUTH_LINE_MAX + 1, AUTH_LINE_MAX + 2, AUTH_LINE_MAX + 10, 50_000])
+def test_over_long_sasl_response_ends_the_exchange_however_chunked(length: int) -> None:
+    response = base64.b64encode(b"u" * length)[: length - 2] + b"\r\n"  # the line is `length` octets
+    assert len(response) == length
+    for parts in chunkings(response + MAIL.encode() + b"\r\n"):
+        session = auth_session("LOGIN")
+        out: list[Output] = []
+        for part in parts:
+            out += session.feed(part)
+        # the response is refused with 501, and the next line is a command, not the password
+        assert summary(out) == [Code.PARAMETER_SYNTAX, Code.OK], [len(p) for p in parts]
+        assert "longer than 12288 octets" in out[0].text
+        assert session.state is State.MAIL and session.auth_user is None
+
+
+def test_sasl_response_at_the_limit_is_read() -> None:
+    user = b"\0" + b"u" * 9000 + b"\0p"
+    response = base64.b64encode(user) + b"\r\n"
+    assert len(response) <= AUTH_LINE_MAX
+    for parts in chunkings(response + b"NOOP\r\n")[:3]:
+        session = auth_session("PLAIN")
+        out = [item for part in parts for item in session.feed(part)]
+        assert summary(out) == [Code.AUTH_SUCCEEDED, Code.OK]
+
+
+@pytest.mark.parametrize("length", [AUTH_LINE_MAX + 1, 30_000])
+def test_over_long_auth_command_gets_the_same_answer_however_chunked(length: int) -> None:
+    line = b"AUTH PLAIN " + b"A" * (length - len(b"AUTH PLAIN ") - 2) + b"\r\n"
+    for parts in chunkings(line + b"NOOP\r\n"):
+        session = new_session(auth="accept-any")
+        session.feed(b"EHLO client.example\r\n")
+        out = [item for part in parts for item in session.feed(part)]
+        assert summary(out) == [Code.SYNTAX_ERROR, Code.OK], [len(p) for p in parts]
+
+
+# -- credentials never reach the transcript (debug logs) --------------------------------------------
+
+
+def test_transcript_hides_auth_arguments_and_responses() -> None:
+    session = new_session(auth="accept-any")
+    session.transcript = []
+    secret_plain = base64.b64encode(b"\0ann\0s3cret-plain")
+    secret_user, secret_pass = base64.b64encode(b"ann"), base64.b64encode(b"s3cret-login")
+    session.feed(b"EHLO client.example\r\nAUTH PLAIN " + secret_plain + b"\r\n")
+    session.feed(b"RSET\r\n")
+    session.auth_user = None  # log in again, pipelined this time
+    session.feed(b"AUTH LOGIN\r\n" + secret_user + b"\r\n" + secret_pass + b"\r\nNOOP\r\n")
+    session.auth_user = None
+    session.feed(b"AUTH LOGIN " + secret_user + b"\r\n*\r\n")
+    text = b"\n".join(session.transcript)
+    for secret in (secret_plain, secret_user, secret_pass):
+        assert secret not in text
+    assert session.transcript == [
+        b"EHLO client.example\r\n", b"AUTH PLAIN (initial response hidden)", b"RSET\r\n",
+        b"AUTH LOGIN\r\n", b"(AUTH response hidden)", b"(AUTH response hidden)", b"NOOP\r\n",
+        b"AUTH LOGIN (initial response hidden)", b"*\r\n",
+    ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import select
 import smtplib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,27 +166,49 @@ def test_disconnect_without_reply(server: SinkServer) -> None:
         assert wire.buf == b""  # no reply at all
 
 
+def replied(wire: Wire) -> bool:
+    """Something from the server is waiting to be read on ``wire`` (without reading it)."""
+    return bool(select.select([wire.sock], [], [], 0)[0]) or bool(wire.buf)
+
+
 def test_delay_before_the_reply_keeps_order(server: SinkServer) -> None:
-    server.rules.add(Rule(stage="mail", action="delay", seconds=0.5))
+    server.rules.add(Rule(stage="mail", action="delay", seconds=2.0))
     with connect(server.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         started = time.monotonic()
         wire.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nNOOP\r\n")  # pipelined
-        assert [wire.code() for _ in range(3)] == [250, 250, 250]
-        assert time.monotonic() - started >= 0.45  # the loop timer has millisecond granularity
-        with connect(server.smtp_port) as other:  # other sessions are not blocked meanwhile
+        with connect(server.smtp_port) as other:  # other sessions are served meanwhile, start to end
+            assert other.cmd("EHLO o.test")[0] == 250
             assert other.cmd("NOOP")[0] == 250
+            assert other.cmd("QUIT")[0] == 221
+        assert not replied(wire), "the delay blocked the other session: it was served only after the delay"
+        assert [wire.code() for _ in range(3)] == [250, 250, 250]
+        assert time.monotonic() - started >= 1.95  # the loop timer has millisecond granularity
 
 
 def test_throttle_limits_the_upload_rate(server: SinkServer) -> None:
     server.rules.add(Rule(stage="data", action="throttle", rate=100_000))
     body = b"Subject: slow\r\n\r\n" + b"z" * 98 + b"\r\n"
+    upload = threading.Thread(target=lambda: send_body(server, body * 3000))  # 300 KB
     started = time.monotonic()
-    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=20) as smtp:
-        smtp.sendmail("a@example.test", ["b@example.test"], body * 3000)  # 300 KB
+    upload.start()
+    round_trips = []
+    with connect(server.smtp_port) as other:  # meanwhile another session is answered at once
+        while upload.is_alive():
+            before = time.monotonic()
+            assert other.cmd("NOOP")[0] == 250
+            round_trips.append(time.monotonic() - before)
+            time.sleep(0.05)
+    upload.join()
     elapsed = time.monotonic() - started
     assert elapsed >= 2.0, elapsed  # 300 KB at 100 KB/s: about 3 s
     assert len(server.store.ids()) == 1
+    assert len(round_trips) > 10 and max(round_trips) < 1.0, round_trips  # the throttle blocked no one
+
+
+def send_body(server: SinkServer, body: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=20) as smtp:
+        smtp.sendmail("a@example.test", ["b@example.test"], body)
 
 
 def test_rules_added_at_run_time_apply_to_the_next_session_and_clear(server: SinkServer) -> None:
