@@ -97,14 +97,17 @@ TABLE: dict[Code, CodeInfo] = {
                  provoke='`DATA` after an accepted `RCPT`'),
         CodeInfo(Code.SERVICE_UNAVAILABLE,
                  "<domain> Service not available, closing transmission channel",
-                 "shutdown (Ctrl-C/SIGTERM), too many connections, idle timeout",
+                 "shutdown (Ctrl-C/SIGTERM), too many connections, idle timeout, a command line or message "
+                 "data too slow (`command_timeout`, `data_min_rate`), an unexpected error outside a transaction",
                  provoke=('stop the server with a session open; `max_connections = 1` and a second client;'
-                          ' `idle_timeout`; a rule `stage = "connect"`, `code = 421`')),
+                          ' `idle_timeout`; `command_timeout = 1` and `EHLO ` without ending the line;'
+                          ' a rule `stage = "connect"`, `code = 421`')),
         CodeInfo(Code.MAILBOX_BUSY, "Requested mail action not taken: mailbox unavailable",
                  "only by a fault rule (temporary refusal, for retry tests)",
                  provoke='a rule: `stage = "rcpt"`, `code = 450`'),
         CodeInfo(Code.LOCAL_ERROR, "Requested action aborted: local error in processing",
-                 "the `.eml` file could not be written (nothing half-written is kept)",
+                 "the `.eml` file could not be written (nothing half-written is kept); an unexpected error "
+                 "inside a transaction (logged with its traceback)",
                  provoke='a full disk during the write (with `min_free_space = 0`); a rule with `code = 451`'),
         CodeInfo(Code.INSUFFICIENT_STORAGE, "Requested action not taken: insufficient system storage",
                  "more recipients than `max_recipients`; at `MAIL`/`DATA` when the store is short of "

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
-TEST_REF_RE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?`|(?<=[`,\s])::(test_\w+)`")
+TEST_REF_RE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+)(?:\[[^\]`]*\])?)?`|(?<=[`,\s])::(test_\w+)(?:\[[^\]`]*\])?`")
 
 
 def anchors(page: Path) -> set[str]:
