@@ -7,23 +7,31 @@ these hooks (see :class:`smtp_sink.protocol.Policy`); nothing here touches socke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from .config import PolicyConfig
-from .protocol import Envelope, Policy
+from .protocol import Policy
 from .replies import Code, Reply, reply
 from .rules import Rule, RuleSet
+from .trace import Envelope
+
+
+@dataclass
+class Capacity:
+    """Whether the store can take mail now: ``problem`` says why not (None: it can). A plain value
+    that the running server refreshes on its timer; a session only reads it (no system call)."""
+
+    problem: str | None = None
 
 
 class MailboxPolicy(Policy):
-    """The configured policy. ``storage_problem`` returns why the store cannot take mail, or None."""
+    """The configured policy; ``capacity`` says whether the store can take mail (452 when not)."""
 
-    def __init__(self, config: PolicyConfig, storage_problem: Callable[[], str | None] | None = None,
-                 rules: RuleSet | None = None) -> None:
+    def __init__(self, config: PolicyConfig, capacity: Capacity | None = None, rules: RuleSet | None = None) -> None:
         self.config = config
         self.rules = rules if rules is not None else RuleSet()
-        self.storage_problem = storage_problem or (lambda: None)
+        self.capacity = capacity if capacity is not None else Capacity()
         self.mailboxes = {address.lower() for address in config.mailboxes}
         self.domains = {domain.lower() for domain in config.domains}
         self.forwards = {old.lower(): new for old, new in config.forwards.items()}
@@ -44,7 +52,7 @@ class MailboxPolicy(Policy):
         return lowered in self.mailboxes or lowered.rpartition("@")[2] in self.domains
 
     def _storage(self) -> Reply | None:
-        problem = self.storage_problem()
+        problem = self.capacity.problem
         if problem is None:
             return None
         return reply(Code.INSUFFICIENT_STORAGE, f"Requested action not taken: insufficient system storage ({problem})")

@@ -1,11 +1,11 @@
 """The SMTP session as a sans-I/O state machine (RFC 5321, 1870, 2920, 3207, 4954, 6152, 6531).
 
-Bytes go in through :meth:`Session.feed`; out come, in order, :class:`~smtp_sink.replies.Reply`
+Bytes go in through :meth:`SMTPSession.feed`; out come, in order, :class:`~smtp_sink.replies.Reply`
 objects to send, a :class:`MessageReceived` for each complete message (the caller stores it and
 sends :func:`accepted` or :func:`store_failed`), :data:`START_TLS` when the caller must run the
-TLS handshake (then :meth:`Session.tls_started`), and :data:`CLOSE` when the connection must end.
+TLS handshake (then :meth:`SMTPSession.tls_started`), and :data:`CLOSE` when the connection must end.
 No sockets, no files, no clock: every rule here is testable without a network. A feed stops
-once its replies pass an output budget and :meth:`Session.resume` carries on, so the caller can
+once its replies pass an output budget and :meth:`SMTPSession.resume` carries on, so the caller can
 stop executing a client's pipelined commands while that client does not read its replies.
 
 DATA is located with ``bytes.find`` over the new bytes only (plus the last four bytes seen),
@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
 from .addresses import AddressError, parse_mailbox, parse_params, split_path
 from .replies import Code, Reply, explain, reply
-from .sasl import MECHANISMS, Credentials, Exchange, SASLError, check
+from .sasl import MECHANISMS, Credentials, SASLError, SASLExchange, check
+from .trace import Envelope
 
 if TYPE_CHECKING:
+    from .config import Config
     from .rules import Rule
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF. Extensions
@@ -38,7 +40,7 @@ AUTH_LINE_MAX = 12288
 LINE_LIMITS = {"MAIL": MAIL_LINE_MAX, "RCPT": MAIL_LINE_MAX, "AUTH": AUTH_LINE_MAX}
 TERMINATOR = b"\r\n.\r\n"
 # Back-pressure: one feed() or resume() stops before the next command once its replies pass this
-# many characters (see Session.feed). A caller whose client does not read its replies stops there.
+# many characters (see SMTPSession.feed). A caller whose client does not read its replies stops there.
 OUTPUT_BUDGET = 4096
 EVENT_COST = 64  # what an output other than a reply counts against the budget (a stored message's reply)
 
@@ -72,21 +74,6 @@ class _StartTLS:
 
 
 START_TLS = _StartTLS()
-
-
-@dataclass(slots=True)
-class Envelope:
-    """One mail transaction: who said hello, the sender, the recipients and MAIL parameters."""
-
-    helo: str = ""
-    esmtp: bool = False
-    mail_from: str = ""
-    rcpt_to: list[str] = field(default_factory=list)
-    mail_params: dict[str, str | None] = field(default_factory=dict)
-    smtputf8: bool = False
-    peer: str = ""
-    tls: bool = False
-    auth_user: str | None = None
 
 
 @dataclass(slots=True)
@@ -129,6 +116,16 @@ class Settings:
     starttls: bool = False  # STARTTLS offered and working
     tls_unavailable: str = ""  # why TLS is configured but cannot work (STARTTLS gets 454)
     output_budget: int = OUTPUT_BUDGET  # reply characters per feed() before it stops; 0: no limit
+
+    @classmethod
+    def from_config(cls, config: Config, **changes: Any) -> Settings:
+        """The settings of ``config`` (``[smtp]`` and ``[auth]``), with ``changes`` applied."""
+        smtp, auth = config.smtp, config.auth
+        return cls(**{
+            "hostname": smtp.hostname, "max_message_size": smtp.max_message_size,
+            "max_recipients": smtp.max_recipients, "smtputf8": smtp.smtputf8, "auth": auth.mode,
+            "users": tuple(auth.users.items()), "require_tls": auth.require_tls, **changes,
+        })
 
 
 class Policy:
@@ -225,7 +222,7 @@ def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
     return reply(Code.SERVICE_UNAVAILABLE, f"{hostname} Service not available, {why}")
 
 
-class Session:
+class SMTPSession:
     """One SMTP session. Call :meth:`greeting` once, then :meth:`feed` with each chunk received."""
 
     # Command verb -> handler method name (one line per command; bound on use, not per session).
@@ -259,7 +256,7 @@ class Session:
         self.esmtp = False
         self.tls = tls  # the connection is encrypted (implicit TLS, or after STARTTLS)
         self.auth_user: str | None = None
-        self._sasl: Exchange | None = None  # an AUTH exchange waiting for the client's response
+        self._sasl: SASLExchange | None = None  # an AUTH exchange waiting for the client's response
         self._tls_starting = False  # STARTTLS answered 220: the rest of the input is discarded
         self.envelope = Envelope(peer=peer, tls=tls)
         self.messages = 0
@@ -705,7 +702,7 @@ class Session:
         refusal = self._fault("auth")
         if refusal is not None or self.state is State.QUIT:
             return refusal
-        self._sasl = Exchange(mechanism, settings.hostname)
+        self._sasl = SASLExchange(mechanism, settings.hostname)
         try:
             return self._sasl_result(self._sasl.start(initial or None))
         except SASLError as exc:

@@ -1,6 +1,6 @@
 """SASL mechanisms for SMTP AUTH (RFC 4954): PLAIN (RFC 4616), LOGIN and CRAM-MD5 (RFC 2195).
 
-Sans-I/O like :mod:`smtp_sink.protocol`: an :class:`Exchange` turns the client's base64 lines
+Sans-I/O like :mod:`smtp_sink.protocol`: an :class:`SASLExchange` turns the client's base64 lines
 into challenges to send (``334``) and, at the end, :class:`Credentials`, which
 :func:`check` compares with the configured mode (``accept-any`` or a ``users`` table).
 """
@@ -68,7 +68,7 @@ def _cram_md5(hostname: str) -> Steps:
     return Credentials(user, challenge=challenge, digest=digest.lower())
 
 
-class Exchange:
+class SASLExchange:
     """One AUTH exchange. :meth:`start` with the initial response (if any), then :meth:`step`.
 
     Each returns the next challenge (raw bytes; send ``334 <base64>``) or the final

@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .config import Config, SMTPConfig, is_loopback
-from .policy import MailboxPolicy
+from .policy import Capacity, MailboxPolicy
 from .protocol import (
     CLOSE,
     START_TLS,
@@ -34,8 +34,8 @@ from .protocol import (
     MessageReceived,
     Output,
     Policy,
-    Session,
     Settings,
+    SMTPSession,
     State,
     Throttle,
     accepted,
@@ -54,6 +54,7 @@ T = TypeVar("T")
 # worker thread competes with the SMTP thread for the GIL. So it waits until mail stops
 # flowing, unless someone watches (event-stream subscribers) or the backlog grows large.
 # Queries never wait: they index what is pending first (Store.refresh).
+CAPACITY_INTERVAL = 0.5  # seconds between two looks at the store's free space and writability
 INDEX_DELAY = 0.02  # seconds between a save and the first look at indexing
 INDEX_QUIET = 0.25  # index once no message arrived for this long
 INDEX_BACKLOG = 20000  # ... or once this many wait
@@ -142,7 +143,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
 
     Flow control: a session executes input only while its client reads the replies. When the
     transport's write buffer passes its high-water mark (``pause_writing``), or a feed stops at the
-    session's output budget (``Session.pending``), nothing more is read; held-back input is
+    session's output budget (``SMTPSession.pending``), nothing more is read; held-back input is
     executed once the buffer drains (``resume_writing``). Reads go into one buffer shared by all
     connections (one connection reads at a time) and are copied out: READ_COMMANDS bytes at most
     in command mode, READ_DATA in DATA. So a client that pipelines without reading costs at most
@@ -153,7 +154,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self.server = server
         self.tls = tls  # accepted on the implicit-TLS port
         self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
+        self.session: SMTPSession | None = None
         self.last_active = 0.0
         self.peer = ""
         self._upgrading: asyncio.Task[None] | None = None  # the STARTTLS handshake
@@ -184,7 +185,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         log.info("connect from %s%s", self.peer, " (implicit TLS)" if self.tls else "")
         _limit_buffers(transport)
         try:
-            self.session = Session(server.settings, server.policy, peer=self.peer, tls=self.tls)
+            self.session = SMTPSession(server.settings, server.policy, peer=self.peer, tls=self.tls)
             if self._debug:
                 self.session.transcript = []
             self._execute(self.session.greeting())
@@ -422,15 +423,7 @@ class SinkServer:
     def __init__(self, config: Config, policy: Policy | None = None) -> None:
         self.config = config
         smtp, auth = config.smtp, config.auth
-        self.settings = Settings(
-            hostname=smtp.hostname,
-            max_message_size=smtp.max_message_size,
-            max_recipients=smtp.max_recipients,
-            smtputf8=smtp.smtputf8,
-            auth=auth.mode,
-            users=tuple(auth.users.items()),
-            require_tls=auth.require_tls,
-        )
+        self.settings = Settings.from_config(config)
         tls = config.tls
         # auto: TLS on when clients log in (apps that send passwords insist on TLS) or a cert is given
         self.tls_enabled = tls.mode == "on" or (tls.mode == "auto" and (auth.mode != "off" or bool(tls.cert)))
@@ -439,9 +432,9 @@ class SinkServer:
         self._tls_server: asyncio.base_events.Server | None = None
         self.handshake_timeout = min(smtp.idle_timeout, 30.0)
         self.rules = RuleSet(config.rules)  # fault rules; add, list and clear them at run time
-        self.policy = policy or MailboxPolicy(config.policy, self.storage_problem, self.rules)
-        self._storage_checked = -1.0
-        self._storage_status: str | None = None
+        self.capacity = Capacity()  # can the store take mail: refreshed on a timer (see _watch_capacity)
+        self.policy = policy or MailboxPolicy(config.policy, self.capacity, self.rules)
+        self._capacity_task: asyncio.Task[None] | None = None
         self.store = Store(
             config.store.path, fsync=config.store.fsync,
             max_messages=config.store.max_messages, max_age=config.store.max_age,
@@ -481,6 +474,7 @@ class SinkServer:
             log.exception("opening the index failed")
         if self.tls_enabled:
             await self._prepare_tls()
+        self.refresh_capacity()
         self._fit_open_files()
         listeners: list[asyncio.base_events.Server] = []
         try:
@@ -492,6 +486,7 @@ class SinkServer:
                 await self.http.stop()
             raise
         self._sweeper = self.loop.create_task(self._sweep())
+        self._capacity_task = self.loop.create_task(self._watch_capacity())
         self._log_listening()
 
     async def _listen(self, listeners: list[asyncio.base_events.Server]) -> None:
@@ -617,15 +612,10 @@ class SinkServer:
             return
         self.settings = dataclasses.replace(self.settings, starttls=True)
 
-    def storage_problem(self) -> str | None:
-        """Why the store cannot take mail now (not writable, short of ``min_free_space``), or None.
-
-        Checked at MAIL and DATA, at most once a second (one ``statvfs``), not per message write.
-        """
-        now = time.monotonic()
-        if now - self._storage_checked < 1.0:
-            return self._storage_status
-        self._storage_checked = now
+    def refresh_capacity(self) -> str | None:
+        """Look again whether the store can take mail (writable, at least ``min_free_space`` free):
+        one ``statvfs``. Sets :attr:`capacity` (MAIL and DATA answer 452 while it has a problem)
+        and returns the problem, or None."""
         path, minimum = self.store.path, self.config.store.min_free_space
         problem = None
         try:
@@ -638,10 +628,16 @@ class SinkServer:
             problem = None  # removed while running: the next save recreates it
         except OSError as exc:
             problem = f"store folder {path}: {exc.strerror}"
-        if problem != self._storage_status:
+        if problem != self.capacity.problem:
             (log.warning if problem else log.info)("store: %s", problem or "can take mail again")
-        self._storage_status = problem
+        self.capacity.problem = problem
         return problem
+
+    async def _watch_capacity(self) -> None:
+        """Refresh :attr:`capacity` every CAPACITY_INTERVAL seconds (never inside a session)."""
+        while True:
+            await asyncio.sleep(CAPACITY_INTERVAL)
+            self.refresh_capacity()
 
     def deliver(self, message: MessageReceived) -> Reply:
         """Store a complete message and return the final reply to DATA."""
@@ -649,6 +645,7 @@ class SinkServer:
             stored = self.store.save(message.envelope, message.data, self.settings.hostname)
         except StoreError as exc:
             log.error("message from <%s> not stored: %s", message.envelope.mail_from, exc.strerror)
+            self.refresh_capacity()  # a full disk: the next MAIL gets 452 at once
             return store_failed()
         except Exception:  # a bug: this message is refused, the session goes on
             log.exception("message from <%s> not stored", message.envelope.mail_from)
@@ -708,8 +705,9 @@ class SinkServer:
 
     async def stop(self) -> None:
         """Stop listening, send 421 to every open session and close it."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._capacity_task):
+            if task is not None:
+                task.cancel()
         for listener in (self._server, self._tls_server):
             if listener is not None:
                 listener.close()

@@ -28,7 +28,7 @@ from .message import Address, Summary, detail, summarize
 from .trace import trace_headers
 
 if TYPE_CHECKING:
-    from .protocol import Envelope
+    from .trace import Envelope
 
 __all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
 log = logging.getLogger("smtp_sink")

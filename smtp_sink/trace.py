@@ -27,21 +27,33 @@ import email.utils
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
-from typing import TYPE_CHECKING
 
 from . import __version__
 
-if TYPE_CHECKING:
-    from .protocol import Envelope
-
-__all__ = ["HEADER_NAMES", "Trace", "read", "trace_headers"]
+__all__ = ["HEADER_NAMES", "Envelope", "Trace", "read", "trace_headers"]
 
 HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "received"})
 SIGNATURE = "(smtp-sink"  # in the server's own Received line: "by host (smtp-sink 1.2) with ..."
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE_RE = re.compile(r"\s+")
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One mail transaction: who said hello, the sender, the recipients and MAIL parameters (what the
+    server writes into the trace headers of the message it stores)."""
+
+    helo: str = ""
+    esmtp: bool = False
+    mail_from: str = ""
+    rcpt_to: list[str] = field(default_factory=list)
+    mail_params: dict[str, str | None] = field(default_factory=dict)
+    smtputf8: bool = False
+    peer: str = ""
+    tls: bool = False
+    auth_user: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pytest
 from conftest import make_config
 from smtp_wire import Wire, connect
 
-from smtp_sink.protocol import START_TLS, Output, Session, Settings, State
+from smtp_sink.protocol import START_TLS, Output, Settings, SMTPSession, State
 from smtp_sink.replies import Code, Reply
 from smtp_sink.rules import Rule
 from smtp_sink.server import ServerThread, SinkServer
@@ -34,8 +34,8 @@ def b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
-def new_session(tls: bool = False, **settings: object) -> Session:
-    session = Session(Settings(hostname="sink.test", **settings), peer="192.0.2.1", tls=tls)  # type: ignore[arg-type]
+def new_session(tls: bool = False, **settings: object) -> SMTPSession:
+    session = SMTPSession(Settings(hostname="sink.test", **settings), peer="192.0.2.1", tls=tls)  # type: ignore[arg-type]
     session.greeting()
     return session
 
@@ -44,13 +44,13 @@ def replies(outputs: list[Output]) -> list[Reply]:
     return [item for item in outputs if isinstance(item, Reply)]
 
 
-def say(session: Session, line: str) -> Reply:
+def say(session: SMTPSession, line: str) -> Reply:
     """Send one line; return its one reply."""
     (answer,) = replies(session.feed(line.encode() + b"\r\n"))
     return answer
 
 
-def ehlo_keywords(session: Session) -> list[str]:
+def ehlo_keywords(session: SMTPSession) -> list[str]:
     return [line.split()[0] for line in say(session, "EHLO c.test").lines[1:]]
 
 

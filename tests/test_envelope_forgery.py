@@ -129,7 +129,7 @@ def test_content_cannot_forge_envelope_or_login_even_after_a_rebuild(tmp_path: P
 
 
 def test_the_reader_stops_at_the_servers_received_line() -> None:
-    from smtp_sink.protocol import Envelope
+    from smtp_sink.trace import Envelope
 
     envelope = Envelope(helo="c.test", esmtp=True, mail_from="a@example.test", rcpt_to=["b@example.test"],
                         peer="127.0.0.1", auth_user="alice")
@@ -180,7 +180,7 @@ def test_any_content_after_any_envelope_reads_back_the_envelope(
     content: bytes, mail_from: str, rcpt_to: list[str], auth_user: str | None, helo: str, esmtp: bool, tls: bool,
 ) -> None:
     from smtp_sink.message import parse
-    from smtp_sink.protocol import Envelope
+    from smtp_sink.trace import Envelope
 
     envelope = Envelope(helo=helo, esmtp=esmtp, mail_from=mail_from, rcpt_to=rcpt_to, peer="127.0.0.1",
                         tls=tls, auth_user=auth_user)

@@ -7,8 +7,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import make_config
 
-from smtp_sink.protocol import Envelope
 from smtp_sink.server import SinkServer
+from smtp_sink.trace import Envelope
 from smtp_sink.web.app import create_app
 
 

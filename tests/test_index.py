@@ -11,8 +11,8 @@ import pytest
 
 from smtp_sink.index import INDEX_FILE, id_floor, parse_query
 from smtp_sink.message import Summary
-from smtp_sink.protocol import Envelope
 from smtp_sink.store import Deleted, Marked, Store
+from smtp_sink.trace import Envelope
 
 COUNT = 5000
 

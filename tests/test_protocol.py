@@ -1,4 +1,4 @@
-"""The sans-I/O SMTP session (smtp_sink.protocol.Session) without sockets: RFC 5321 rules.
+"""The sans-I/O SMTP session (smtp_sink.protocol.SMTPSession) without sockets: RFC 5321 rules.
 
 Every state x every command is one row of a table; the rest covers syntax errors, limits,
 DATA scanning (dot-stuffing, terminators split across chunks, bare-LF smuggling), pipelining
@@ -19,8 +19,8 @@ from smtp_sink.protocol import (
     MessageReceived,
     Output,
     Policy,
-    Session,
     Settings,
+    SMTPSession,
     State,
 )
 from smtp_sink.replies import Code, Reply, reply
@@ -29,8 +29,8 @@ MESSAGE = "message"  # stands for a MessageReceived in summaries
 CLOSED = "close"  # stands for CLOSE
 
 
-def new_session(**settings: object) -> Session:
-    return Session(Settings(hostname="sink.test", **settings), peer="192.0.2.1")  # type: ignore[arg-type]
+def new_session(**settings: object) -> SMTPSession:
+    return SMTPSession(Settings(hostname="sink.test", **settings), peer="192.0.2.1")  # type: ignore[arg-type]
 
 
 def summary(outputs: list[Output]) -> list[object]:
@@ -47,7 +47,7 @@ def summary(outputs: list[Output]) -> list[object]:
     return result
 
 
-def send(session: Session, *lines: str | bytes) -> list[object]:
+def send(session: SMTPSession, *lines: str | bytes) -> list[object]:
     """Feed each line (CRLF added) separately; the summary of everything that came out."""
     out: list[object] = []
     for line in lines:
@@ -83,7 +83,7 @@ REACHED = {
 }
 
 
-def drive(state: str, **settings: object) -> Session:
+def drive(state: str, **settings: object) -> SMTPSession:
     """A session brought into ``state`` (a key of SETUP) by real commands."""
     session = new_session(**settings)
     out = send(session, *SETUP[state])
@@ -407,7 +407,7 @@ class RefuseAll(Policy):
 
 
 def test_data_is_554_when_every_recipient_was_refused_by_policy() -> None:
-    session = Session(Settings(), RefuseAll())
+    session = SMTPSession(Settings(), RefuseAll())
     assert send(session, EHLO, MAIL, RCPT, "RCPT TO:<x@example.test>", "DATA") == [
         Code.OK, Code.OK, Code.MAILBOX_UNAVAILABLE, Code.MAILBOX_UNAVAILABLE, Code.TRANSACTION_FAILED]
 
@@ -716,7 +716,7 @@ def test_size_limit_with_stuffing_keeps_only_bounded_memory() -> None:
 # -- over-long AUTH lines: one answer however TCP splits them ------------------------------------
 
 
-def auth_session(mechanism: str) -> Session:
+def auth_session(mechanism: str) -> SMTPSession:
     session = new_session(auth="accept-any")
     assert summary(session.feed(b"EHLO client.example\r\n")) == [Code.OK]
     assert summary(session.feed(f"AUTH {mechanism}\r\n".encode())) == [Code.AUTH_CHALLENGE]

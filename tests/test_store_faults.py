@@ -25,9 +25,9 @@ import pytest
 from conftest import make_config
 
 from smtp_sink.index import INDEX_FILE
-from smtp_sink.protocol import Envelope
 from smtp_sink.server import ServerThread, SinkServer
 from smtp_sink.store import Store
+from smtp_sink.trace import Envelope
 
 
 @pytest.fixture
