@@ -238,7 +238,7 @@ def _resolve(store: Store, ref: str) -> str:
     try:
         message_id = store.resolve(ref)
         store.file(message_id)
-    except KeyError:
+    except LookupError:  # smtp_sink.errors.NotFound (KeyError before issue 14)
         where = store.path
         if ref == "latest":
             raise NotFound(f"no messages in {where}") from None
@@ -327,7 +327,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.part is not None:
         try:
             _, _, data = part(raw, args.part)
-        except KeyError:
+        except LookupError:  # smtp_sink.errors.NotFound
             raise NotFound(f"message {message_id} has no part {args.part!r}") from None
         _write_bytes(data)
         return EXIT_OK
@@ -432,7 +432,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             try:
                 raw = store.read(message_id)
                 summary = store.summary(message_id)
-            except KeyError:  # deleted meanwhile
+            except LookupError:  # NotFound: deleted meanwhile
                 continue
             out.write(mbox_entry(summary.mail_from, summary.created, raw))
             exported += 1

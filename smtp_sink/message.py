@@ -7,7 +7,7 @@ children of a nested multipart ``"2"`` are ``"2.1"``, ``"2.2"``...; a message th
 has the single part ``"0"``.
 
 Display parsing is isolated per message and total: :func:`summarize` and :func:`detail` never
-raise, :func:`part` raises only :class:`KeyError`, :func:`headers` never raises. What could not be
+raise, :func:`part` raises only :class:`~smtp_sink.errors.NotFound`, :func:`headers` never raises. What could not be
 read (a MIME structure the parser gave up on, an unknown charset, a limit below reached) is named
 in ``ParseError`` (detail and summary JSON; ``""`` when all was read); everything else is shown.
 Time is linear in the message size and capped by the limits below: no regex here can backtrack
@@ -34,6 +34,7 @@ from email.parser import BytesHeaderParser
 from typing import Any, TypeVar
 
 from . import trace
+from .errors import NotFound
 from .ids import id_time
 
 T = TypeVar("T")
@@ -803,6 +804,11 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
     except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
         head, parts = _bare_head(raw, notes), _Parts()
+    return _summary(message_id, head, parts, size, notes)
+
+
+def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list[str]) -> Summary:
+    """The fields a summary and a detail share, derived once from the parsed head and parts."""
     text = parts.text[:TEXT_SEARCH_LENGTH]
     return Summary(
         id=message_id,
@@ -817,6 +823,18 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),
+    )
+
+
+def envelope_summary(message_id: str, raw: bytes, size: int) -> Summary:
+    """A summary of the envelope alone (from the trace block), for a message of which nothing
+    else could be read. The envelope recipients are its Bcc, as in :func:`summarize`."""
+    found = trace.read(raw)
+    rcpt_to = list(found.rcpt_to)
+    return Summary(
+        id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
+        reply_to=[], subject="", created=_created(message_id), size=size, attachments=0, snippet="",
+        mail_from=found.mail_from, rcpt_to=rcpt_to,
     )
 
 
@@ -843,42 +861,32 @@ def detail(message_id: str, raw: bytes, *, read: bool = False) -> dict[str, Any]
     except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
         head, parts, date = _bare_head(raw, notes), _Parts(), rfc3339(_created(message_id))
-    return {
-        "ID": message_id,
-        "MessageID": head.message_id,
+    data = _summary(message_id, head, parts, len(raw), notes).to_json()
+    del data["Snippet"]  # a list's field
+    data.update({
         "Read": read,
-        "From": head.sender.to_json() if head.sender else None,
-        "To": [a.to_json() for a in head.to],
-        "Cc": [a.to_json() for a in head.cc],
-        "Bcc": [a.to_json() for a in head.bcc],
-        "ReplyTo": [a.to_json() for a in head.reply_to],
         "ReturnPath": head.mail_from,
-        "Subject": head.subject,
         "Date": date,
-        "Created": rfc3339(_created(message_id)),
-        "Tags": [],
         "Text": parts.text,
         "HTML": parts.html,
-        "Size": len(raw),
         "Inline": parts.inline,
-        "Attachments": parts.attachments,
-        "MailFrom": head.mail_from,
-        "RcptTo": head.rcpt_to,
-        "ParseError": _parse_error(notes),
-    }
+        "Attachments": parts.attachments,  # the parts themselves, where a summary counts them
+    })
+    return data
 
 
-def part(raw: bytes, part_id: str) -> tuple[str, str, bytes]:
+def part(raw: bytes, part_id: str, within: str = "") -> tuple[str, str, bytes]:
     """``(content_type, filename, decoded bytes)`` of one part: the type is always a clean
-    ``type/subtype``, the name has no control characters. :class:`KeyError` if there is no such
-    part (or it lies past the display limits); nothing else is raised."""
+    ``type/subtype``, the name has no control characters. :class:`NotFound` if there is no such
+    part (or it lies past the display limits), naming it ``within`` (e.g. ``message <id>``);
+    nothing else is raised."""
     try:
         for leaf_id, leaf, _ in leaves(parse(raw)):
             if leaf_id == part_id:
                 return _content_type(leaf), _filename(leaf), _payload(leaf)
     except Exception as exc:  # a part that cannot be reached is not there
-        raise KeyError(part_id) from exc
-    raise KeyError(part_id)
+        raise NotFound("part", part_id, within) from exc
+    raise NotFound("part", part_id, within)
 
 
 def headers(raw: bytes) -> dict[str, list[str]]:

@@ -310,7 +310,8 @@ def test_bad_settings_are_clear_setup_errors(inner: pytest.Pytester) -> None:
         "smtp_sink: @pytest.mark.smtp_sink: [auth] mode: must be one of off, accept-any, users, got 'sometimes'",
     ]:
         assert message in lines
-    result.stdout.fnmatch_lines(["smtp_sink: the server did not start: *ddress already in use*127.0.0.1:*"])
+    result.stdout.fnmatch_lines(["smtp_sink: the server did not start: cannot listen on 127.0.0.1:* (SMTP): "
+                                 "address already in use; choose another port with smtp={'port': ...} (0: a free one)"])
     assert "Traceback" not in result.stdout.str()
 
 
