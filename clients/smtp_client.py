@@ -6,7 +6,8 @@ interactively (``smtp-send --interactive``) or from Python (:func:`send_message`
 
 Exit codes: 0 delivered to every recipient; 1 some recipients refused (5xx), the message went
 to the others; 2 bad usage; 3 a transient refusal (4xx); 4 connection or TLS failure;
-5 the message was refused (5xx at MAIL or DATA, or every recipient refused); 130 interrupted.
+5 the message was refused (5xx at MAIL or DATA, every recipient refused, or no login: AUTH
+refused or not offered); 130 interrupted.
 
 The client decides on a handful of reply codes RFC 5321 fixes (220, 250, 354, ...); what each
 code means for a human comes from ``smtp_sink.replies`` (the project's one table), never a copy.
@@ -26,7 +27,7 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -82,8 +83,8 @@ class SMTPClientError(Exception):
 
 
 @dataclass
-class Reply:
-    """A server reply: code and text lines."""
+class Response:
+    """A server's reply to the client: code and text lines."""
 
     code: int
     lines: list[str]
@@ -97,7 +98,7 @@ class Reply:
 
 
 @dataclass
-class Exchange:
+class TranscriptEntry:
     """One command (None for the greeting) and its reply, with the time it took."""
 
     command: str | None
@@ -111,9 +112,9 @@ class Result:
     """What happened to one message."""
 
     accepted: list[str] = field(default_factory=list)
-    refused: dict[str, Reply] = field(default_factory=dict)
-    final: Reply | None = None
-    transcript: list[Exchange] = field(default_factory=list)
+    refused: dict[str, Response] = field(default_factory=dict)
+    final: Response | None = None
+    transcript: list[TranscriptEntry] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -139,19 +140,16 @@ class Session:
                  tls: ssl.SSLContext | None = None, echo: Any = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.echo = echo
-        self.transcript: list[Exchange] = []
+        self.transcript: list[TranscriptEntry] = []
         self.extensions: dict[str, str] = {}
         self.esmtp = False
+        self.encrypted = tls is not None
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
-            if tls is not None:
-                sock = tls.wrap_socket(sock, server_hostname=host)
-        except ssl.SSLError as exc:
-            raise SMTPClientError(
-                f"TLS handshake with {host}:{port} failed: {exc.reason or exc}", EXIT_CONNECTION
-            ) from None
         except OSError as exc:
             raise SMTPClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}", EXIT_CONNECTION) from None
+        if tls is not None:
+            sock = self._handshake(tls, sock)
         self._attach(sock)
         self.greeting = self._exchange(None)
         if self.greeting.code != 220:
@@ -165,7 +163,7 @@ class Session:
         if self.echo is not None:
             self.echo(f"{prefix} {text}")
 
-    def read_reply(self) -> Reply:
+    def read_reply(self) -> Response:
         """Read one (possibly multi-line) reply."""
         lines: list[str] = []
         while True:
@@ -185,7 +183,7 @@ class Session:
                 raise SMTPClientError(f"not an SMTP reply: {line!r}", EXIT_CONNECTION)
             lines.append(line[4:])
             if line[3:4] != "-":
-                return Reply(int(line[:3]), lines)
+                return Response(int(line[:3]), lines)
 
     def send_line(self, line: str, *, secret: bool = False) -> None:
         """Send one command line (CRLF added); credentials are masked in the transcript."""
@@ -206,19 +204,23 @@ class Session:
         except OSError as exc:
             raise SMTPClientError(f"connection to {self.host}:{self.port} lost: {exc}", EXIT_CONNECTION) from None
 
-    def _exchange(self, command: str | None) -> Reply:
+    def _exchange(self, command: str | None) -> Response:
         started = time.monotonic()
         if command is not None:
             self.send_line(command)
         reply = self.read_reply()
-        self.transcript.append(Exchange(command, reply.code, reply.text, round(time.monotonic() - started, 6)))
+        self._record(command, reply, started)
         return reply
 
-    def command(self, line: str) -> Reply:
+    def _record(self, command: str | None, reply: Response, started: float) -> None:
+        """Add the exchange to the transcript, timed from ``started``."""
+        self.transcript.append(TranscriptEntry(command, reply.code, reply.text, round(time.monotonic() - started, 6)))
+
+    def command(self, line: str) -> Response:
         """Send a command and return its reply."""
         return self._exchange(line)
 
-    def pipeline(self, commands: list[str]) -> list[Reply]:
+    def pipeline(self, commands: list[str]) -> list[Response]:
         """Send several commands in one write (PIPELINING), then read their replies in order."""
         started = time.monotonic()
         for line in commands:
@@ -227,13 +229,13 @@ class Session:
         replies = []
         for line in commands:
             reply = self.read_reply()
-            self.transcript.append(Exchange(line, reply.code, reply.text, round(time.monotonic() - started, 6)))
+            self._record(line, reply, started)
             replies.append(reply)
             if reply.code == 421:  # the server is closing: no more replies will come
                 break
         return replies
 
-    def hello(self, name: str | None = None) -> Reply:
+    def hello(self, name: str | None = None) -> Response:
         """EHLO, falling back to HELO when the server answers 500 or 502."""
         name = name or socket.getfqdn() or "localhost"
         reply = self.command(f"EHLO {name}")
@@ -262,12 +264,25 @@ class Session:
 
     def upgrade(self, context: ssl.SSLContext) -> None:
         """The TLS handshake on this connection (after the server's 220 to STARTTLS)."""
-        try:
-            sock = context.wrap_socket(self.sock, server_hostname=self.host)
-        except (ssl.SSLError, OSError) as exc:
-            raise SMTPClientError(f"TLS handshake failed: {exc}", EXIT_CONNECTION) from None
-        self._attach(sock)
+        self._attach(self._handshake(context, self.sock))
+        self.encrypted = True
         self.extensions, self.esmtp = {}, False  # RFC 3207: forget what was said in the clear
+
+    def _handshake(self, context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+        """``sock`` wrapped in TLS; a failure says why, and how to trust smtp-sink's own certificate."""
+        try:
+            return context.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise SMTPClientError(
+                f"TLS handshake with {self.host}:{self.port} failed: the server's certificate is not trusted "
+                f"({exc.verify_message}); for smtp-sink's own certificate pass --cafile <store>/tls/ca.pem "
+                "(e.g. --cafile mail/tls/ca.pem), or --insecure to skip the check", EXIT_CONNECTION) from None
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc.strerror or exc
+            raise SMTPClientError(f"TLS handshake with {self.host}:{self.port} failed: {reason}",
+                                  EXIT_CONNECTION) from None
 
     def login(self, user: str, password: str) -> None:
         """AUTH PLAIN (or LOGIN when PLAIN is not offered)."""
@@ -283,11 +298,20 @@ class Session:
                 self.send_line(base64.b64encode(secret.encode()).decode(), secret=True)
                 reply = self.read_reply()
         else:
-            raise SMTPClientError("the server offers neither AUTH PLAIN nor AUTH LOGIN", EXIT_USAGE)
+            raise SMTPClientError(self._no_login(mechanisms), EXIT_REFUSED)
         if reply.code != 235:
             raise SMTPClientError(f"authentication failed: {reply}", _class_exit(reply.code))
 
-    def data(self, content: bytes) -> Reply:
+    def _no_login(self, mechanisms: list[str]) -> str:
+        """Why ``login`` cannot log in (nothing was sent), and what would help."""
+        if mechanisms:
+            return f"the server offers AUTH {' '.join(mechanisms)}, neither PLAIN nor LOGIN: not logged in"
+        if "STARTTLS" in self.extensions and not self.encrypted:
+            return "the server offers no AUTH before TLS: add --starttls (and --cafile or --insecure)"
+        return ("the server offers no AUTH, so --user cannot log in; for smtp-sink start it with "
+                "`smtp-sink serve --auth accept-any` (any user and password)")
+
+    def data(self, content: bytes) -> Response:
         """Send the message body (line endings made CRLF, dots stuffed) and the final dot."""
         started = time.monotonic()
         wire = to_wire(content)
@@ -296,7 +320,7 @@ class Session:
                 self._show("C:", line)
         self.send_raw(wire)
         reply = self.read_reply()
-        self.transcript.append(Exchange("<message>", reply.code, reply.text, round(time.monotonic() - started, 6)))
+        self._record("<message>", reply, started)
         return reply
 
     def quit(self) -> None:
@@ -306,6 +330,7 @@ class Session:
         self.close()
 
     def close(self) -> None:
+        """Close the connection without QUIT."""
         try:
             self.reader.close()
             self.sock.close()
@@ -500,6 +525,7 @@ def eml_envelope(raw: bytes, args: argparse.Namespace) -> tuple[bytes, str, list
 
 
 def parse_server(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[v6]:PORT`` too) as host and port; 2525 when no port is given."""
     host, sep, port = text.rpartition(":")
     if not sep:
         return text, 2525
@@ -522,7 +548,7 @@ def interactive(session: Session, explain: Any, stdin: Any = None, out: Any = No
         with contextlib.suppress(ImportError):  # not on every platform
             import readline  # noqa: F401 - history and line editing for input()
 
-    def show(reply: Reply) -> None:
+    def show(reply: Response) -> None:
         for i, line in enumerate(reply.lines if session.echo is None else ()):  # else echo showed them
             sep = "-" if i < len(reply.lines) - 1 else " "
             print(f"S: {reply.code}{sep}{line}", file=out)
@@ -578,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smtp-send",
         description="Send a message over SMTP on a plain socket and show the dialogue.",
         epilog="Exit codes: 0 delivered to all; 1 some recipients refused (5xx); 2 bad usage; "
-               "3 transient refusal (4xx); 4 connection or TLS failure; 5 message refused (5xx); 130 interrupted.",
+               "3 transient refusal (4xx); 4 connection or TLS failure; 5 message or login refused (5xx, or no AUTH); "
+               "130 interrupted.",
     )
     parser.add_argument("--server", default="localhost:2525", help="HOST[:PORT] (default localhost:2525)")
     parser.add_argument("--from", dest="sender", help="sender address (default smtp-send@localhost)")
@@ -628,17 +655,37 @@ def check_text(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Do what the flags say: send one message (or the interactive prompt); return the exit code."""
     check_text(args)
     host, port = parse_server(args.server)
-    echo = print if args.verbose and not args.json else None
     if args.interactive:
         context = tls_context(args.insecure, args.cafile) if args.tls else None
         piped = None if sys.stdin.isatty() else print  # show what was sent when it is not typed
         session = Session(host, port, timeout=args.timeout, tls=context, echo=piped)
         return interactive(session, _explainer(), tls=tls_context(args.insecure, args.cafile))
+    content, sender, recipients = _message(args)
+    result = send_message(
+        content, sender, recipients, host=host, port=port, starttls=args.starttls, implicit_tls=args.tls,
+        insecure=args.insecure, cafile=args.cafile, user=args.user, password=args.password, helo=args.helo,
+        timeout=args.timeout, echo=print if args.verbose and not args.json else None,
+    )
+    if args.json:
+        print(json.dumps(json_record(result, f"{host}:{port}", sender), indent=2))
+    for address, reply in result.refused.items():
+        print(f"smtp-send: recipient {address} refused: {reply}", file=sys.stderr)
+    if result.final is not None and result.final.code >= 400:
+        print(f"smtp-send: message refused: {result.final}", file=sys.stderr)
+    elif result.final is not None and not args.json:
+        print(f"smtp-send: delivered to {len(result.accepted)} recipient(s): {result.final}", file=sys.stderr)
+    return result.exit_code
+
+
+def _message(args: argparse.Namespace) -> tuple[bytes | EmailMessage, str, list[str]]:
+    """What to send and its envelope: the ``--eml`` file, or a message built from the flags."""
     for option in ("to", "cc", "bcc"):
         for address in getattr(args, option):
             check_address(address, f"--{option}")
+    content: bytes | EmailMessage
     if args.eml:
         content, sender, recipients = eml_envelope(_read(args.eml, "--eml"), args)
         if not (args.to or args.cc or args.bcc):
@@ -651,29 +698,20 @@ def run(args: argparse.Namespace) -> int:
             raise SMTPClientError("no recipients: give --to (or --cc/--bcc)", EXIT_USAGE)
         content, sender = build_message(args), args.sender
     check_address(sender, "--from" if args.sender else "the --eml file's From header")
-    result = send_message(
-        content, sender, recipients, host=host, port=port, starttls=args.starttls, implicit_tls=args.tls,
-        insecure=args.insecure, cafile=args.cafile, user=args.user, password=args.password, helo=args.helo,
-        timeout=args.timeout, echo=echo,
-    )
-    if args.json:
-        record = {
-            "server": f"{host}:{port}",
-            "from": sender,
-            "accepted": result.accepted,
-            "refused": {a: {"code": r.code, "text": r.text} for a, r in result.refused.items()},
-            "final": {"code": result.final.code, "text": result.final.text} if result.final else None,
-            "exit_code": result.exit_code,
-            "transcript": [vars(x) for x in result.transcript],
-        }
-        print(json.dumps(record, indent=2))
-    for address, reply in result.refused.items():
-        print(f"smtp-send: recipient {address} refused: {reply}", file=sys.stderr)
-    if result.final is not None and result.final.code >= 400:
-        print(f"smtp-send: message refused: {result.final}", file=sys.stderr)
-    elif result.final is not None and not args.json:
-        print(f"smtp-send: delivered to {len(result.accepted)} recipient(s): {result.final}", file=sys.stderr)
-    return result.exit_code
+    return content, sender, recipients
+
+
+def json_record(result: Result, server: str, sender: str) -> dict[str, Any]:
+    """The ``--json`` record of one session (shape in docs/client.md)."""
+    return {
+        "server": server,
+        "from": sender,
+        "accepted": result.accepted,
+        "refused": {a: {"code": r.code, "text": r.text} for a, r in result.refused.items()},
+        "final": {"code": result.final.code, "text": result.final.text} if result.final else None,
+        "exit_code": result.exit_code,
+        "transcript": [asdict(entry) for entry in result.transcript],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

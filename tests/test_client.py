@@ -5,15 +5,18 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from client_support import ROOT, StubServer, free_port, only_message, refuse, self_signed, smtp_send
+from server_process import ServerProcess
 from smtp_sink.clients.smtp_client import Session, SMTPClientError, send_message
 
 from smtp_sink.replies import Code
@@ -266,7 +269,9 @@ def test_starttls_then_auth_against_aiosmtpd(tmp_path: Path, mechanism: str) -> 
     assert "s3cret" not in ok.stdout and "****" in ok.stdout  # credentials masked in the transcript
     assert len(received) == 1 and received[0].endswith(b"secret mail\r\n")
     assert bad.returncode == 5 and "authentication failed: 535" in bad.stderr
-    assert untrusted.returncode == 4 and "TLS handshake failed" in untrusted.stderr
+    assert untrusted.returncode == 4
+    assert untrusted.stderr.startswith(f"smtp-send: TLS handshake with 127.0.0.1:{port} failed: the server's "
+                                       "certificate is not trusted (")
 
 
 def test_body_file_any_line_endings(server: SinkServer, tmp_path: Path) -> None:
@@ -399,3 +404,59 @@ def test_implicit_tls_against_aiosmtpd(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(received) == 1 and received[0].endswith(b"over tls\r\n")
     assert plain.returncode == 4  # the server speaks only TLS: no plain-text greeting ever comes
+
+
+# -- against a real `smtp-sink serve`: failures that say what to do -----------------------------
+
+
+def serve(store: Path, *flags: str) -> tuple[ServerProcess, int]:
+    """``smtp-sink serve FLAGS`` with implicit TLS on a free port: the process and that port (0: no TLS)."""
+    server = ServerProcess(store, "--tls-port", "0", *flags)
+    deadline = time.monotonic() + 20
+    while "smtp-sink ready" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    found = re.search(r"implicit TLS on [\d.]+:(\d+)", server.log())
+    return server, int(found.group(1)) if found else 0
+
+
+def test_untrusted_smtp_sink_certificate_suggests_cafile_or_insecure(tmp_path: Path) -> None:
+    server, tls_port = serve(tmp_path / "mail", "--auth", "accept-any")
+    try:
+        failures = [smtp_send("--server", f"localhost:{server.port}", "--starttls", "--to", "b@example.test"),
+                    smtp_send("--server", f"localhost:{tls_port}", "--tls", "--to", "b@example.test")]
+        ca = tmp_path / "mail" / "tls" / "ca.pem"
+        hints_followed = [
+            smtp_send("--server", f"localhost:{server.port}", "--starttls", "--cafile", str(ca),
+                      "--to", "b@example.test"),
+            smtp_send("--server", f"localhost:{tls_port}", "--tls", "--insecure", "--to", "b@example.test"),
+        ]
+    finally:
+        assert server.stop() == 0
+    for failed, port in zip(failures, (server.port, tls_port), strict=True):
+        assert failed.returncode == 4
+        (line,) = failed.stderr.splitlines()
+        assert line.startswith(f"smtp-send: TLS handshake with localhost:{port} failed: the server's certificate is "
+                               "not trusted ("), line
+        assert line.endswith("for smtp-sink's own certificate pass --cafile <store>/tls/ca.pem "
+                             "(e.g. --cafile mail/tls/ca.pem), or --insecure to skip the check"), line
+    assert [result.returncode for result in hints_followed] == [0, 0], [r.stderr for r in hints_followed]
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
+
+
+def test_user_against_a_server_without_auth_is_a_refusal_that_says_how_to_turn_auth_on(tmp_path: Path) -> None:
+    plain, _ = serve(tmp_path / "plain")
+    tls_first, _ = serve(tmp_path / "tls-first", "--auth", "accept-any", "--require-tls")
+    try:
+        no_auth = smtp_send("-v", "--server", f"127.0.0.1:{plain.port}", "--user", "ann", "--password", "s3cret",
+                            "--to", "b@example.test")
+        before_tls = smtp_send("--server", f"127.0.0.1:{tls_first.port}", "--user", "ann", "--password", "s3cret",
+                               "--to", "b@example.test")
+    finally:
+        assert plain.stop() == 0 and tls_first.stop() == 0
+    assert no_auth.returncode == before_tls.returncode == 5  # a refusal, not bad usage (2)
+    assert no_auth.stderr == ("smtp-send: the server offers no AUTH, so --user cannot log in; for smtp-sink start it "
+                              "with `smtp-sink serve --auth accept-any` (any user and password)\n")
+    assert "C: AUTH" not in no_auth.stdout and "s3cret" not in no_auth.stdout  # the password never went out
+    assert before_tls.stderr == ("smtp-send: the server offers no AUTH before TLS: add --starttls "
+                                 "(and --cafile or --insecure)\n")
+    assert not list(tmp_path.glob("*/*.eml"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import os
 import smtplib
 import subprocess
 import sys
@@ -259,3 +260,75 @@ def test_human_output_never_passes_terminal_controls_and_flags_unreadable_mail(s
     shown = out(run(store, "show", "latest"))
     assert "Warning:" in shown and "charset 'undefined'" in shown and "line two" in shown
     assert evil.encode() in run(store, "show", "latest", "--raw").stdout  # --raw keeps every byte
+
+
+# -- no store: said so, never created ------------------------------------------------------------
+
+
+def no_store_line(path: Path) -> str:
+    return (f"smtp-sink: no store at {path}: give its folder with --store DIR (or [store] path in --config FILE), "
+            "or start `smtp-sink serve` here first")
+
+
+def test_commands_without_a_store_name_the_folder_and_create_none(tmp_path: Path) -> None:
+    missing = tmp_path / "mail"
+    for command in (["list"], ["search", "x"], ["show", "latest"], ["clear", "--yes"],
+                    ["export", "--mbox", str(tmp_path / "all.mbox")]):
+        result = run(missing, *command)
+        assert result.returncode == 1 and result.stdout == b"", command
+        assert result.stderr.decode().splitlines() == [no_store_line(missing)], command
+    # the default store (./mail) names the folder it looked for
+    default = subprocess.run([sys.executable, "-m", "smtp_sink", "list"], capture_output=True, text=True,
+                             timeout=30, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")})
+    assert default.returncode == 1 and default.stderr.splitlines() == [no_store_line(missing)]
+    assert sorted(tmp_path.iterdir()) == []  # no store, no mbox file
+    missing.write_text("")
+    not_a_folder = run(missing, "list")
+    assert not_a_folder.returncode == 1
+    assert not_a_folder.stderr.decode() == (
+        f"smtp-sink: {missing} is not a folder: give the store folder with --store DIR\n")
+
+
+def test_wait_waits_for_the_store_a_server_creates(tmp_path: Path, server_factory) -> None:
+    store = tmp_path / "mail"
+    waiting = subprocess.Popen([sys.executable, "-m", "smtp_sink", "wait", "--to", "late@example.test",
+                                "--timeout", "20", "--store", str(store)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1.0)
+        assert waiting.poll() is None and not store.exists()  # waiting, and it did not create the store
+        server = server_factory()
+        send(server, "after the store appeared", "late@example.test")
+        stdout, stderr = waiting.communicate(timeout=20)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 0, stderr
+    assert stdout.strip() == server.store.ids()[-1]
+
+
+def test_wait_and_watch_without_a_store_give_up_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "mail"
+    for command in (["wait", "--timeout", "0.3"], ["watch", "--json", "--timeout", "0.3"]):
+        result = run(missing, *command)
+        assert result.returncode == 1 and result.stdout == b"", command
+        assert result.stderr.decode().splitlines()[-1] == no_store_line(missing) + " (waited 0.3 s)", command
+    assert not missing.exists()
+
+
+def test_watch_prints_the_mail_of_a_store_that_appears_later(tmp_path: Path, server_factory) -> None:
+    store = tmp_path / "mail"
+    proc = subprocess.Popen([sys.executable, "-m", "smtp_sink", "watch", "--timeout", "20", "--store", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        assert proc.stderr.readline() == f"waiting for a store at {store} (Ctrl-C to stop)\n"
+        assert not store.exists()
+        server = server_factory()
+        send(server, "first in a new store")
+        line = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "first in a new store" in line and line.startswith(server.store.ids()[-1])

@@ -1,7 +1,9 @@
 """The store inspection commands: ``list``, ``show``, ``search``, ``wait``, ``watch``, ``clear``, ``export``.
 
-They read the store folder and its index directly, so they work with the server running or not.
-Human output is a table; ``--json`` prints the shapes documented in the README (Mailpit's).
+They read the store folder and its index directly, so they work with the server running or not;
+they never create a store (a missing one is an error naming the folder and ``--store``), and
+``wait``/``watch`` wait for a server to create it. Human output is a table; ``--json`` prints
+the shapes documented in docs/cli.md (Mailpit's).
 """
 
 from __future__ import annotations
@@ -13,36 +15,35 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cli import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, _add_config_options, _load
-from .index import Page
-from .message import Summary, headers, part
-from .store import Store
+from ..errors import NotFound
+from ..index import Page
+from ..message import Summary, headers, part
+from ..store import Store
+from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, load
+
+if TYPE_CHECKING:
+    from .common import Commands
 
 POLL_INTERVAL = 0.1  # seconds between looks at the store in wait and watch
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class UsageError(Exception):
-    """A bad option value: printed as one line, exit status 2."""
+# What the store says for an unknown id or part: KeyError until it raises NotFound (issue 14).
+_MISSING = (NotFound, KeyError)
 
 
-class NotFound(Exception):
-    """No such message or part: printed as one line, exit status 1."""
+def register(commands: Commands) -> None:
+    """Add the inspection commands to the ``smtp-sink`` parser."""
 
-
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add the inspection subcommands to the ``smtp-sink`` parser."""
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text, description=help_text)
-        _add_config_options(parser)
-        parser.set_defaults(handler=lambda args: _run(handler, args))
+        add_options(parser, "config", "store")
+        parser.set_defaults(handler=handler)
         return parser
 
     def filters(parser: argparse.ArgumentParser) -> None:
@@ -94,26 +95,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--json", action="store_true", help='print {"exported": N, "file": FILE}')
 
 
-def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    try:
-        return handler(args)
-    except UsageError as exc:
-        print(f"smtp-sink: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except NotFound as exc:
-        print(f"smtp-sink: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    except BrokenPipeError:  # e.g. piped into head
-        sys.stderr.close()
-        return EXIT_OK
-    except OSError as exc:
-        print(f"smtp-sink: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return EXIT_RUNTIME
+def _store(args: argparse.Namespace, *, wait: bool = False) -> Store:
+    """The store the configuration names. It must exist (a command never creates an empty one),
+    unless ``wait``: then the caller waits for a server to create it (see :func:`_appeared`)."""
+    config = load(args)
+    store = Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age)
+    if not wait and not store.path.is_dir():
+        raise CommandError(_no_store(store.path))
+    return store
 
 
-def _store(args: argparse.Namespace) -> Store:
-    config = _load(args, {})
-    return Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age)
+def _no_store(path: Path) -> str:
+    """Why ``path`` is no store, naming the folder and ``--store``."""
+    where = path.absolute()
+    if path.exists():
+        return f"{where} is not a folder: give the store folder with --store DIR"
+    return (f"no store at {where}: give its folder with --store DIR (or [store] path in --config FILE), "
+            "or start `smtp-sink serve` here first")
+
+
+def _appeared(store: Store) -> bool:
+    """Whether the store folder exists yet (wait and watch do not create it: the server does)."""
+    return store.path.is_dir()
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -220,6 +223,7 @@ def _limit(value: int) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Print one page of the messages matching the filters, newest first."""
     since = parse_time(args.since) if args.since else None
     store = _store(args)
     page = store.query(max(0, args.start), _limit(args.limit), None,
@@ -229,6 +233,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """Print one page of the messages matching a search query, newest first."""
     page = _store(args).query(max(0, args.start), _limit(args.limit), args.query)
     _json(page_json(page)) if args.json else print_table(page)
     return EXIT_OK
@@ -238,11 +243,11 @@ def _resolve(store: Store, ref: str) -> str:
     try:
         message_id = store.resolve(ref)
         store.file(message_id)
-    except LookupError:  # smtp_sink.errors.NotFound (KeyError before issue 14)
+    except _MISSING:
         where = store.path
         if ref == "latest":
-            raise NotFound(f"no messages in {where}") from None
-        raise NotFound(f"no message {ref!r} in {where}") from None
+            raise CommandError(f"no messages in {where}") from None
+        raise CommandError(f"no message {ref!r} in {where}") from None
     return message_id
 
 
@@ -309,6 +314,7 @@ def _print_body(text: str) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """Print one message (or its raw bytes, headers, a body, a part; or save its attachments)."""
     store = _store(args)
     message_id = _resolve(store, args.id)
     raw = store.read(message_id)
@@ -327,8 +333,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.part is not None:
         try:
             _, _, data = part(raw, args.part)
-        except LookupError:  # smtp_sink.errors.NotFound
-            raise NotFound(f"message {message_id} has no part {args.part!r}") from None
+        except _MISSING:
+            raise CommandError(f"message {message_id} has no part {args.part!r}") from None
         _write_bytes(data)
         return EXIT_OK
     detail = store.detail(message_id)
@@ -345,7 +351,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.text or args.html:
         body = detail["Text" if args.text else "HTML"]
         if args.html and not body:
-            raise NotFound(f"message {message_id} has no HTML part")
+            raise CommandError(f"message {message_id} has no HTML part")
         if args.json:
             _json({"ID": message_id, "Text" if args.text else "HTML": body})
         else:
@@ -356,53 +362,64 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    started = time.time()
-    since = started if args.new else (parse_time(args.since) if args.since else None)
-    store = _store(args)
+    """Print the id (``--json``: the summary) of the newest matching message once there is one."""
+    since = time.time() if args.new else (parse_time(args.since) if args.since else None)
+    store = _store(args, wait=True)
     deadline = time.monotonic() + max(0.0, args.timeout)
     while True:
-        page = store.query(0, 1, None, from_=args.from_, to=args.to, subject=args.subject, since=since)
-        if page.messages:
-            found = page.messages[0]
-            _json(found.to_json()) if args.json else print(found.id)
-            return EXIT_OK
+        if _appeared(store):
+            page = store.query(0, 1, None, from_=args.from_, to=args.to, subject=args.subject, since=since)
+            if page.messages:
+                found = page.messages[0]
+                _json(found.to_json()) if args.json else print(found.id)
+                return EXIT_OK
         if time.monotonic() >= deadline:
-            wanted = " ".join(f"--{k} {v}" for k, v in (("from", args.from_), ("to", args.to),
-                                                          ("subject", args.subject)) if v)
-            print(f"smtp-sink: no message{' matching ' + wanted if wanted else ''} within {args.timeout:g} s",
-                  file=sys.stderr)
-            return EXIT_RUNTIME
+            raise CommandError(_not_seen(args, store))
         time.sleep(POLL_INTERVAL)
+
+
+def _not_seen(args: argparse.Namespace, store: Store) -> str:
+    """Why ``wait`` gave up: no store appeared, or no matching message."""
+    if not _appeared(store):
+        return f"{_no_store(store.path)} (waited {args.timeout:g} s)"
+    wanted = " ".join(f"--{k} {v}" for k, v in (("from", args.from_), ("to", args.to), ("subject", args.subject)) if v)
+    return f"no message{' matching ' + wanted if wanted else ''} within {args.timeout:g} s"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    store = _store(args)
-    last = store.latest_id() or ""
+    """Print each message as it arrives, oldest first, until Ctrl-C or ``--timeout``."""
+    store = _store(args, wait=True)
+    existed = _appeared(store)
+    last = (store.latest_id() or "") if existed else ""  # a store that appears later: all of it is new
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     widths = _widths()
     if not args.json:
-        print(f"watching {store.path} (Ctrl-C to stop)", file=sys.stderr)
+        doing = "watching" if existed else "waiting for a store at"
+        print(f"{doing} {store.path.absolute()} (Ctrl-C to stop)", file=sys.stderr)
     while deadline is None or time.monotonic() < deadline:
-        page = store.query(0, 1000, None, after=last)
-        for summary in reversed(page.messages):  # oldest first
-            print(json.dumps(summary.to_json(), ensure_ascii=False) if args.json else _row(summary, widths), flush=True)
-            last = max(last, summary.id)
+        if _appeared(store):
+            page = store.query(0, 1000, None, after=last)
+            for summary in reversed(page.messages):  # oldest first
+                print(json.dumps(summary.to_json(), ensure_ascii=False) if args.json else _row(summary, widths),
+                      flush=True)
+                last = max(last, summary.id)
         time.sleep(POLL_INTERVAL)
+    if not _appeared(store):
+        raise CommandError(f"{_no_store(store.path)} (waited {args.timeout:g} s)")
     return EXIT_OK
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
+    """Delete every message, after asking (``--yes``: without asking)."""
     store = _store(args)
     count = len(store.ids())
     if not args.yes:
         if not sys.stdin or not sys.stdin.isatty():
-            print(f"smtp-sink: not deleting {count} message{'s' if count != 1 else ''} in {store.path} without "
-                  "confirmation: run it in a terminal, or pass --yes", file=sys.stderr)
-            return EXIT_RUNTIME
+            raise CommandError(f"not deleting {count} message{'s' if count != 1 else ''} in {store.path} without "
+                               "confirmation: run it in a terminal, or pass --yes")
         answer = input(f"Delete all {count} messages in {store.path}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted", file=sys.stderr)
-            return EXIT_RUNTIME
+            raise CommandError("nothing deleted")
     deleted = store.delete_all()
     _json({"deleted": deleted}) if args.json else print(f"deleted {deleted} message{'s' if deleted != 1 else ''}")
     return EXIT_OK
@@ -422,6 +439,7 @@ def mbox_entry(summary_from: str, created: float, raw: bytes) -> bytes:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Write every message, oldest first, into one mboxrd file (``-``: standard output)."""
     store = _store(args)
     ids = store.ids()
     to_stdout = args.mbox == "-"
@@ -432,7 +450,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             try:
                 raw = store.read(message_id)
                 summary = store.summary(message_id)
-            except LookupError:  # NotFound: deleted meanwhile
+            except _MISSING:  # deleted meanwhile
                 continue
             out.write(mbox_entry(summary.mail_from, summary.created, raw))
             exported += 1

@@ -1,0 +1,90 @@
+"""What every ``smtp-sink`` command shares: exit codes, the ``--config``/``--store``/``--api``
+options, loading the configuration, and the one place an error becomes one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config, ConfigError
+from ..config import load as load_config
+
+if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # the command could not do its work: no store, not found, unreachable, port in use
+EXIT_USAGE = 2  # bad configuration, option value or rule (argparse exits 2 too)
+
+Handler = Callable[[argparse.Namespace], int]
+
+_OPTIONS = {  # name: (metavar, help)
+    "config": ("FILE", "config file (default: $SMTP_SINK_CONFIG or ./smtp-sink.toml)"),
+    "store": ("DIR", "message folder (default: [store] path, ./mail)"),
+    "api": ("URL", "HTTP API of the running server (default http://<[http] host>:<[http] port>)"),
+}
+
+
+class UsageError(Exception):
+    """A bad option value or request: one line on stderr, exit status 2."""
+
+
+class CommandError(Exception):
+    """The command could not do its work (no store, no such message, nothing listening): one line, exit 1."""
+
+
+def add_options(parser: argparse.ArgumentParser, *names: str, again: bool = False) -> None:
+    """Add the shared options ``names`` (``config``, ``store``, ``api``) to ``parser``.
+
+    ``again``: the copy on a sub-action of options its command has too (``rules list --api URL``
+    as well as ``rules --api URL list``): given after the action it wins, absent it changes nothing.
+    """
+    for name in names:
+        metavar, help_text = _OPTIONS[name]
+        parser.add_argument(f"--{name}", metavar=metavar, help=help_text, default=argparse.SUPPRESS if again else None)
+
+
+def load(args: argparse.Namespace, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """The configuration: defaults < config file < SMTP_SINK_* environment < ``--store`` and ``overrides``."""
+    flags = {name: dict(table) for name, table in (overrides or {}).items()}
+    flags.setdefault("store", {})["path"] = getattr(args, "store", None)
+    return load_config(getattr(args, "config", None), flags)
+
+
+def api_base(args: argparse.Namespace) -> str:
+    """The running server's HTTP API: ``--api``, else ``[http] host`` and ``port`` of the configuration."""
+    if args.api:
+        return str(args.api).rstrip("/")
+    http = load(args).http
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    return f"http://{host}:{http.port}"
+
+
+def error(message: str) -> None:
+    """Print ``smtp-sink: message`` on stderr."""
+    print(f"smtp-sink: {message}", file=sys.stderr)
+
+
+def run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a command handler; every expected failure is one line on stderr and its exit status."""
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        error(f"config error: {exc}")
+        return EXIT_USAGE
+    except UsageError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except CommandError as exc:
+        error(str(exc))
+        return EXIT_RUNTIME
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return EXIT_OK
+    except OSError as exc:
+        error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return EXIT_OK
