@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import smtp_sink
 
 PACKAGE = Path(smtp_sink.__file__).parent
@@ -103,19 +101,6 @@ def test_relative_imports_are_resolved() -> None:
     assert "smtp_sink.web.app" in edges["smtp_sink.server"]  # imported inside a function: counted
 
 
-# The one cycle left on the i14-sink branch: cli.py imports inspect_cli inside build_parser and
-# inspect_cli imports cli's options. Helper "cli" replaces both with the smtp_sink/cli/ package
-# (issue 14 §4); once merged, CLI_MODULE is gone and test_no_import_cycle runs (and must pass).
-CLI_CYCLE = ["smtp_sink.cli", "smtp_sink.inspect_cli"]
-CLI_MODULE = (PACKAGE / "cli.py").exists()
-
-
-def test_no_import_cycle_but_the_old_cli_one() -> None:
-    found = cycles(graph())
-    assert [group for group in found if group != CLI_CYCLE] == []
-
-
-@pytest.mark.xfail(CLI_MODULE, reason="cli <-> inspect_cli until the smtp_sink/cli/ package is merged", strict=True)
 def test_no_import_cycle() -> None:
     assert cycles(graph()) == []
 
