@@ -31,7 +31,7 @@ from email import policy
 from email.feedparser import FeedParser
 from email.message import Message
 from email.parser import BytesHeaderParser
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import trace
 from .errors import NotFound
@@ -115,6 +115,7 @@ class Address:
     address: str
 
     def to_json(self) -> dict[str, str]:
+        """Mailpit's ``{"Name", "Address"}``."""
         return {"Name": self.name, "Address": self.address}
 
 
@@ -220,6 +221,7 @@ class _Entity(Message):
     quotes from its start, quadratic: 64 KB of ``;`` took seconds per lookup."""
 
     sink_note = ""  # set when this entity could not be read as it says (shown in ParseError)
+    sink_headers: dict[str, list[Any]] | None = None  # header values by lower-case name (see _raw_values)
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
         header = header.lower()  # the raw value: 8-bit bytes stay surrogate escapes, as in the body lines
@@ -273,7 +275,21 @@ class _Limit(Exception):
     """A display limit was reached: parsing stops there."""
 
 
-class _BoundedParser(FeedParser):
+if TYPE_CHECKING:  # the FeedParser internals _BoundedParser extends (typeshed leaves them out)
+
+    class _FeedParser(FeedParser[Message]):
+        _msgstack: list[Message]
+        _cur: Message
+
+        def _set_headersonly(self) -> None: ...
+        def _new_message(self) -> None: ...
+        def _parse_headers(self, lines: list[str]) -> None: ...
+
+else:
+    _FeedParser = FeedParser
+
+
+class _BoundedParser(_FeedParser):
     """The stdlib's feed parser (compat32) within :data:`MAX_PARTS`, :data:`MAX_DEPTH` and
     :data:`MAX_HEADER_BYTES`; ``root`` keeps what was parsed when it stopped or failed."""
 
@@ -336,7 +352,8 @@ def _capped(raw: bytes) -> tuple[tuple[bytes, ...], list[str]]:
     if len(raw) <= MAX_HEADER_BYTES:
         return (raw,), []
     cut = raw.rfind(b"\n", 0, MAX_HEADER_BYTES) + 1
-    if cut == 0 or _HEADER_BLOCK_RE.match(raw, 0, cut).end() < cut:  # type: ignore[union-attr]
+    block = _HEADER_BLOCK_RE.match(raw, 0, cut)  # always matches (perhaps nothing)
+    if cut == 0 or block is None or block.end() < cut:
         return (raw,), []  # the header block ends within the limit
     blanks = [at for at in (raw.find(b"\n\n", cut - 1), raw.find(b"\n\r\n", cut - 1)) if at >= 0]
     note = f"a header block is longer than {MAX_HEADER_BYTES} bytes: the rest is not read"
@@ -472,12 +489,13 @@ def _guarded(notes: list[str], what: str, compute: Callable[[], T], default: T) 
 def _raw_values(msg: Message, name: str) -> list[str]:
     """The values of every ``name`` header as stored: unfolded, 8-bit bytes read as UTF-8, each
     cut to :data:`MAX_HEADER_VALUE` characters."""
-    by_name = getattr(msg, "_sink_headers", None)
+    by_name = msg.sink_headers if isinstance(msg, _Entity) else None
     if by_name is None:  # one pass over the headers per message, not one per name asked for
         by_name = {}
         for key, value in msg.raw_items():
             by_name.setdefault(key.lower(), []).append(value)
-        msg._sink_headers = by_name  # type: ignore[attr-defined]
+        if isinstance(msg, _Entity):
+            msg.sink_headers = by_name
     return [_SPACE_RE.sub(" ", _unescape((value if isinstance(value, str) else str(value))[:MAX_HEADER_VALUE])).strip()
             for value in by_name.get(name.lower(), ())]
 
@@ -561,10 +579,10 @@ def _bcc(msg: Message, rcpt_to: list[str], to: list[Address], cc: list[Address])
 
 def _head(msg: Message, notes: list[str]) -> _Head:
     """The display headers and the envelope; a header that cannot be read is left empty and noted."""
-    mail_from, rcpt_to = _guarded(notes, "envelope", lambda: envelope(msg), ("", []))
-    to = _guarded(notes, "To", lambda: addresses(msg, "To"), [])
-    cc = _guarded(notes, "Cc", lambda: addresses(msg, "Cc"), [])
-    senders = _guarded(notes, "From", lambda: addresses(msg, "From"), [])
+    mail_from, rcpt_to = _guarded(notes, "envelope", lambda: envelope(msg), ("", list[str]()))
+    to = _guarded(notes, "To", lambda: addresses(msg, "To"), list[Address]())
+    cc = _guarded(notes, "Cc", lambda: addresses(msg, "Cc"), list[Address]())
+    senders = _guarded(notes, "From", lambda: addresses(msg, "From"), list[Address]())
     return _Head(
         message_id=_guarded(notes, "Message-ID", lambda: _message_id(msg), ""),
         sender=senders[0] if senders else None,
@@ -657,7 +675,7 @@ def _payload(part: Message) -> bytes:
     try:
         if part.get_content_maintype() == "message":
             inner = part.get_payload()
-            if isinstance(inner, list) and inner:
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 return inner[0].as_bytes()
         data = part.get_payload(decode=True)
     except Exception:  # an undecodable payload is given as stored

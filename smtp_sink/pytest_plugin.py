@@ -351,6 +351,7 @@ def build_config(
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Declare the ``smtp_sink`` marker."""
     config.addinivalue_line(
         "markers",
         "smtp_sink(**sections): settings for the smtp_sink fixture's server, merged over smtp_sink_settings, "

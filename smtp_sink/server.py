@@ -168,6 +168,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._data_since = 0.0  # when that DATA phase began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A client connected: greet it (or 421 past ``max_connections``)."""
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         server = self.server
         peer = transport.get_extra_info("peername")
@@ -190,15 +191,18 @@ class SMTPConnection(asyncio.BufferedProtocol):
             self._fail("greeting")
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: the shared buffer (smaller in command mode)."""
         session = self.session
         if session is not None and session.state is State.DATA:
             return self.server.read_buffer
         return self.server.read_buffer[:READ_COMMANDS]
 
     def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the shared buffer."""
         self.data_received(self.server.read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
+        """Feed the session and carry out what it says."""
         session = self.session
         if session is None:
             return
@@ -379,9 +383,11 @@ class SMTPConnection(asyncio.BufferedProtocol):
         return None
 
     def eof_received(self) -> bool:
+        """The client closed its side."""
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone: end the session."""
         if self._gone:
             return
         self._gone = True
@@ -396,6 +402,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._set_reading(False)
 
     def resume_writing(self) -> None:
+        """The client reads its replies again: go on with its commands."""
         self._write_paused = False
         if self.session is not None and not self._gone:
             self._flow()

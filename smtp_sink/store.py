@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import sqlite3
@@ -375,7 +376,7 @@ class Store:
             added: list[Summary] = []
             for chunk in range(0, len(new), INDEX_CHUNK):
                 summaries = [s for s in map(self._summarize, new[chunk:chunk + INDEX_CHUNK]) if s is not None]
-                added += self._guard(lambda summaries=summaries: index.insert(summaries))
+                added += self._guard(functools.partial(index.insert, summaries))
             removed = self._guard(lambda: index.remove(gone)) if gone else []
             self._scanned_mtime, self._scanned_at, self._scanned_saves = mtime, time.monotonic(), saves
         for summary in added:
@@ -518,7 +519,7 @@ class Store:
         return removed
 
 
-def _write_all(fd: int, chunks: list[bytes], done: int = 0) -> None:
+def _write_all(fd: int, chunks: list[bytes | bytearray], done: int = 0) -> None:
     """``os.writev`` until every byte after the first ``done`` is written (short writes happen on a full disk)."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
     while views and done >= len(views[0]):

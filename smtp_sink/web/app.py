@@ -225,10 +225,12 @@ def _authorized(header: str, expected: bytes) -> bool:
 
 
 async def list_messages(request: web.Request) -> web.Response:
+    """``GET /api/v1/messages``: one page of summaries, newest first."""
     return await _page(request, None)
 
 
 async def search(request: web.Request) -> web.Response:
+    """``GET /api/v1/search?query=``: one page of the messages matching the query."""
     query = request.query.get("query", "").strip()
     if not query:
         return _error(400, "query is required")
@@ -268,15 +270,18 @@ def _read(request: web.Request) -> bytes:
 
 
 async def raw(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/raw``: the stored bytes, as plain text."""
     return web.Response(body=await _off_loop(request, lambda: _read(request)), content_type="text/plain",
                         charset="utf-8")
 
 
 async def message_headers(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/headers``: every header, as stored."""
     return await _json_off_loop(request, lambda: headers(_read(request)))
 
 
 async def message_part(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/part/{part}``: one part's content, as a download."""
     store, match = _sink(request).store, request.match_info
     content_type, filename, body = await _off_loop(request, lambda: store.part(match["id"], match["part"]))
     return web.Response(body=body, headers={
@@ -388,6 +393,7 @@ def _ids(body: dict[str, Any]) -> list[str] | None:
 
 
 async def set_read(request: web.Request) -> web.Response:
+    """``PUT /api/v1/messages``: set the read flag of ``IDs`` (every message without)."""
     body = await _json_body(request, ("IDs", "Read"))
     read = body.get("Read", True)
     if not isinstance(read, bool):
@@ -409,16 +415,19 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
+    """``GET /api/v1/info``: version, store and counts."""
     store, smtp_port = _sink(request).store, request.app[SMTP_PORT_KEY]
     return await _json_off_loop(request, lambda: info_json(*store.counts(), str(store.path), smtp_port))
 
 
 async def list_rules(request: web.Request) -> web.Response:
+    """``GET /api/v1/rules``: the fault rules in force."""
     rules = _sink(request).rules
     return await _json_off_loop(request, lambda: [rule.to_json() for rule in rules.list()])
 
 
 async def add_rule(request: web.Request) -> web.Response:
+    """``POST /api/v1/rules``: add a fault rule (the body is a ``[[rules]]`` table as JSON)."""
     body = await _json_body(request)
     try:
         rule = _sink(request).rules.add(Rule.from_mapping(body))
@@ -428,6 +437,7 @@ async def add_rule(request: web.Request) -> web.Response:
 
 
 async def clear_rules(request: web.Request) -> web.Response:
+    """``DELETE /api/v1/rules``: remove every fault rule."""
     _sink(request).rules.clear()
     return web.Response(text="ok", content_type="text/plain")
 
@@ -477,6 +487,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def index_page(request: web.Request) -> web.FileResponse:
+    """``GET /``: the web page."""
     return web.FileResponse(STATIC / "index.html")
 
 
