@@ -8,6 +8,8 @@ tested or replaced one without the other.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import smtp_sink
@@ -121,3 +123,12 @@ def test_the_web_side_never_reaches_into_the_server() -> None:
     for name in ("smtp_sink.web.app", "smtp_sink.web.mailpit", "smtp_sink.sink"):
         assert "smtp_sink.server" not in edges[name], name
     assert edges["smtp_sink.web.mailpit"] <= {"smtp_sink", "smtp_sink.index"}  # importable without aiohttp
+
+
+def test_the_cli_and_the_mailpit_shapes_import_without_aiohttp() -> None:
+    """The CLI prints the web API's list JSON (smtp_sink.web.mailpit) without needing aiohttp."""
+    code = ("import sys; sys.modules['aiohttp'] = None\n"
+            "import smtp_sink.cli.inspect, smtp_sink.web.mailpit\n"
+            "assert smtp_sink.cli.inspect.page_json is smtp_sink.web.mailpit.page_json")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
