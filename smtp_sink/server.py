@@ -45,9 +45,8 @@ from .protocol import (
     store_failed,
 )
 from .replies import Reply
-from .rules import RuleSet
 from .sink import Sink
-from .store import Store, StoreError
+from .store import StoreError
 from .tls import ServerTLS, TLSSetupError
 from .tls import setup as setup_tls
 
@@ -650,26 +649,9 @@ class SinkServer:
         self.sink = Sink(config, policy)
         self.smtp = SMTPServer(self.sink)
         self.http: HTTPServer | None = None  # when [http] enabled, once started
-
-    @property
-    def store(self) -> Store:
-        """The sink's store."""
-        return self.sink.store
-
-    @property
-    def rules(self) -> RuleSet:
-        """The sink's fault rules (add, list and clear them at run time)."""
-        return self.sink.rules
-
-    @property
-    def policy(self) -> Policy:
-        """The sink's mailbox policy."""
-        return self.sink.policy
-
-    @property
-    def connections(self) -> set[SMTPConnection]:
-        """The open SMTP sessions."""
-        return self.smtp.connections
+        # the sink's, for short: its store, fault rules (add, list, clear at run time) and policy
+        self.store, self.rules, self.policy = self.sink.store, self.sink.rules, self.sink.policy
+        self.connections = self.smtp.connections  # the open SMTP sessions
 
     @property
     def smtp_port(self) -> int:
