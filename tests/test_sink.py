@@ -6,8 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import smtplib
 import socket
 import sqlite3
+import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from smtp_sink.index import INDEX_FILE
 from smtp_sink.message import Summary
 from smtp_sink.server import ServerThread
 from smtp_sink.sink import Sink
-from smtp_sink.store import Deleted, Marked
+from smtp_sink.store import Deleted, Marked, Store
 from smtp_sink.trace import Envelope, read
 
 ENVELOPE = Envelope(helo="c.test", esmtp=True, mail_from="ann@example.test", rcpt_to=["bob@example.test"],
@@ -140,3 +144,37 @@ def test_a_taken_port_names_its_listener_and_flag_and_leaves_nothing_open(
     if listener != "SMTP":  # the SMTP port that did open was closed again
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", smtp_port)) != 0
+
+
+# -- shutdown: a TLS session the server already closed ---------------------------------------------
+
+
+def test_shutdown_goes_on_past_a_tls_session_the_server_already_closed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After QUIT the server closes an implicit-TLS connection; a client that never answers the TLS
+    close keeps it open. Stopping must still go all the way and index what is pending (asyncio's
+    TLS transport raised AttributeError there, and the shutdown stopped half-way)."""
+    caplog.set_level(logging.INFO, logger="smtp_sink")
+    config = make_config(tmp_path / "mail", loop="asyncio", auth={"mode": "accept-any"})
+    thread = ServerThread(config)
+    server = thread.start()
+    failures: list[BaseException] = []
+    hook, threading.excepthook = threading.excepthook, lambda args: failures.append(args.exc_value)
+    context = ssl.create_default_context(cafile=server.tls_ca)
+    try:
+        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=config.smtp.hostname) as quiet:
+            assert quiet.recv(1024).startswith(b"220 ")
+            with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as other:
+                other.sendmail("a@example.test", ["b@example.test"], b"Subject: pending\r\n\r\nx\r\n")
+            quiet.sendall(b"QUIT\r\n")
+            assert quiet.recv(1024).startswith(b"221 ")  # then nothing: no close_notify back
+            time.sleep(0.2)
+            assert len(server.connections) == 1  # closed by the server, still waiting for the client
+            thread.stop()
+    finally:
+        threading.excepthook = hook
+    assert failures == []
+    assert "smtp-sink stopped" in caplog.text
+    assert Store(tmp_path / "mail").counts() == (1, 1)
