@@ -22,10 +22,11 @@ import pytest
 from conftest import make_config
 from smtp_wire import Wire, connect
 
+from smtp_sink.config import Config
 from smtp_sink.protocol import START_TLS, Output, Settings, SMTPSession, State
 from smtp_sink.replies import Code, Reply
 from smtp_sink.rules import Rule
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import ServerThread, SinkServer, fresh_challenge
 
 USERS = (("ann@example.test", "s3cret"),)
 
@@ -35,7 +36,8 @@ def b64(text: str | bytes) -> str:
 
 
 def new_session(tls: bool = False, **settings: object) -> SMTPSession:
-    session = SMTPSession(Settings(hostname="sink.test", **settings), peer="192.0.2.1", tls=tls)  # type: ignore[arg-type]
+    session = SMTPSession(Settings.from_config(Config(), hostname="sink.test", **settings), peer="192.0.2.1", tls=tls,
+                          challenge=fresh_challenge)
     session.greeting()
     return session
 
