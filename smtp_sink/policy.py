@@ -59,9 +59,11 @@ class MailboxPolicy(Policy):
         return reply(Code.INSUFFICIENT_STORAGE, f"Requested action not taken: insufficient system storage ({problem})")
 
     def check_sender(self, envelope: Envelope, address: str) -> Reply | None:
+        """MAIL: 452 while the store cannot take mail, else accepted."""
         return self._storage()
 
     def check_recipient(self, envelope: Envelope, address: str) -> Reply | None:
+        """RCPT: forbidden 553, forwarded 251, moved 551, unknown as ``[policy] unknown`` says."""
         lowered = address.lower()
         if self._forbidden(address):
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, f"<{address}>: mailbox name not allowed")
@@ -81,13 +83,16 @@ class MailboxPolicy(Policy):
         return [target] if target else []
 
     def check_data(self, envelope: Envelope) -> Reply | None:
+        """DATA: 452 while the store cannot take mail, else 354 follows."""
         return self._storage()
 
     def fault(self, stage: Stage, client: str, sender: str | None, recipients: list[str]) -> Outcome | None:
+        """The outcome of the first rule that fires (see :mod:`smtp_sink.rules`)."""
         rule = self.rules.match(stage, client, sender, recipients)
         return None if rule is None else rule.outcome
 
     def verify(self, address: str) -> Reply:
+        """VRFY: the RCPT decision; 250 for a known mailbox, 252 when nothing is configured."""
         decision = self.check_recipient(Envelope(), address)
         if decision is not None:
             return decision
@@ -96,6 +101,7 @@ class MailboxPolicy(Policy):
         return reply(Code.OK, f"<{address}>")
 
     def expand(self, name: str) -> Reply:
+        """EXPN: a configured list's members (250), 550 for another name, 502 when disabled."""
         if not self.config.expn:
             return reply(Code.NOT_IMPLEMENTED, "EXPN is disabled here")
         members = self.lists.get(name.lower())

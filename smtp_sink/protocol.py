@@ -705,6 +705,7 @@ class SMTPSession:
             return reply(Code.PARAMETER_SYNTAX, f"Cannot decode AUTH response: {exc}")
 
     def _sasl_result(self, result: bytes | Credentials) -> Reply:
+        """334 with the next challenge, or the verdict on the credentials (235 or 535)."""
         if isinstance(result, bytes):  # a challenge
             return reply(Code.AUTH_CHALLENGE, base64.b64encode(result).decode("ascii"))
         self._sasl = None
@@ -771,6 +772,7 @@ class Verb:
 
 
 def _bad_sequence(why: str) -> Reply:
+    """503 with its reason (the one place a 503 is made)."""
     return reply(Code.BAD_SEQUENCE, f"Bad sequence of commands: {why}")
 
 
@@ -786,6 +788,7 @@ _NOT_IMPLEMENTED = reply(Code.NOT_IMPLEMENTED, "Command not implemented")
 
 
 def _starttls_unavailable(settings: Settings) -> Reply | None:
+    """STARTTLS without a working certificate: 454 with the reason, or 502 when TLS is off."""
     if settings.starttls:
         return None
     if settings.tls_unavailable:
@@ -794,6 +797,7 @@ def _starttls_unavailable(settings: Settings) -> Reply | None:
 
 
 def _auth_unavailable(settings: Settings) -> Reply | None:
+    """AUTH with ``[auth] mode = "off"``: 502."""
     return _NOT_IMPLEMENTED if settings.auth is AuthMode.OFF else None
 
 

@@ -288,6 +288,8 @@ def _printable(where: str, text: str) -> None:
 
 @dataclass
 class _Counter:
+    """A rule with its count of matching occurrences (and its random sequence)."""
+
     rule: Rule
     seen: int = 0
     rng: random.Random = field(default_factory=random.Random)
