@@ -11,7 +11,6 @@ The config file is the one given by ``--config``, else ``$SMTP_SINK_CONFIG``, el
 from __future__ import annotations
 
 import dataclasses
-import functools
 import ipaddress
 import math
 import os
@@ -47,11 +46,15 @@ def _opt(default: Any, *, low: float | None = None, high: float | None = None, e
     return field(default=default, metadata={"low": low, "high": high, "empty": empty})
 
 
-@functools.cache
+_CHOICE_FIELDS: dict[type, tuple[tuple[str, type[Choice]], ...]] = {}  # section -> its Choice fields
+
+
 def _choice_fields(section: type) -> tuple[tuple[str, type[Choice]], ...]:
-    hints = typing.get_type_hints(section)
-    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(section)
-                 if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice))
+    if section not in _CHOICE_FIELDS:
+        hints = typing.get_type_hints(section)
+        _CHOICE_FIELDS[section] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(section)
+                                        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice))
+    return _CHOICE_FIELDS[section]
 
 
 class _Section:

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from .config import Config
 
 __all__ = [
-    "AUTH_LINE_MAX", "CLOSE", "COMMAND_LINE_MAX", "MAIL_LINE_MAX", "START_TLS", "VERBS", "Delay", "MessageReceived",
-    "Output", "Policy", "SMTPSession", "Settings", "State", "Throttle", "Verb", "accepted", "shutting_down",
-    "store_failed",
+    "AUTH_LINE_MAX", "CLOSE", "COMMAND_LINE_MAX", "MAIL_LINE_MAX", "START_TLS", "UNRECOGNIZED", "VERBS", "Delay",
+    "MessageReceived", "Output", "Policy", "SMTPSession", "Settings", "State", "Throttle", "Verb", "accepted",
+    "shutting_down", "store_failed",
 ]
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF. Extensions

@@ -1,10 +1,11 @@
-"""Micro-benchmark of the DATA path of the sans-I/O session: ``python -m bench.data_reader``.
+"""Micro-benchmark of the sans-I/O session, commands and DATA: ``python -m bench.session``.
 
 No sockets and no disk: a session is fed the bytes a client sends, in the chunk sizes the server
-reads, and the time to get the ``MessageReceived`` is measured (the best of ``--repeat`` runs, so
-load from elsewhere shows as noise, not as a slowdown). It isolates what issue 14 moved into
-``data_reader.py``: the terminator scan, the unstuffing, the size accounting. Run it before and
-after a change to the DATA reader (``PYTHONPATH=<other checkout>`` for the other side).
+reads, and the time is measured (the best of ``--repeat`` runs, so load from elsewhere shows as
+noise, not as a slowdown). It isolates what the session does per command (the command table's
+check, the handlers) and per message (``data_reader.py``: the terminator scan, the unstuffing,
+the size accounting). Run it before and after a change to either, ``PYTHONPATH=<other checkout>``
+for the other side.
 """
 
 from __future__ import annotations
@@ -78,14 +79,29 @@ def run(case: Case) -> float:
     return elapsed
 
 
+COMMANDS = b"EHLO bench.test\r\n" + b"MAIL FROM:<a@bench.test>\r\nRCPT TO:<b@bench.test>\r\nRSET\r\nNOOP\r\n" * 2500
+
+
+def run_commands() -> float:
+    """Seconds to execute 10,001 pipelined commands in one feed (no output budget)."""
+    session = SMTPSession(Settings.from_config(Config(), output_budget=0))
+    start = time.perf_counter()
+    replies = session.feed(COMMANDS)
+    elapsed = time.perf_counter() - start
+    assert len(replies) == 10_001
+    return elapsed
+
+
 def best(fn: Callable[[], float], repeat: int) -> float:
     return min(fn() for _ in range(repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.data_reader", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.session", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="runs per case; the best is printed (default 7)")
     args = parser.parse_args(argv)
+    seconds = best(run_commands, args.repeat)
+    print(f"{'10,001 pipelined commands':45} {seconds * 1000:8.1f} ms  {seconds / 10_001 * 1e6:27.2f} us/command")
     for case in cases():
         seconds = best(lambda case=case: run(case), args.repeat)
         volume = len(case.body) * case.count / MIB
