@@ -421,7 +421,10 @@ class SMTPSession:
         verb = VERBS.get(name)
         if verb is None:
             verb, arg = UNRECOGNIZED, name  # its handler names what was not recognized
-        self._out.append(self._refusal(verb) or verb.handler(self, arg))
+        refusal = self._refusal(verb)
+        if refusal is None and arg and not verb.arguments:
+            refusal = reply(Code.PARAMETER_SYNTAX, f"Syntax: {name} (no arguments)")
+        self._out.append(refusal or verb.handler(self, arg))
         if self._tls_starting:
             self._out.append(START_TLS)
 
@@ -590,8 +593,6 @@ class SMTPSession:
 
     def _data(self, arg: str) -> Reply:
         """DATA: 354, then the message is read (see :class:`~smtp_sink.data_reader.DataReader`)."""
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: DATA (no arguments)")
         refusal = self._fault(Stage.DATA) or self.policy.check_data(self.envelope)
         if refusal is not None:
             return refusal
@@ -602,8 +603,6 @@ class SMTPSession:
 
     def _rset(self, arg: str) -> Reply:
         """RSET: abort the transaction."""
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: RSET (no arguments)")
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
         self._reset_transaction()
@@ -615,8 +614,6 @@ class SMTPSession:
 
     def _quit(self, arg: str) -> Reply:
         """QUIT: 221, then the session ends."""
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: QUIT (no arguments)")
         raise _End(reply(Code.CLOSING, f"{self.settings.hostname} Service closing transmission channel"))
 
     def _vrfy(self, arg: str) -> Reply:
@@ -658,8 +655,6 @@ class SMTPSession:
 
     def _starttls(self, arg: str) -> Reply:
         """STARTTLS: 220, then the caller runs the handshake (RFC 3207)."""
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: STARTTLS (no arguments)")
         refusal = self._fault(Stage.STARTTLS)
         if refusal is not None:
             return refusal
@@ -717,7 +712,7 @@ class SMTPSession:
 
     def _not_implemented(self, arg: str) -> Reply:
         """SEND, SOML, SAML, TURN, BDAT: 502."""
-        return reply(Code.NOT_IMPLEMENTED, "Command not implemented")
+        return _NOT_IMPLEMENTED
 
     def _unrecognized(self, verb: str) -> Reply:
         """Any other verb (given here instead of an argument): 500."""
@@ -769,6 +764,7 @@ class Verb:
     refused: Mapping[State, Reply] = field(default_factory=dict)  # state -> the 503 there (others: legal)
     unless: tuple[tuple[str, Reply], ...] = ()  # (session flag, reply): refused while the flag is true
     unavailable: Callable[[Settings], Reply | None] | None = None  # the extension is off: its reply
+    arguments: bool = True  # False: an argument gets 501 "Syntax: VERB (no arguments)" (after the sequence checks)
 
 
 def _bad_sequence(why: str) -> Reply:
@@ -816,16 +812,18 @@ VERBS: dict[str, Verb] = {
                  _refused(CONNECTED="need MAIL before DATA", GREETED="need MAIL before DATA",
                           MAIL="need RCPT before DATA"),
                  unless=(("no_valid_recipients", reply(Code.TRANSACTION_FAILED,
-                                                       "Transaction failed: no valid recipients")),)),
-    "RSET": Verb(S._rset, "RSET: abort the current transaction", _refused()),
+                                                       "Transaction failed: no valid recipients")),),
+                 arguments=False),
+    "RSET": Verb(S._rset, "RSET: abort the current transaction", _refused(), arguments=False),
     "NOOP": Verb(S._noop, "NOOP: do nothing, answer 250", _refused()),
-    "QUIT": Verb(S._quit, "QUIT: end the session"),  # served in every state
+    "QUIT": Verb(S._quit, "QUIT: end the session", arguments=False),  # served in every state
     "VRFY": Verb(S._vrfy, "VRFY <address>: ask whether a mailbox exists", _refused()),
     "EXPN": Verb(S._expn, "EXPN <list>: list the members of a mailing list", _refused()),
     "HELP": Verb(S._help, "HELP [command|STATUS]: this help, or the session status", _refused()),
     "STARTTLS": Verb(S._starttls, "STARTTLS: switch this connection to TLS, then EHLO again (RFC 3207)",
                      _refused(MAIL=_STARTTLS_IN_TRANSACTION, RCPT=_STARTTLS_IN_TRANSACTION),
-                     unless=(("tls", _bad_sequence("TLS already active")),), unavailable=_starttls_unavailable),
+                     unless=(("tls", _bad_sequence("TLS already active")),), unavailable=_starttls_unavailable,
+                     arguments=False),
     "AUTH": Verb(S._auth, "AUTH PLAIN|LOGIN|CRAM-MD5 [initial-response]: log in (RFC 4954)",
                  _refused(CONNECTED="send EHLO first", MAIL="AUTH inside a transaction",
                           RCPT="AUTH inside a transaction"),

@@ -97,6 +97,14 @@ def test_flags_refuse_before_the_state_is_looked_at() -> None:
     assert say(refused, "DATA").code == Code.TRANSACTION_FAILED
 
 
+@pytest.mark.parametrize("verb", [verb for verb, entry in VERBS.items() if not entry.arguments])
+def test_an_argument_to_a_verb_that_takes_none_is_501_from_the_table(verb: str) -> None:
+    legal = State.RCPT if verb == "DATA" else State.GREETED
+    assert say(session_in(legal), f"{verb} now") == Reply(Code.PARAMETER_SYNTAX, (f"Syntax: {verb} (no arguments)",))
+    assert say(session_in(State.NO_SERVICE), f"{verb} now").code == (
+        Code.PARAMETER_SYNTAX if verb == "QUIT" else Code.BAD_SEQUENCE)  # the sequence is checked first
+
+
 def test_a_verb_that_is_not_offered_is_502_in_every_state() -> None:
     plain = Settings.from_config(Config())  # no TLS, AUTH off
     for lines in SETUP.values():
