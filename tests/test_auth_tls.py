@@ -236,6 +236,22 @@ def stored(server: SinkServer) -> list[bytes]:
     return [path.read_bytes() for path in sorted(Path(server.store.path).glob("*.eml"))]
 
 
+def test_the_server_offers_cram_md5_with_a_fresh_challenge_each_time(server_factory) -> None:
+    """The running server injects its challenge source into every session (sasl.py is pure)."""
+    server = server_factory(auth={"mode": "users", "users": dict(USERS)}, tls={"mode": "off"})
+    challenges = []
+    for password, code in (("guess", 535), ("s3cret", 235)):
+        with connect(server.smtp_port) as wire:
+            assert "AUTH PLAIN LOGIN CRAM-MD5" in wire.cmd("EHLO c.test")[1]
+            answer, (text,) = wire.cmd("AUTH CRAM-MD5")
+            assert answer == 334
+            challenges.append(base64.b64decode(text))
+            digest = hmac.new(password.encode(), challenges[-1], hashlib.md5).hexdigest()
+            assert wire.cmd(b64(f"ann@example.test {digest}"))[0] == code
+    assert challenges[0] != challenges[1]
+    assert all(c.startswith(b"<") and c.endswith(b"@smtp-sink.localhost>") for c in challenges)
+
+
 def test_auth_alone_turns_tls_on_with_a_generated_certificate(server_factory) -> None:
     server = server_factory(auth={"mode": "accept-any"})
     tls_folder = Path(server.store.path) / "tls"
