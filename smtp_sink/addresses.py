@@ -81,8 +81,3 @@ def parse_params(text: str) -> dict[str, str | None]:
             raise AddressError(f"parameter {key} has an empty value")
         params[key.upper()] = value if eq else None
     return params
-
-
-def is_ascii(text: str) -> bool:
-    """True when the text needs no SMTPUTF8."""
-    return text.isascii()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .choices import Choice
 from .rules import Rule, RuleError
 
 if sys.version_info >= (3, 11):
@@ -40,14 +41,74 @@ ENV_CONFIG = "SMTP_SINK_CONFIG"
 LOCAL_CONFIG = "smtp-sink.toml"
 
 
-def _opt(default: Any, *, low: float | None = None, high: float | None = None,
-         choices: tuple[str, ...] | None = None, empty: bool = False) -> Any:
-    """A field with a default and the range or choices a value must respect (``empty``: "" means unset)."""
-    return field(default=default, metadata={"low": low, "high": high, "choices": choices, "empty": empty})
+def _opt(default: Any, *, low: float | None = None, high: float | None = None, empty: bool = False) -> Any:
+    """A field with a default and the range a value must respect (``empty``: "" means unset)."""
+    return field(default=default, metadata={"low": low, "high": high, "empty": empty})
+
+
+_CHOICE_FIELDS: dict[type, tuple[tuple[str, type[Choice]], ...]] = {}  # section -> its Choice fields
+
+
+def _choice_fields(section: type) -> tuple[tuple[str, type[Choice]], ...]:
+    if section not in _CHOICE_FIELDS:
+        hints = typing.get_type_hints(section)
+        _CHOICE_FIELDS[section] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(section)
+                                        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice))
+    return _CHOICE_FIELDS[section]
+
+
+class _Section:
+    """A config section: a :class:`~smtp_sink.choices.Choice` field given as text (as in
+    ``dataclasses.replace(auth, mode="users")``) becomes its member, or raises ValueError."""
+
+    def __post_init__(self) -> None:
+        for name, kind in _choice_fields(type(self)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+
+
+class Loop(Choice):
+    """``[smtp] loop``: the event loop (auto: uvloop when installed)."""
+
+    AUTO = "auto"
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
+class Unknown(Choice):
+    """``[policy] unknown``: what RCPT of an unknown mailbox gets."""
+
+    ACCEPT = "accept"
+    REFUSE_550 = "550"
+    REFUSE_553 = "553"
+
+
+class AuthMode(Choice):
+    """``[auth] mode``: off (AUTH not offered), accept-any (every login works), users (the table)."""
+
+    OFF = "off"
+    ACCEPT_ANY = "accept-any"
+    USERS = "users"
+
+
+class TLSMode(Choice):
+    """``[tls] mode``: auto (on with AUTH or a configured certificate), on, off."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class LogLevel(Choice):
+    """``[log] level``."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
-class SMTPConfig:
+class SMTPConfig(_Section):
     """``[smtp]``: the SMTP listener and session limits."""
 
     host: str = "127.0.0.1"
@@ -61,11 +122,11 @@ class SMTPConfig:
     data_min_rate: int = _opt(256, low=0)
     data_rate_grace: float = _opt(120.0, low=0)
     smtputf8: bool = True
-    loop: str = _opt("auto", choices=("auto", "asyncio", "uvloop"))
+    loop: Loop = Loop.AUTO
 
 
 @dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(_Section):
     """``[store]``: where messages are written."""
 
     path: str = "./mail"
@@ -76,12 +137,12 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class PolicyConfig(_Section):
     """``[policy]``: which recipients are accepted, forwarded, refused; VRFY and EXPN answers."""
 
     mailboxes: tuple[str, ...] = field(default_factory=tuple)
     domains: tuple[str, ...] = field(default_factory=tuple)
-    unknown: str = _opt("accept", choices=("accept", "550", "553"))
+    unknown: Unknown = Unknown.ACCEPT
     forbidden: tuple[str, ...] = field(default_factory=tuple)
     forwards: dict[str, str] = field(default_factory=dict)
     moved: dict[str, str] = field(default_factory=dict)
@@ -90,26 +151,26 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class AuthConfig:
+class AuthConfig(_Section):
     """``[auth]``: SMTP AUTH (RFC 4954) with PLAIN, LOGIN and CRAM-MD5."""
 
-    mode: str = _opt("off", choices=("off", "accept-any", "users"))
+    mode: AuthMode = AuthMode.OFF
     users: dict[str, str] = field(default_factory=dict)
     require_tls: bool = False
 
 
 @dataclass(frozen=True)
-class TLSConfig:
+class TLSConfig(_Section):
     """``[tls]``: STARTTLS (RFC 3207) and implicit TLS on a second port (RFC 8314)."""
 
-    mode: str = _opt("auto", choices=("auto", "on", "off"))
+    mode: TLSMode = TLSMode.AUTO
     port: int = _opt(2465, low=0, high=65535)
     cert: str = _opt("", empty=True)
     key: str = _opt("", empty=True)
 
 
 @dataclass(frozen=True)
-class HTTPConfig:
+class HTTPConfig(_Section):
     """``[http]``: the web page and HTTP API."""
 
     enabled: bool = True
@@ -119,10 +180,10 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True)
-class LogConfig:
+class LogConfig(_Section):
     """``[log]``: what the server prints."""
 
-    level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+    level: LogLevel = LogLevel.INFO
 
 
 @dataclass(frozen=True)
@@ -158,6 +219,11 @@ def _keys(section: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
 def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
     """Validate one value against its field's type and range; return it converted."""
     names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    if isinstance(kind, type) and issubclass(kind, Choice):  # one of the words, given as a string
+        text = _check(value, str, meta, where)
+        if text not in kind.words():
+            raise ConfigError(f"{where}: must be one of {', '.join(kind.words())}, got {value!r}")
+        return kind(text)
     origin = typing.get_origin(kind)
     if origin is tuple:  # a TOML array of strings
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
@@ -185,13 +251,11 @@ def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
         # "" would mean every interface for a host and the current folder for a path; a CR LF
         # in a hostname would break the replies it appears in
         raise ConfigError(f"{where}: must be non-empty text without control characters, got {value!r}")
-    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    low, high = meta.get("low"), meta.get("high")
     if low is not None and value < low:
         raise ConfigError(f"{where}: must be at least {low}, got {value!r}")
     if high is not None and value > high:
         raise ConfigError(f"{where}: must be at most {high}, got {value!r}")
-    if choices and value not in choices:
-        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -251,7 +315,7 @@ def validate(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
             values["rules"] = {"rules": _read_rules(where, table)}
             continue
         if name not in known:
-            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(known)})")
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join([*known, 'rules'])})")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: {name} must be a table [{name}], got {table!r}")
         keys = _keys(known[name])

@@ -1,8 +1,9 @@
 """Envelope decisions from ``[policy]``: known mailboxes and domains, forwards, moved users,
-forbidden names, mailing lists; and the storage check behind 452.
+forbidden names, mailing lists; the storage check behind 452; and the fault rules.
 
 The same data answers RCPT, VRFY and EXPN, so the three never disagree. The protocol calls
-these hooks (see :class:`smtp_sink.protocol.Policy`); nothing here touches sockets.
+these hooks (see :class:`smtp_sink.protocol.Policy`). Pure like the protocol: no sockets, no
+files, no clock; whether the store can take mail is a :class:`Capacity` value someone else refreshes.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from .config import PolicyConfig
+from .config import PolicyConfig, Unknown
 from .protocol import Policy
 from .replies import Code, Reply, reply
-from .rules import Rule, RuleSet
+from .rules import Outcome, RuleSet, Stage
 from .trace import Envelope
 
 
@@ -58,9 +59,11 @@ class MailboxPolicy(Policy):
         return reply(Code.INSUFFICIENT_STORAGE, f"Requested action not taken: insufficient system storage ({problem})")
 
     def check_sender(self, envelope: Envelope, address: str) -> Reply | None:
+        """MAIL: 452 while the store cannot take mail, else accepted."""
         return self._storage()
 
     def check_recipient(self, envelope: Envelope, address: str) -> Reply | None:
+        """RCPT: forbidden 553, forwarded 251, moved 551, unknown as ``[policy] unknown`` says."""
         lowered = address.lower()
         if self._forbidden(address):
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, f"<{address}>: mailbox name not allowed")
@@ -68,9 +71,9 @@ class MailboxPolicy(Policy):
             return reply(Code.WILL_FORWARD, f"User not local; will forward to <{self.forwards[lowered]}>")
         if lowered in self.moved:
             return reply(Code.USER_NOT_LOCAL, f"User not local; please try <{self.moved[lowered]}>")
-        if self._known(address) or self.config.unknown == "accept":
+        if self._known(address) or self.config.unknown is Unknown.ACCEPT:
             return None
-        if self.config.unknown == "553":
+        if self.config.unknown is Unknown.REFUSE_553:
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, f"<{address}>: mailbox name not allowed")
         return reply(Code.MAILBOX_UNAVAILABLE, "No such user here")
 
@@ -80,12 +83,16 @@ class MailboxPolicy(Policy):
         return [target] if target else []
 
     def check_data(self, envelope: Envelope) -> Reply | None:
+        """DATA: 452 while the store cannot take mail, else 354 follows."""
         return self._storage()
 
-    def fault(self, stage: str, client: str, sender: str | None, recipients: list[str]) -> Rule | None:
-        return self.rules.match(stage, client, sender, recipients)
+    def fault(self, stage: Stage, client: str, sender: str | None, recipients: list[str]) -> Outcome | None:
+        """The outcome of the first rule that fires (see :mod:`smtp_sink.rules`)."""
+        rule = self.rules.match(stage, client, sender, recipients)
+        return None if rule is None else rule.outcome
 
     def verify(self, address: str) -> Reply:
+        """VRFY: the RCPT decision; 250 for a known mailbox, 252 when nothing is configured."""
         decision = self.check_recipient(Envelope(), address)
         if decision is not None:
             return decision
@@ -94,6 +101,7 @@ class MailboxPolicy(Policy):
         return reply(Code.OK, f"<{address}>")
 
     def expand(self, name: str) -> Reply:
+        """EXPN: a configured list's members (250), 550 for another name, 502 when disabled."""
         if not self.config.expn:
             return reply(Code.NOT_IMPLEMENTED, "EXPN is disabled here")
         members = self.lists.get(name.lower())

@@ -3,33 +3,44 @@
 Bytes go in through :meth:`SMTPSession.feed`; out come, in order, :class:`~smtp_sink.replies.Reply`
 objects to send, a :class:`MessageReceived` for each complete message (the caller stores it and
 sends :func:`accepted` or :func:`store_failed`), :data:`START_TLS` when the caller must run the
-TLS handshake (then :meth:`SMTPSession.tls_started`), and :data:`CLOSE` when the connection must end.
-No sockets, no files, no clock: every rule here is testable without a network. A feed stops
-once its replies pass an output budget and :meth:`SMTPSession.resume` carries on, so the caller can
-stop executing a client's pipelined commands while that client does not read its replies.
+TLS handshake (then :meth:`SMTPSession.tls_started`), :class:`~smtp_sink.rules.Delay` and
+:class:`~smtp_sink.rules.Throttle` from fault rules, and :data:`CLOSE` when the connection must
+end. No sockets, no files, no clock: every rule here is testable without a network (a CRAM-MD5
+challenge comes from a source the caller injects). A feed stops once its replies pass an output
+budget and :meth:`SMTPSession.resume` carries on, so the caller can stop executing a client's
+pipelined commands while that client does not read its replies.
 
-DATA is located with ``bytes.find`` over the new bytes only (plus the last four bytes seen),
-and dot-stuffing is undone with one ``replace``: no per-line loop in Python. The terminator is
-only ``CRLF . CRLF``; a bare LF followed by a dot is message content (SMTP-smuggling safe).
+Which command may run when is data: :data:`VERBS` holds, per verb, its handler, the states it
+is out of sequence in (with the 503 reply there) and its HELP text, and one check
+(:meth:`SMTPSession._refusal`) applies it before any handler runs. Reading the message after
+354 is :class:`~smtp_sink.data_reader.DataReader`'s job.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .addresses import AddressError, parse_mailbox, parse_params, split_path
-from .replies import Code, Reply, explain, reply
+from .config import AuthMode
+from .data_reader import DataReader
+from .replies import Code, Reply, reply
+from .rules import Delay, Disconnect, Outcome, Refuse, Stage, Throttle
 from .sasl import MECHANISMS, Credentials, SASLError, SASLExchange, check
 from .trace import Envelope
 
 if TYPE_CHECKING:
     from .config import Config
-    from .rules import Rule
+
+__all__ = [
+    "AUTH_LINE_MAX", "CLOSE", "COMMAND_LINE_MAX", "MAIL_LINE_MAX", "START_TLS", "UNRECOGNIZED", "VERBS", "Delay",
+    "MessageReceived", "Output", "Policy", "SMTPSession", "Settings", "State", "Throttle", "Verb", "accepted",
+    "shutting_down", "store_failed",
+]
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF. Extensions
 # may lengthen MAIL: SIZE (RFC 1870) +26, BODY (RFC 6152) +14, SMTPUTF8 (RFC 6531) +10,
@@ -38,7 +49,6 @@ COMMAND_LINE_MAX = 512
 MAIL_LINE_MAX = COMMAND_LINE_MAX + 26 + 14 + 10 + 500
 AUTH_LINE_MAX = 12288
 LINE_LIMITS = {"MAIL": MAIL_LINE_MAX, "RCPT": MAIL_LINE_MAX, "AUTH": AUTH_LINE_MAX}
-TERMINATOR = b"\r\n.\r\n"
 # Back-pressure: one feed() or resume() stops before the next command once its replies pass this
 # many characters (see SMTPSession.feed). A caller whose client does not read its replies stops there.
 OUTPUT_BUDGET = 4096
@@ -49,6 +59,7 @@ class State(Enum):
     """Where a session is in the RFC 5321 command sequence."""
 
     CONNECTED = "connected"  # greeting sent, no HELO/EHLO yet
+    NO_SERVICE = "no-service"  # a connect rule refused the greeting: only QUIT is served (RFC 5321 section 3.1)
     GREETED = "greeted"  # HELO/EHLO accepted, no transaction open
     MAIL = "mail"  # MAIL FROM accepted, no recipient accepted yet
     RCPT = "rcpt"  # at least one RCPT TO accepted
@@ -85,37 +96,27 @@ class MessageReceived:
     data: bytes | bytearray
 
 
-@dataclass(frozen=True, slots=True)
-class Delay:
-    """Fault rule: wait this long before sending what follows."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Throttle:
-    """Fault rule: read the rest of this session at most ``rate`` bytes per second."""
-
-    rate: int
-
-
 Output = Reply | MessageReceived | _Close | _StartTLS | Delay | Throttle
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The parts of the configuration a session needs."""
+    """The parts of the configuration a session needs. The configured ones have no defaults here:
+    build with :meth:`from_config` (the defaults live in :mod:`smtp_sink.config` only)."""
 
-    hostname: str = "smtp-sink.localhost"
-    max_message_size: int = 33554432  # 0: no limit
-    max_recipients: int = 1000  # 0: no limit
-    smtputf8: bool = True
-    auth: str = "off"  # off | accept-any | users
-    users: tuple[tuple[str, str], ...] = ()  # (name, password) for auth = users
-    require_tls: bool = False  # AUTH before TLS gets 538
-    starttls: bool = False  # STARTTLS offered and working
+    hostname: str
+    max_message_size: int  # 0: no limit
+    max_recipients: int  # 0: no limit
+    smtputf8: bool
+    auth: AuthMode
+    users: tuple[tuple[str, str], ...]  # (name, password) for auth = users
+    require_tls: bool  # AUTH before TLS gets 538
+    starttls: bool = False  # STARTTLS offered and working (the server knows once its certificate is loaded)
     tls_unavailable: str = ""  # why TLS is configured but cannot work (STARTTLS gets 454)
     output_budget: int = OUTPUT_BUDGET  # reply characters per feed() before it stops; 0: no limit
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "auth", AuthMode(self.auth))  # "accept-any" given as text works too
 
     @classmethod
     def from_config(cls, config: Config, **changes: Any) -> Settings:
@@ -146,8 +147,8 @@ class Policy:
         """Recipients added because ``address`` is forwarded (answered 251)."""
         return []
 
-    def fault(self, stage: str, client: str, sender: str | None, recipients: list[str]) -> Rule | None:
-        """The fault rule that fires now, if any (see :mod:`smtp_sink.rules`)."""
+    def fault(self, stage: Stage, client: str, sender: str | None, recipients: list[str]) -> Outcome | None:
+        """What the fault rule that fires now does, if one does (see :mod:`smtp_sink.rules`)."""
         return None
 
     def check_data(self, envelope: Envelope) -> Reply | None:
@@ -161,27 +162,6 @@ class Policy:
     def expand(self, name: str) -> Reply:
         """Answer ``EXPN``."""
         return reply(Code.MAILBOX_UNAVAILABLE, f"{name}: no such mailing list")
-
-
-HELP_TOPICS: dict[str, str] = {
-    "HELO": "HELO <hostname>: introduce yourself (plain SMTP)",
-    "EHLO": "EHLO <hostname>: introduce yourself and list the extensions (ESMTP)",
-    "MAIL": "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]: start a transaction",
-    "RCPT": "RCPT TO:<recipient>: add a recipient (repeat for more)",
-    "DATA": "DATA: send the message, end with a line holding a single dot",
-    "RSET": "RSET: abort the current transaction",
-    "NOOP": "NOOP: do nothing, answer 250",
-    "QUIT": "QUIT: end the session",
-    "VRFY": "VRFY <address>: ask whether a mailbox exists",
-    "EXPN": "EXPN <list>: list the members of a mailing list",
-    "HELP": "HELP [command|STATUS]: this help, or the session status",
-    "STARTTLS": "STARTTLS: switch this connection to TLS, then EHLO again (RFC 3207)",
-    "AUTH": "AUTH PLAIN|LOGIN|CRAM-MD5 [initial-response]: log in (RFC 4954)",
-    "SEND": "SEND FROM:<sender>: deliver to a terminal (not implemented, 502)",
-    "SOML": "SOML FROM:<sender>: send or mail (not implemented, 502)",
-    "SAML": "SAML FROM:<sender>: send and mail (not implemented, 502)",
-    "TURN": "TURN: swap client and server roles (not implemented, 502)",
-}
 
 
 def _valid_helo_name(name: str) -> bool:
@@ -199,55 +179,41 @@ def store_failed() -> Reply:
     return reply(Code.LOCAL_ERROR, "Requested action aborted: local error in processing")
 
 
+def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
+    """421: the server closes the connection (shutdown, timeout, too many connections)."""
+    return reply(Code.SERVICE_UNAVAILABLE, f"{hostname} Service not available, {why}")
+
+
 def _cost(outputs: list[Output], start: int) -> int:
     """What ``outputs[start:]`` count against the output budget: reply characters, events flat."""
     total = 0
     for item in outputs[start:]:
-        if type(item) is Reply:
-            lines = item.lines  # type: ignore[union-attr]
+        if isinstance(item, Reply):
+            lines = item.lines
             total += sum(map(len, lines)) + 6 * len(lines)
         else:
             total += EVENT_COST
     return total
 
 
-def _dots_in(tail: bytes, chunk: bytes) -> int:
-    """Lines of ``chunk`` that start with ".", one starting at the seam with ``tail`` included."""
-    seam = tail[-2:] + chunk[:2]
-    return chunk.count(b"\r\n.") + (seam[:3] == b"\r\n." or seam[1:4] == b"\r\n.")
+class _End(Exception):
+    """The session ends: after QUIT (221), or when a fault rule disconnects (no reply) or sends 421.
+    Raised wherever that happens and handled in one place (:meth:`SMTPSession._end`)."""
 
-
-def shutting_down(hostname: str, why: str = "shutting down") -> Reply:
-    """421: the server closes the connection (shutdown, timeout, too many connections)."""
-    return reply(Code.SERVICE_UNAVAILABLE, f"{hostname} Service not available, {why}")
+    def __init__(self, last: Reply | None) -> None:
+        super().__init__()
+        self.last = last
 
 
 class SMTPSession:
-    """One SMTP session. Call :meth:`greeting` once, then :meth:`feed` with each chunk received."""
+    """One SMTP session. Call :meth:`greeting` once, then :meth:`feed` with each chunk received.
 
-    # Command verb -> handler method name (one line per command; bound on use, not per session).
-    _DISPATCH: ClassVar[dict[str, str]] = {
-        "HELO": "_helo",
-        "EHLO": "_ehlo",
-        "MAIL": "_mail",
-        "RCPT": "_rcpt",
-        "DATA": "_data",
-        "RSET": "_rset",
-        "NOOP": "_noop",
-        "QUIT": "_quit",
-        "VRFY": "_vrfy",
-        "EXPN": "_expn",
-        "HELP": "_help",
-        "SEND": "_not_implemented",
-        "SOML": "_not_implemented",
-        "SAML": "_not_implemented",
-        "TURN": "_not_implemented",
-        "STARTTLS": "_starttls",
-        "AUTH": "_auth",
-        "BDAT": "_not_implemented",
-    }
+    ``challenge(hostname)`` makes a fresh CRAM-MD5 challenge (the server passes a random,
+    timestamped one); without it CRAM-MD5 is not offered, so the session itself stays pure.
+    """
 
-    def __init__(self, settings: Settings, policy: Policy | None = None, peer: str = "", tls: bool = False) -> None:
+    def __init__(self, settings: Settings, policy: Policy | None = None, peer: str = "", tls: bool = False,
+                 challenge: Callable[[str], bytes] | None = None) -> None:
         self.settings = settings
         self.policy = policy or Policy()
         self.peer = peer
@@ -256,6 +222,7 @@ class SMTPSession:
         self.esmtp = False
         self.tls = tls  # the connection is encrypted (implicit TLS, or after STARTTLS)
         self.auth_user: str | None = None
+        self._challenge = challenge
         self._sasl: SASLExchange | None = None  # an AUTH exchange waiting for the client's response
         self._tls_starting = False  # STARTTLS answered 220: the rest of the input is discarded
         self.envelope = Envelope(peer=peer, tls=tls)
@@ -268,17 +235,8 @@ class SMTPSession:
         self._discarding = False  # inside an over-long command line, until its LF
         # Set to a list to collect the input as it is executed, credentials masked (for debug logs).
         self.transcript: list[bytes] | None = None
-        # DATA reading
         self.data_phase = 0  # DATA phases begun (354 sent): the caller times each one
-        self.data_bytes = 0  # bytes received in the current DATA phase
-        self._parts: list[bytes | bytearray] = []  # the message read so far: one piece (see _add_data)
-        self._size = 0  # bytes kept for the message, stuffing dots included
-        self._dots = 0  # stuffing dots among them, once counted (see _over_limit)
-        self._counting = False  # _dots is kept up to date chunk by chunk
-        self._tail = b""
-        self._oversize = False
-        self._stuffed = False  # a line of the message being read starts with "." (undo dot-stuffing)
-        self._no_service = False  # a connect rule refused the session: only QUIT is served
+        self._reader: DataReader | None = None  # the message being read, in State.DATA
         self._out: list[Output] = []
 
     # -- entry points -------------------------------------------------------------------
@@ -286,41 +244,17 @@ class SMTPSession:
     def greeting(self) -> list[Output]:
         """What to send on connect: the 220 banner, or what a connect fault rule says."""
         out = self._out = []
-        fault = self._fault("connect")
-        if fault is None:
+        try:
+            refusal = self._fault(Stage.CONNECT)
+        except _End as end:
+            self._end(end.last)
+            return out
+        if refusal is None:
             out.append(reply(Code.READY, f"{self.settings.hostname} ESMTP smtp-sink {__version__} ready"))
-        elif isinstance(fault, Reply):
-            out.append(fault)
-            # RFC 5321 section 3.1: after a 554 greeting only QUIT is served.
-            self._no_service = self.state is not State.QUIT
-        if self.state is State.QUIT and (not out or out[-1] is not CLOSE):
-            out.append(CLOSE)
+        else:
+            out.append(refusal)
+            self.state = State.NO_SERVICE
         return out
-
-    def _fault(self, stage: str, recipients: list[str] | None = None, sender: str | None = None) -> Reply | None:
-        """Apply a fault rule for this stage: events go out now; a refusal reply is returned.
-
-        A delay or throttle rule adds its event and returns None (go on as usual); a disconnect
-        rule ends the session (state QUIT, nothing to send); a reply rule returns its reply.
-        """
-        if sender is None and stage not in ("connect", "helo"):
-            sender = self.envelope.mail_from
-        rule = self.policy.fault(stage, self.peer, sender, self.envelope.rcpt_to if recipients is None else recipients)
-        if rule is None:
-            return None
-        if rule.action == "delay":
-            self._out.append(Delay(rule.seconds))
-            return None
-        if rule.action == "throttle":
-            self._out.append(Throttle(rule.rate))
-            return None
-        if rule.action == "disconnect":
-            self.state = State.QUIT
-            return None
-        code = Code(rule.code) if rule.code in Code._value2member_map_ else rule.code
-        if rule.code == Code.SERVICE_UNAVAILABLE:
-            self.state = State.QUIT  # 421 closes the channel
-        return Reply(code, rule.lines or (explain(rule.code),))  # type: ignore[arg-type]
 
     def feed(self, data: bytes) -> list[Output]:
         """Consume received bytes; return replies and events in the order they happen.
@@ -337,7 +271,10 @@ class SMTPSession:
         if data:
             buf, pos = (buf[pos:] + data if buf else data), 0
         self._buf, self._pos, self.pending = b"", 0, False
-        self._run(buf, pos)
+        try:
+            self._run(buf, pos)
+        except _End as end:
+            self._end(end.last)
         return out
 
     def resume(self) -> list[Output]:
@@ -349,6 +286,32 @@ class SMTPSession:
         """A command line has begun and not ended (the caller gives it a deadline)."""
         return (not self.pending and self.state is not State.DATA and self.state is not State.QUIT
                 and (bool(self._buf) or self._discarding))
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes received in the current DATA phase (the caller checks the client's rate with it)."""
+        return 0 if self._reader is None else self._reader.received
+
+    @property
+    def data_held(self) -> int:
+        """Bytes of the message being read held in memory now (bounded by ``max_message_size``)."""
+        return 0 if self._reader is None else self._reader.held
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS succeeded: start over (RFC 3207 section 4.2)."""
+        self._tls_starting = False
+        self.tls = True
+        self.state = State.CONNECTED
+        self.helo, self.esmtp, self.auth_user = "", False, None
+        self._reset_transaction()
+
+    def close(self) -> None:
+        """Mark the session closed (the connection is gone); a message in progress is dropped."""
+        self.state = State.QUIT
+        self._reader = None
+        self._buf, self._pos, self.pending = b"", 0, False
+
+    # -- the input loop -----------------------------------------------------------------
 
     def _run(self, buf: bytes, pos: int) -> None:
         """Execute ``buf`` from ``pos``: command lines and DATA, until the input or the budget ends."""
@@ -364,9 +327,10 @@ class SMTPSession:
                         buf, pos = buf[pos:], 0
                     self._buf, self._pos, self.pending = buf, pos, True
                     return
-            if self.state is State.DATA:
-                rest = self._feed_data(buf[pos:] if pos else buf)
-                if rest is None or self.state is State.QUIT:
+            reader = self._reader
+            if reader is not None:
+                rest = self._read_data(reader, buf[pos:] if pos else buf)
+                if rest is None:
                     return
                 buf, pos = rest, 0
                 continue
@@ -387,23 +351,36 @@ class SMTPSession:
                 out.append(self._line_too_long())
                 continue
             self._command(line)
-            if self.state is State.QUIT or self._tls_starting:
-                # After STARTTLS, pipelined plaintext is discarded (RFC 3207 section 4.2).
-                return
+            if self._tls_starting:
+                return  # after STARTTLS, pipelined plaintext is discarded (RFC 3207 section 4.2)
 
-    def tls_started(self) -> None:
-        """The TLS handshake after STARTTLS succeeded: start over (RFC 3207 section 4.2)."""
-        self._tls_starting = False
-        self.tls = True
-        self.state = State.CONNECTED
-        self.helo, self.esmtp, self.auth_user = "", False, None
-        self._reset_transaction()
+    def _end(self, last: Reply | None) -> None:
+        """The one place a session ends (QUIT, a disconnect or 421 rule): ``last``, then CLOSE.
+        A message in progress is dropped, nothing more is read."""
+        if last is not None:
+            self._out.append(last)
+        self.close()
+        self._out.append(CLOSE)
 
-    def close(self) -> None:
-        """Mark the session closed (the connection is gone); a message in progress is dropped."""
-        self.state = State.QUIT
-        self._parts = []
-        self._buf, self._pos, self.pending = b"", 0, False
+    def _fault(self, stage: Stage, recipients: list[str] | None = None, sender: str | None = None) -> Reply | None:
+        """The fault rule for ``stage``, if one fires: its refusal is returned (the handler sends it
+        instead of going on); a delay or throttle goes out now and the session goes on; a disconnect
+        or a 421 ends the session (:class:`_End`)."""
+        if sender is None and stage is not Stage.CONNECT and stage is not Stage.HELO:
+            sender = self.envelope.mail_from
+        if recipients is None:
+            recipients = self.envelope.rcpt_to
+        outcome = self.policy.fault(stage, self.peer, sender, recipients)
+        if outcome is None:
+            return None
+        if isinstance(outcome, Refuse):
+            if outcome.close:
+                raise _End(outcome.reply)
+            return outcome.reply
+        if isinstance(outcome, Disconnect):
+            raise _End(None)
+        self._out.append(outcome)  # Delay or Throttle: the caller carries it out
+        return None
 
     # -- command mode -------------------------------------------------------------------
 
@@ -424,16 +401,15 @@ class SMTPSession:
         return reply(Code.SYNTAX_ERROR, "Line too long")
 
     def _command(self, raw: bytes) -> None:
+        """One command line (CRLF removed): checked against :data:`VERBS`, then its handler runs."""
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if self._sasl is not None:
             self._out.append(self._sasl_response(raw))
             return
         verb_end = raw.find(b" ")
-        verb_bytes = raw if verb_end < 0 else raw[:verb_end]
-        verb = verb_bytes.decode("ascii", "replace").upper()
-        limit = LINE_LIMITS.get(verb, COMMAND_LINE_MAX)
-        if len(raw) + 2 > limit:
+        name = (raw if verb_end < 0 else raw[:verb_end]).decode("ascii", "replace").upper()
+        if len(raw) + 2 > LINE_LIMITS.get(name, COMMAND_LINE_MAX):
             self._out.append(self._line_too_long())
             return
         try:
@@ -442,23 +418,51 @@ class SMTPSession:
             self._out.append(reply(Code.SYNTAX_ERROR, "Command contains bytes that are not UTF-8"))
             return
         arg = "" if verb_end < 0 else line[verb_end + 1 :].strip()
-        name = self._DISPATCH.get(verb)
-        handler: Callable[[str], Reply | None] | None = None if name is None else getattr(self, name)
-        if self._no_service and verb != "QUIT":
-            result: Reply | None = reply(Code.BAD_SEQUENCE, "Bad sequence of commands: no service here, send QUIT")
-        elif handler is None:
-            if not verb:
-                result = reply(Code.SYNTAX_ERROR, "Error: bad syntax")
-            else:
-                result = reply(Code.SYNTAX_ERROR, f"Command unrecognized: {verb[:32]}")
-        else:
-            result = handler(arg)
-        if result is not None:
-            self._out.append(result)
-        if self.state is State.QUIT:
-            self._out.append(CLOSE)
-        elif self._tls_starting:
+        verb = VERBS.get(name)
+        if verb is None:
+            verb, arg = UNRECOGNIZED, name  # its handler names what was not recognized
+        refusal = self._refusal(verb)
+        if refusal is None and arg and not verb.arguments:
+            refusal = reply(Code.PARAMETER_SYNTAX, f"Syntax: {name} (no arguments)")
+        self._out.append(refusal or verb.handler(self, arg))
+        if self._tls_starting:
             self._out.append(START_TLS)
+
+    def _refusal(self, verb: Verb) -> Reply | None:
+        """The table's answer when ``verb`` may not run now (None: run its handler). In order: not
+        offered (502/454), out of sequence because of a flag (TLS on, logged in...), out of
+        sequence in this state. After a refused greeting only the state counts: only QUIT is served."""
+        if self.state is not State.NO_SERVICE:
+            if verb.unavailable is not None:
+                unavailable = verb.unavailable(self.settings)
+                if unavailable is not None:
+                    return unavailable
+            for flag, refusal in verb.unless:
+                if getattr(self, flag):
+                    return refusal
+        return verb.refused.get(self.state)
+
+    # Flags the table's ``unless`` entries name.
+
+    @property
+    def authenticated(self) -> bool:
+        """AUTH succeeded in this session."""
+        return self.auth_user is not None
+
+    @property
+    def without_ehlo(self) -> bool:
+        """No EHLO yet (none at all, or HELO): ESMTP extensions such as AUTH are out of sequence."""
+        return not self.esmtp
+
+    @property
+    def no_valid_recipients(self) -> bool:
+        """A transaction whose every recipient was refused (DATA gets 554, RFC 5321 section 3.3)."""
+        return self._refused_rcpt > 0 and self.state is State.MAIL
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        """The SASL mechanisms offered: CRAM-MD5 only with a challenge source."""
+        return MECHANISMS if self._challenge is not None else tuple(m for m in MECHANISMS if m != "CRAM-MD5")
 
     def _reset_transaction(self) -> None:
         self.envelope = Envelope(
@@ -466,34 +470,36 @@ class SMTPSession:
         )
         self._refused_rcpt = 0
 
-    def _helo(self, arg: str) -> Reply | None:
+    # -- the handlers (VERBS maps each verb to one; sequence checks are done before they run) --------
+
+    def _helo(self, arg: str) -> Reply:
+        """HELO: greet without extensions."""
         if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: HELO <hostname>")
-        refusal = self._fault("helo")
-        if refusal is not None or self.state is State.QUIT:
+        refusal = self._fault(Stage.HELO)
+        if refusal is not None:
             return refusal
         self._greet(arg, esmtp=False)
         return reply(Code.OK, f"{self.settings.hostname} Hello {arg} [{self.peer}]")
 
-    def _ehlo(self, arg: str) -> Reply | None:
+    def _ehlo(self, arg: str) -> Reply:
+        """EHLO: greet and list the extensions."""
         if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: EHLO <hostname>")
-        refusal = self._fault("helo")
-        if refusal is not None or self.state is State.QUIT:
+        refusal = self._fault(Stage.HELO)
+        if refusal is not None:
             return refusal
         self._greet(arg, esmtp=True)
-        lines = [f"{self.settings.hostname} Hello {arg} [{self.peer}]"]
-        if self.settings.max_message_size:
-            lines.append(f"SIZE {self.settings.max_message_size}")
-        else:
-            lines.append("SIZE")
+        settings = self.settings
+        lines = [f"{settings.hostname} Hello {arg} [{self.peer}]"]
+        lines.append(f"SIZE {settings.max_message_size}" if settings.max_message_size else "SIZE")
         lines += ["8BITMIME", "PIPELINING"]
-        if self.settings.smtputf8:
+        if settings.smtputf8:
             lines.append("SMTPUTF8")
-        if self.settings.starttls and not self.tls:
+        if settings.starttls and not self.tls:
             lines.append("STARTTLS")
-        if self.settings.auth != "off" and (self.tls or not self.settings.require_tls):
-            lines.append("AUTH " + " ".join(MECHANISMS))
+        if settings.auth is not AuthMode.OFF and (self.tls or not settings.require_tls):
+            lines.append("AUTH " + " ".join(self.mechanisms))
         lines.append("HELP")
         return reply(Code.OK, *lines)
 
@@ -502,14 +508,11 @@ class SMTPSession:
         self.state = State.GREETED
         self._reset_transaction()
 
-    def _mail(self, arg: str) -> Reply | None:
-        if self.state is State.CONNECTED:
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: send HELO/EHLO first")
-        if self.state is not State.GREETED:
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: nested MAIL command")
+    def _mail(self, arg: str) -> Reply:
+        """MAIL FROM: open a transaction (SIZE, BODY, SMTPUTF8 and AUTH parameters)."""
         if arg[:5].upper() != "FROM:":
             return reply(Code.PARAMETER_SYNTAX, "Syntax: MAIL FROM:<address> [parameters]")
-        if self.settings.auth == "users" and self.auth_user is None:
+        if self.settings.auth is AuthMode.USERS and self.auth_user is None:
             return reply(Code.AUTH_REQUIRED, "Authentication required: AUTH first")
         try:
             path, param_text = split_path(arg[5:])
@@ -521,43 +524,45 @@ class SMTPSession:
             return reply(Code.PARAMETERS_NOT_RECOGNIZED, "MAIL parameters need EHLO, not HELO")
         smtputf8 = False
         for key, value in params.items():
-            if key == "SIZE":
-                if value is None or not value.isdigit() or len(value) > 20:
-                    return reply(Code.PARAMETER_SYNTAX, "SIZE needs a number of octets")
-                limit = self.settings.max_message_size
-                if limit and int(value) > limit:
-                    return reply(
-                        Code.EXCEEDED_STORAGE,
-                        f"Message size {value} exceeds fixed maximum message size {limit}",
-                    )
-            elif key == "BODY":
-                body = (value or "").upper()
-                if body == "BINARYMIME":
-                    return reply(Code.PARAMETER_NOT_IMPLEMENTED, "BODY=BINARYMIME needs CHUNKING")
-                if body not in ("7BIT", "8BITMIME"):
-                    return reply(Code.PARAMETER_SYNTAX, "BODY must be 7BIT or 8BITMIME")
-            elif key == "SMTPUTF8" and self.settings.smtputf8:
-                if value is not None:
-                    return reply(Code.PARAMETER_SYNTAX, "SMTPUTF8 takes no value")
-                smtputf8 = True
-            elif key == "AUTH" and self.settings.auth != "off":
-                pass  # RFC 4954 section 5: the original submitter, for relays; a sink records the login
-            else:
-                return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"MAIL parameter {key} not recognized")
+            refusal = self._mail_param(key, value)
+            if refusal is not None:
+                return refusal
+            smtputf8 = smtputf8 or key == "SMTPUTF8"
         if not smtputf8 and not address.isascii():
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "Non-ASCII address needs the SMTPUTF8 parameter")
-        refusal = self._fault("mail", sender=address) or self.policy.check_sender(self.envelope, address)
-        if refusal is not None or self.state is State.QUIT:
+        refusal = self._fault(Stage.MAIL, sender=address) or self.policy.check_sender(self.envelope, address)
+        if refusal is not None:
             return refusal
         self.envelope.mail_from = address
-        self.envelope.mail_params = params
         self.envelope.smtputf8 = smtputf8
         self.state = State.MAIL
         return reply(Code.OK, f"<{address}>... Sender ok")
 
-    def _rcpt(self, arg: str) -> Reply | None:
-        if self.state in (State.CONNECTED, State.GREETED):
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need MAIL before RCPT")
+    def _mail_param(self, key: str, value: str | None) -> Reply | None:
+        """Check one MAIL parameter: None when it is accepted, else the refusal."""
+        settings = self.settings
+        if key == "SIZE":
+            if value is None or not value.isdigit() or len(value) > 20:
+                return reply(Code.PARAMETER_SYNTAX, "SIZE needs a number of octets")
+            limit = settings.max_message_size
+            if limit and int(value) > limit:
+                return reply(Code.EXCEEDED_STORAGE, f"Message size {value} exceeds fixed maximum message size {limit}")
+            return None
+        if key == "BODY":
+            body = (value or "").upper()
+            if body == "BINARYMIME":
+                return reply(Code.PARAMETER_NOT_IMPLEMENTED, "BODY=BINARYMIME needs CHUNKING")
+            if body not in ("7BIT", "8BITMIME"):
+                return reply(Code.PARAMETER_SYNTAX, "BODY must be 7BIT or 8BITMIME")
+            return None
+        if key == "SMTPUTF8" and settings.smtputf8:
+            return None if value is None else reply(Code.PARAMETER_SYNTAX, "SMTPUTF8 takes no value")
+        if key == "AUTH" and settings.auth is not AuthMode.OFF:
+            return None  # RFC 4954 section 5: the original submitter, for relays; a sink records the login
+        return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"MAIL parameter {key} not recognized")
+
+    def _rcpt(self, arg: str) -> Reply:
+        """RCPT TO: add a recipient (policy, limits and forwards decide)."""
         if arg[:3].upper() != "TO:":
             return reply(Code.PARAMETER_SYNTAX, "Syntax: RCPT TO:<address>")
         try:
@@ -576,10 +581,7 @@ class SMTPSession:
         if limit and len(self.envelope.rcpt_to) >= limit:
             self._refused_rcpt += 1
             return reply(Code.INSUFFICIENT_STORAGE, f"Too many recipients (limit {limit})")
-        decision = self._fault("rcpt", recipients=[address])
-        if self.state is State.QUIT:
-            return None
-        decision = decision or self.policy.check_recipient(self.envelope, address)
+        decision = self._fault(Stage.RCPT, recipients=[address]) or self.policy.check_recipient(self.envelope, address)
         if decision is not None and decision.code >= 300:
             self._refused_rcpt += 1
             return decision
@@ -589,63 +591,52 @@ class SMTPSession:
         self.state = State.RCPT
         return decision or reply(Code.OK, f"<{address}>... Recipient ok")
 
-    def _data(self, arg: str) -> Reply | None:
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: DATA (no arguments)")
-        if self.state in (State.CONNECTED, State.GREETED):
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need MAIL before DATA")
-        if self.state is State.MAIL:
-            if self._refused_rcpt:
-                return reply(Code.TRANSACTION_FAILED, "Transaction failed: no valid recipients")
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: need RCPT before DATA")
-        refusal = self._fault("data") or self.policy.check_data(self.envelope)
-        if refusal is not None or self.state is State.QUIT:
+    def _data(self, arg: str) -> Reply:
+        """DATA: 354, then the message is read (see :class:`~smtp_sink.data_reader.DataReader`)."""
+        refusal = self._fault(Stage.DATA) or self.policy.check_data(self.envelope)
+        if refusal is not None:
             return refusal
         self.state = State.DATA
         self.data_phase += 1
-        self.data_bytes = 0
-        self._parts = []
-        self._size = self._dots = 0
-        self._counting = False
-        self._tail = b"\r\n"  # the CRLF ending the DATA line: ".\r\n" at once is an empty message
-        self._oversize = False
+        self._reader = DataReader(self.settings.max_message_size)
         return reply(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>")
 
     def _rset(self, arg: str) -> Reply:
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: RSET (no arguments)")
+        """RSET: abort the transaction."""
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
         self._reset_transaction()
         return reply(Code.OK, "OK")
 
     def _noop(self, arg: str) -> Reply:
+        """NOOP: 250 (an argument is allowed and ignored, RFC 5321 section 4.1.1.9)."""
         return reply(Code.OK, "OK")
 
     def _quit(self, arg: str) -> Reply:
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: QUIT (no arguments)")
-        self.state = State.QUIT
-        return reply(Code.CLOSING, f"{self.settings.hostname} Service closing transmission channel")
+        """QUIT: 221, then the session ends."""
+        raise _End(reply(Code.CLOSING, f"{self.settings.hostname} Service closing transmission channel"))
 
     def _vrfy(self, arg: str) -> Reply:
+        """VRFY: what the policy knows of an address."""
         if not arg:
             return reply(Code.PARAMETER_SYNTAX, "Syntax: VRFY <address>")
         path = arg[1:-1] if arg.startswith("<") and arg.endswith(">") else arg
         return self.policy.verify(path)
 
     def _expn(self, arg: str) -> Reply:
+        """EXPN: the members of a configured list."""
         if not arg:
             return reply(Code.PARAMETER_SYNTAX, "Syntax: EXPN <list>")
         return self.policy.expand(arg)
 
     def _help(self, arg: str) -> Reply:
+        """HELP: the commands, one command's help (from VERBS), or HELP STATUS."""
         topic = arg.upper()
         if not topic:
             return reply(
                 Code.HELP,
                 f"smtp-sink {__version__}: a local mail sink. Commands:",
-                " ".join(HELP_TOPICS),
+                " ".join(VERBS),
                 "HELP <command> explains one; HELP STATUS shows this session",
             )
         if topic == "STATUS":
@@ -657,52 +648,36 @@ class SMTPSession:
                 f"{'authenticated as ' + self.auth_user if self.auth_user is not None else 'not authenticated'}",
                 f"messages accepted in this session: {self.messages}",
             )
-        text = HELP_TOPICS.get(topic)
-        if text is None:
+        verb = VERBS.get(topic)
+        if verb is None:
             return reply(Code.PARAMETER_NOT_IMPLEMENTED, f"HELP topic {arg[:32]} unknown")
-        return reply(Code.HELP, text)
+        return reply(Code.HELP, verb.help)
 
-    def _starttls(self, arg: str) -> Reply | None:
-        settings = self.settings
-        if not settings.starttls:
-            if settings.tls_unavailable:
-                return reply(Code.TLS_UNAVAILABLE, f"TLS not available: {settings.tls_unavailable}")
-            return self._not_implemented(arg)
-        if arg:
-            return reply(Code.PARAMETER_SYNTAX, "Syntax: STARTTLS (no arguments)")
-        if self.tls:
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: TLS already active")
-        if self.state in (State.MAIL, State.RCPT):
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: STARTTLS inside a transaction, RSET first")
-        refusal = self._fault("starttls")
-        if refusal is not None or self.state is State.QUIT:
+    def _starttls(self, arg: str) -> Reply:
+        """STARTTLS: 220, then the caller runs the handshake (RFC 3207)."""
+        refusal = self._fault(Stage.STARTTLS)
+        if refusal is not None:
             return refusal
         self._tls_starting = True
         return reply(Code.READY, "Ready to start TLS")
 
-    def _auth(self, arg: str) -> Reply | None:
+    def _auth(self, arg: str) -> Reply:
+        """AUTH: start a SASL exchange (RFC 4954)."""
         settings = self.settings
-        if settings.auth == "off":
-            return self._not_implemented(arg)
-        if not self.esmtp:
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: send EHLO first")
-        if self.auth_user is not None:
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: already authenticated")
-        if self.state in (State.MAIL, State.RCPT):
-            return reply(Code.BAD_SEQUENCE, "Bad sequence of commands: AUTH inside a transaction")
         mechanism, _, initial = arg.partition(" ")
         mechanism, initial = mechanism.upper(), initial.strip()
         if not mechanism:
             return reply(Code.PARAMETER_SYNTAX, "Syntax: AUTH <mechanism> [initial-response]")
-        if mechanism not in MECHANISMS:
+        if mechanism not in self.mechanisms:
             return reply(Code.PARAMETER_NOT_IMPLEMENTED,
-                         f"Unrecognized authentication type {mechanism[:20]} (use {', '.join(MECHANISMS)})")
+                         f"Unrecognized authentication type {mechanism[:20]} (use {', '.join(self.mechanisms)})")
         if settings.require_tls and not self.tls:
             return reply(Code.ENCRYPTION_REQUIRED, "Encryption required for requested authentication mechanism")
-        refusal = self._fault("auth")
-        if refusal is not None or self.state is State.QUIT:
+        refusal = self._fault(Stage.AUTH)
+        if refusal is not None:
             return refusal
-        self._sasl = SASLExchange(mechanism, settings.hostname)
+        challenge = b"" if mechanism != "CRAM-MD5" or self._challenge is None else self._challenge(settings.hostname)
+        self._sasl = SASLExchange(mechanism, challenge)
         try:
             return self._sasl_result(self._sasl.start(initial or None))
         except SASLError as exc:
@@ -725,6 +700,7 @@ class SMTPSession:
             return reply(Code.PARAMETER_SYNTAX, f"Cannot decode AUTH response: {exc}")
 
     def _sasl_result(self, result: bytes | Credentials) -> Reply:
+        """334 with the next challenge, or the verdict on the credentials (235 or 535)."""
         if isinstance(result, bytes):  # a challenge
             return reply(Code.AUTH_CHALLENGE, base64.b64encode(result).decode("ascii"))
         self._sasl = None
@@ -735,131 +711,131 @@ class SMTPSession:
         return reply(Code.AUTH_SUCCEEDED, "Authentication successful")
 
     def _not_implemented(self, arg: str) -> Reply:
-        return reply(Code.NOT_IMPLEMENTED, "Command not implemented")
+        """SEND, SOML, SAML, TURN, BDAT: 502."""
+        return _NOT_IMPLEMENTED
+
+    def _unrecognized(self, verb: str) -> Reply:
+        """Any other verb (given here instead of an argument): 500."""
+        if not verb:
+            return reply(Code.SYNTAX_ERROR, "Error: bad syntax")
+        return reply(Code.SYNTAX_ERROR, f"Command unrecognized: {verb[:32]}")
 
     # -- DATA mode ----------------------------------------------------------------------
 
-    def _feed_data(self, data: bytes) -> bytes | None:
-        """Take message bytes; at the terminator emit the message and return what follows it."""
-        self.data_bytes += len(data)
-        tail = self._tail
-        # The terminator may straddle the previous chunk: look at the seam, then at the chunk.
-        found = (tail + data[:4]).find(TERMINATOR)
-        if found >= 0:
-            cut = found - len(tail)  # may be negative: it started in the previous chunk
-        else:
-            if not self._stuffed and b"\r\n." in tail[-2:] + data[:2]:  # a line starting with "." at the seam
-                self._stuffed = True
-            cut = self._scan(data)
-            if cut < 0:
-                self._add_data(data)
-                if self.transcript is not None:
-                    self.transcript.append(data[:200])
-                return None
-        end = cut + 2  # the message keeps the CRLF before the dot
-        if end > 0:
-            self._add_data(data[:end])
-        elif end < 0:
-            self._drop_tail(-end)
+    def _read_data(self, reader: DataReader, data: bytes) -> bytes | None:
+        """Message bytes: at the terminator, finish the message and return what follows it."""
+        end = reader.feed(data)
         if self.transcript is not None:
-            self.transcript.append(data[: min(cut + 5, 200)])
-        self._finish_message()
-        return data[cut + 5 :]
+            self.transcript.append(data[: 200 if end < 0 else min(end, 200)])
+        if end < 0:
+            return None
+        self._reader = None
+        self._finish_message(reader.message())
+        return data[end:]
 
-    def _scan(self, data: bytes) -> int:
-        """Where the terminator starts in ``data`` (-1: not in it), noting a stuffed dot before it.
-
-        Both start with CRLF ".": a chunk without a "." (most of a big message) costs one memchr,
-        and one search finds the first of either. A "CRLF ." cut off by the chunk's end counts as
-        stuffed (it may be a terminator the next seam finds: unstuffing then finds nothing)."""
-        dot = data.find(b".")
-        if dot < 0:
-            return -1
-        start = dot - 2 if dot > 2 else 0
-        if not self._stuffed:
-            hit = data.find(b"\r\n.", start)
-            if hit < 0 or data[hit + 3 : hit + 5] == b"\r\n":
-                return hit
-            self._stuffed = True
-            start = hit + 1
-        return data.find(TERMINATOR, start)
-
-    def _add_data(self, chunk: bytes) -> None:
-        if self._counting:
-            self._dots += _dots_in(self._tail, chunk)
-        self._size += len(chunk)
-        if not self._oversize:
-            parts = self._parts
-            if not parts:
-                parts.append(chunk)  # a message in one chunk (most) is kept as received: no copy
-            else:
-                # More chunks go into one growing buffer as they come: each received chunk is freed
-                # at once and its memory reused, instead of a message's worth of chunks living on
-                # until a join copies them (twice the memory, and fresh pages for every big message).
-                if type(parts[0]) is bytes:
-                    parts[0] = bytearray(parts[0])
-                parts[0] += chunk  # type: ignore[operator]
-            if self.settings.max_message_size and self._over_limit():
-                self._oversize = True
-                self._parts = []
-        self._tail = chunk[-4:] if len(chunk) >= 4 else (self._tail + chunk)[-4:]
-
-    def _over_limit(self) -> bool:
-        """The message kept so far is surely over max_message_size (RFC 1870: stuffing dots not counted).
-
-        The last 2 bytes may be ".\r" of a terminator split across chunks (_drop_tail uncounts
-        them): only past limit + 2 is it surely too large. Dots are counted only once the raw
-        size passes that, over what was kept and then chunk by chunk: a message well under the
-        limit costs no counting.
-        """
-        limit = self.settings.max_message_size + 2
-        if self._size - self._dots <= limit:
-            return False
-        if self._stuffed and not self._counting:
-            kept = self._parts[0]
-            self._dots = kept.count(b"\r\n.") + (kept[:1] == b".")
-            self._counting = True
-        return self._size - self._dots > limit
-
-    def _drop_tail(self, count: int) -> None:
-        """Remove bytes already kept (the terminator started inside the previous chunk)."""
-        self._size -= count
-        if self._counting:  # the terminator's dot was counted as stuffing
-            self._dots -= 1
-        if self._parts:
-            kept = self._parts[0]
-            if isinstance(kept, bytearray):
-                del kept[max(len(kept) - count, 0):]
-            else:
-                self._parts[0] = kept[:max(len(kept) - count, 0)]
-
-    def _finish_message(self) -> None:
+    def _finish_message(self, data: bytes | bytearray | None) -> None:
+        """The end of DATA: the after-data rule, then the message (``data``; None: too large, 552)."""
         envelope = self.envelope
-        limit = self.settings.max_message_size
-        raw = self._parts[0] if self._parts else b""  # the message, in one piece (see _add_data)
-        self._parts = []
-        if self._stuffed and not self._oversize:
-            # Undo dot-stuffing (RFC 5321 section 4.5.2): a leading period of any line is removed.
-            # (_feed_data saw a line start with "."; else there is nothing to scan for.)
-            if raw[:1] == b".":
-                raw = raw[1:]
-            raw = raw.replace(b"\r\n.", b"\r\n")
-        self._stuffed = False
-        oversize = self._oversize or bool(limit and len(raw) > limit)  # RFC 1870: the size after unstuffing
         # The after-data rule runs while the state is still DATA (an error there is inside the transaction).
-        refusal = None if oversize else self._fault("after-data", recipients=envelope.rcpt_to,
-                                                    sender=envelope.mail_from)
-        if self.state is not State.QUIT:
-            self.state = State.GREETED
+        refusal = None if data is None else self._fault(Stage.AFTER_DATA, envelope.rcpt_to, envelope.mail_from)
+        self.state = State.GREETED
         self._reset_transaction()
-        if oversize:
+        if data is None:
+            limit = self.settings.max_message_size
             self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
-            return
-        if refusal is not None or self.state is State.QUIT:  # refused or dropped: nothing is stored
-            if refusal is not None:
-                self._out.append(refusal)
-            if self.state is State.QUIT:
-                self._out.append(CLOSE)
-            return
-        self.messages += 1
-        self._out.append(MessageReceived(envelope, raw))
+        elif refusal is not None:  # refused: nothing is stored
+            self._out.append(refusal)
+        else:
+            self.messages += 1
+            self._out.append(MessageReceived(envelope, data))
+
+
+# -- the command table --------------------------------------------------------------------------
+
+Handler = Callable[[SMTPSession, str], Reply]
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One command: its handler, when it is out of sequence (503) and its HELP text."""
+
+    handler: Handler
+    help: str
+    refused: Mapping[State, Reply] = field(default_factory=dict)  # state -> the 503 there (others: legal)
+    unless: tuple[tuple[str, Reply], ...] = ()  # (session flag, reply): refused while the flag is true
+    unavailable: Callable[[Settings], Reply | None] | None = None  # the extension is off: its reply
+    arguments: bool = True  # False: an argument gets 501 "Syntax: VERB (no arguments)" (after the sequence checks)
+
+
+def _bad_sequence(why: str) -> Reply:
+    """503 with its reason (the one place a 503 is made)."""
+    return reply(Code.BAD_SEQUENCE, f"Bad sequence of commands: {why}")
+
+
+def _refused(**why: str) -> dict[State, Reply]:
+    """The 503 replies of a verb, ``STATE="why"`` for each state it is out of sequence in. After a
+    refused greeting every verb but QUIT is (RFC 5321 section 3.1)."""
+    refused = {State[name]: _bad_sequence(text) for name, text in why.items()}
+    refused[State.NO_SERVICE] = _bad_sequence("no service here, send QUIT")
+    return refused
+
+
+_NOT_IMPLEMENTED = reply(Code.NOT_IMPLEMENTED, "Command not implemented")
+
+
+def _starttls_unavailable(settings: Settings) -> Reply | None:
+    """STARTTLS without a working certificate: 454 with the reason, or 502 when TLS is off."""
+    if settings.starttls:
+        return None
+    if settings.tls_unavailable:
+        return reply(Code.TLS_UNAVAILABLE, f"TLS not available: {settings.tls_unavailable}")
+    return _NOT_IMPLEMENTED
+
+
+def _auth_unavailable(settings: Settings) -> Reply | None:
+    """AUTH with ``[auth] mode = "off"``: 502."""
+    return _NOT_IMPLEMENTED if settings.auth is AuthMode.OFF else None
+
+
+_STARTTLS_IN_TRANSACTION = "STARTTLS inside a transaction, RSET first"
+S = SMTPSession
+# Every command the server knows, in the order HELP lists them; docs/smtp.md lists the same verbs
+# (tests/test_command_table.py checks it).
+VERBS: dict[str, Verb] = {
+    "HELO": Verb(S._helo, "HELO <hostname>: introduce yourself (plain SMTP)", _refused()),
+    "EHLO": Verb(S._ehlo, "EHLO <hostname>: introduce yourself and list the extensions (ESMTP)", _refused()),
+    "MAIL": Verb(S._mail, "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]: start a transaction",
+                 _refused(CONNECTED="send HELO/EHLO first", MAIL="nested MAIL command", RCPT="nested MAIL command")),
+    "RCPT": Verb(S._rcpt, "RCPT TO:<recipient>: add a recipient (repeat for more)",
+                 _refused(CONNECTED="need MAIL before RCPT", GREETED="need MAIL before RCPT")),
+    "DATA": Verb(S._data, "DATA: send the message, end with a line holding a single dot",
+                 _refused(CONNECTED="need MAIL before DATA", GREETED="need MAIL before DATA",
+                          MAIL="need RCPT before DATA"),
+                 unless=(("no_valid_recipients", reply(Code.TRANSACTION_FAILED,
+                                                       "Transaction failed: no valid recipients")),),
+                 arguments=False),
+    "RSET": Verb(S._rset, "RSET: abort the current transaction", _refused(), arguments=False),
+    "NOOP": Verb(S._noop, "NOOP: do nothing, answer 250", _refused()),
+    "QUIT": Verb(S._quit, "QUIT: end the session", arguments=False),  # served in every state
+    "VRFY": Verb(S._vrfy, "VRFY <address>: ask whether a mailbox exists", _refused()),
+    "EXPN": Verb(S._expn, "EXPN <list>: list the members of a mailing list", _refused()),
+    "HELP": Verb(S._help, "HELP [command|STATUS]: this help, or the session status", _refused()),
+    "STARTTLS": Verb(S._starttls, "STARTTLS: switch this connection to TLS, then EHLO again (RFC 3207)",
+                     _refused(MAIL=_STARTTLS_IN_TRANSACTION, RCPT=_STARTTLS_IN_TRANSACTION),
+                     unless=(("tls", _bad_sequence("TLS already active")),), unavailable=_starttls_unavailable,
+                     arguments=False),
+    "AUTH": Verb(S._auth, "AUTH PLAIN|LOGIN|CRAM-MD5 [initial-response]: log in (RFC 4954)",
+                 _refused(CONNECTED="send EHLO first", MAIL="AUTH inside a transaction",
+                          RCPT="AUTH inside a transaction"),
+                 unless=(("without_ehlo", _bad_sequence("send EHLO first")),
+                         ("authenticated", _bad_sequence("already authenticated"))),
+                 unavailable=_auth_unavailable),
+    "SEND": Verb(S._not_implemented, "SEND FROM:<sender>: deliver to a terminal (not implemented, 502)", _refused()),
+    "SOML": Verb(S._not_implemented, "SOML FROM:<sender>: send or mail (not implemented, 502)", _refused()),
+    "SAML": Verb(S._not_implemented, "SAML FROM:<sender>: send and mail (not implemented, 502)", _refused()),
+    "TURN": Verb(S._not_implemented, "TURN: swap client and server roles (not implemented, 502)", _refused()),
+    "BDAT": Verb(S._not_implemented, "BDAT <size> [LAST]: message data in chunks (CHUNKING, RFC 3030; "
+                 "not implemented, 502)", _refused()),
+}
+UNRECOGNIZED = Verb(S._unrecognized, "", _refused())  # any other verb: 500
+del S

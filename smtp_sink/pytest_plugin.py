@@ -243,7 +243,7 @@ class SinkFixture:
     @property
     def rules(self) -> list[Rule]:
         """The fault rules in force (from settings and :meth:`add_rule`)."""
-        return self.server.rules.list()
+        return self.server.rules.rules()
 
     def clear_rules(self) -> None:
         """Remove every fault rule."""

@@ -170,20 +170,24 @@ TABLE: dict[Code, CodeInfo] = {
 }
 
 
-_CODE_TEXT = {code: str(int(code)) for code in Code}  # "250" without an IntEnum->str conversion per reply
+_CODE_TEXT: dict[int, str] = {code: str(int(code)) for code in Code}  # "250" without an IntEnum->str per reply
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One SMTP reply: a code and one or more text lines."""
+    """One SMTP reply: a code and one or more text lines.
 
-    code: Code
+    ``code`` is a plain int: the server's own replies use a :class:`Code` (an int), and a fault
+    rule may send any 4xx/5xx its user wants to test (432, 471...); those are user data, not
+    codes this server sends, so they are not in :data:`TABLE`."""
+
+    code: int
     lines: tuple[str, ...]
 
     def encode(self) -> bytes:
         """Wire form: ``250-first``/``250 last`` lines, each ending in CRLF."""
         lines = self.lines
-        code = _CODE_TEXT.get(self.code) or str(int(self.code))
+        code = _CODE_TEXT.get(self.code) or str(self.code)
         if len(lines) == 1:  # the usual case: one line, no loop
             return f"{code} {lines[0]}\r\n".encode("utf-8", "replace")
         last = len(lines) - 1

@@ -5,6 +5,10 @@ A rule has a match (stage, optional address globs, optional client address glob)
 schedule (always, the nth occurrence, every nth, the first n, or a probability with a seed).
 Occurrences are counted per rule across all sessions of a server. Rules come from
 ``[[rules]]`` in the config, or are added at run time (:class:`RuleSet`).
+
+What a rule does is its :attr:`Rule.outcome`, a typed value the session carries out in one
+place: :class:`Refuse` (send a reply; 421 also closes), :class:`Disconnect`, :class:`Delay` or
+:class:`Throttle`.
 """
 
 from __future__ import annotations
@@ -15,12 +19,48 @@ import threading
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeGuard
 
-STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "after-data")
-BEFORE_MAIL = ("connect", "helo", "starttls", "auth")  # stages with no sender yet
-ACTIONS = ("reply", "disconnect", "delay", "throttle")
-SCHEDULES = ("always", "nth", "every", "first", "probability")
+from .choices import Choice
+from .replies import Code, Reply, explain
+
+
+class Stage(Choice):
+    """Where in a session a rule is looked at."""
+
+    CONNECT = "connect"
+    HELO = "helo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    AFTER_DATA = "after-data"
+
+
+class Action(Choice):
+    """What a rule does when it fires."""
+
+    REPLY = "reply"
+    DISCONNECT = "disconnect"
+    DELAY = "delay"
+    THROTTLE = "throttle"
+
+
+class Schedule(Choice):
+    """Which of its matching occurrences a rule fires on."""
+
+    ALWAYS = "always"
+    NTH = "nth"
+    EVERY = "every"
+    FIRST = "first"
+    PROBABILITY = "probability"
+
+
+STAGES, ACTIONS, SCHEDULES = Stage.words(), Action.words(), Schedule.words()  # for --help choices
+BEFORE_MAIL = (Stage.CONNECT, Stage.HELO, Stage.STARTTLS, Stage.AUTH)  # stages with no sender yet
+WITH_RECIPIENTS = (Stage.RCPT, Stage.DATA, Stage.AFTER_DATA)
 # Bounds of a rule's values (not defaults): they keep a rule from hanging a session for ever,
 # overflowing a timer or writing a reply line longer than RFC 5321 section 4.5.3.1.5 allows.
 MAX_SECONDS = 3600.0  # a delay of at most an hour
@@ -40,12 +80,42 @@ class RuleError(ValueError):
     """A rule that cannot work; the message names the key."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Outcome: send ``reply`` instead of going on; ``close``: then end the session (421)."""
+
+    reply: Reply
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Outcome: end the session at once, without a reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Outcome: wait this long before sending what follows, then go on as usual."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Outcome: read the rest of this session at most ``rate`` bytes per second, and go on."""
+
+    rate: int
+
+
+Outcome = Refuse | Disconnect | Delay | Throttle
+
+
 @dataclass(frozen=True)
 class Rule:
     """One fault rule (the fields are the keys of a ``[[rules]]`` table)."""
 
-    stage: str
-    action: str = "reply"
+    stage: Stage
+    action: Action = Action.REPLY
     code: int = 0
     text: str | tuple[str, ...] = ""
     seconds: float = 0.0
@@ -53,7 +123,7 @@ class Rule:
     sender: str = ""
     recipient: str = ""
     client: str = ""
-    schedule: str = "always"
+    schedule: Schedule = Schedule.ALWAYS
     n: int = 1
     probability: float = 1.0
     seed: int = -1  # -1: a different sequence every run
@@ -62,27 +132,32 @@ class Rule:
         self._check_choices()
         self._check_numbers()
         self._check_texts()
-        if self.action == "reply":
+        if self.action is Action.REPLY:
             if not 200 <= self.code <= 599:
                 raise RuleError(f"code: {self.code} is not an SMTP reply code (200-599)")
             if self.code < 400:
                 raise RuleError(f"code: a fault rule replies with a failure (4xx or 5xx), not {self.code}")
         elif self.code:
-            raise RuleError(f"code: only action = \"reply\" sends a code (action is {self.action!r})")
-        if self.action == "delay" and self.seconds <= 0:
+            raise RuleError(f"code: only action = \"reply\" sends a code (action is {self.action.value!r})")
+        if self.action is Action.DELAY and self.seconds <= 0:
             raise RuleError("seconds: a delay rule needs seconds > 0")
-        if self.action == "throttle" and self.rate <= 0:
+        if self.action is Action.THROTTLE and self.rate <= 0:
             raise RuleError("rate: a throttle rule needs rate > 0 (bytes per second)")
-        if self.recipient and self.stage not in ("rcpt", "data", "after-data"):
+        if self.recipient and self.stage not in WITH_RECIPIENTS:
             raise RuleError(f"recipient: a {self.stage} rule has no recipient yet; use stage rcpt, data or after-data")
         if self.sender and self.stage in BEFORE_MAIL:
             raise RuleError(f"sender: a {self.stage} rule has no sender yet; use stage mail or later")
 
     def _check_choices(self) -> None:
-        for name, choices in (("stage", STAGES), ("action", ACTIONS), ("schedule", SCHEDULES)):
+        """``stage``, ``action`` and ``schedule`` become their enum members (from TOML/JSON text)."""
+        kind: type[Choice]
+        for name, kind in (("stage", Stage), ("action", Action), ("schedule", Schedule)):
             value = getattr(self, name)
-            if value not in choices:
-                raise RuleError(f"{name}: must be one of {', '.join(choices)}, got {_show(value)}")
+            try:
+                member = kind(value)
+            except (ValueError, TypeError):
+                raise RuleError(f"{name}: must be one of {', '.join(kind.words())}, got {_show(value)}") from None
+            object.__setattr__(self, name, member)  # frozen: set once, here
 
     def _check_numbers(self) -> None:
         """Whole numbers and finite numbers, each within its bounds (NaN and infinity refused)."""
@@ -123,8 +198,23 @@ class Rule:
             return (self.text,) if self.text else ()
         return tuple(self.text)
 
+    @cached_property
+    def outcome(self) -> Outcome:
+        """What the rule does when it fires (see the module docstring)."""
+        if self.action is Action.DISCONNECT:
+            return Disconnect()
+        if self.action is Action.DELAY:
+            return Delay(self.seconds)
+        if self.action is Action.THROTTLE:
+            return Throttle(self.rate)
+        answer = Reply(self.code, self.lines or (explain(self.code),))
+        return Refuse(answer, close=self.code == Code.SERVICE_UNAVAILABLE)  # 421 closes (RFC 5321 section 3.8)
+
     def to_json(self) -> dict[str, Any]:
+        """The rule as a JSON object (the keys of a ``[[rules]]`` table)."""
         data = asdict(self)
+        for name in ("stage", "action", "schedule"):
+            data[name] = data[name].value
         data["text"] = list(self.lines) if not isinstance(self.text, str) else self.text
         return data
 
@@ -159,7 +249,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -170,9 +260,9 @@ def _whole(name: str, value: object, low: int | None = None, high: int | None = 
         raise RuleError(f"{name}: expected a number, got {_show(value)}")
     if low is None or high is None:
         return
-    if value < low and below:  # type: ignore[operator]
+    if value < low and below:
         raise RuleError(below)
-    if not low <= value <= high:  # type: ignore[operator]
+    if not low <= value <= high:
         raise RuleError(f"{name}: must be from {low} to {high}, got {_show(value)}")
 
 
@@ -198,6 +288,8 @@ def _printable(where: str, text: str) -> None:
 
 @dataclass
 class _Counter:
+    """A rule with its count of matching occurrences (and its random sequence)."""
+
     rule: Rule
     seen: int = 0
     rng: random.Random = field(default_factory=random.Random)
@@ -210,13 +302,13 @@ class _Counter:
         """Count one matching occurrence and say whether the schedule fires on it."""
         self.seen += 1
         rule, seen = self.rule, self.seen
-        if rule.schedule == "nth":
+        if rule.schedule is Schedule.NTH:
             return seen == rule.n
-        if rule.schedule == "every":
+        if rule.schedule is Schedule.EVERY:
             return seen % rule.n == 0
-        if rule.schedule == "first":
+        if rule.schedule is Schedule.FIRST:
             return seen <= rule.n
-        if rule.schedule == "probability":
+        if rule.schedule is Schedule.PROBABILITY:
             return self.rng.random() < rule.probability
         return True
 
@@ -236,17 +328,19 @@ class RuleSet:
             self._counters.append(_Counter(rule))
         return rule
 
-    def list(self) -> list[Rule]:
+    def rules(self) -> list[Rule]:
+        """The rules, in the order they are tried."""
         return [counter.rule for counter in self._counters]
 
     def clear(self) -> None:
+        """Remove every rule (and its counter)."""
         with self._lock:
             self._counters = []
 
     def __len__(self) -> int:
         return len(self._counters)
 
-    def match(self, stage: str, client: str, sender: str | None = None,
+    def match(self, stage: Stage, client: str, sender: str | None = None,
               recipients: tuple[str, ...] | list[str] = ()) -> Rule | None:
         """The first rule that matches this occurrence and whose schedule fires, or None."""
         if not self._counters:

@@ -3,6 +3,8 @@
 Sans-I/O like :mod:`smtp_sink.protocol`: an :class:`SASLExchange` turns the client's base64 lines
 into challenges to send (``334``) and, at the end, :class:`Credentials`, which
 :func:`check` compares with the configured mode (``accept-any`` or a ``users`` table).
+Pure: no randomness and no clock here. A CRAM-MD5 challenge is an argument; the caller makes it
+fresh (random and timestamped, see :func:`cram_md5_challenge`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
-import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+
+from .config import AuthMode
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
@@ -59,8 +61,13 @@ def _login() -> Steps:
     return Credentials(_text(user, "user name"), _text(password, "password"))
 
 
-def _cram_md5(hostname: str) -> Steps:
-    challenge = f"<{int.from_bytes(os.urandom(8), 'big')}.{int(time.time())}@{hostname}>".encode("ascii")
+def cram_md5_challenge(nonce: int, timestamp: int, hostname: str) -> bytes:
+    """An RFC 2195 challenge, ``<nonce.timestamp@hostname>``: the caller picks a random ``nonce``
+    and passes the current time, so that no two challenges repeat."""
+    return f"<{nonce}.{timestamp}@{hostname}>".encode("ascii", "replace")
+
+
+def _cram_md5(challenge: bytes) -> Steps:
     response = yield challenge
     user, _, digest = _text(response, "response").rpartition(" ")
     if not user or len(digest) != 32:
@@ -75,9 +82,10 @@ class SASLExchange:
     :class:`Credentials`; a malformed response raises :class:`SASLError`.
     """
 
-    def __init__(self, mechanism: str, hostname: str) -> None:
+    def __init__(self, mechanism: str, challenge: bytes = b"") -> None:
+        """``challenge``: what CRAM-MD5 sends (a fresh one each time); the other mechanisms need none."""
         self.mechanism = mechanism
-        self._steps: Steps = _cram_md5(hostname) if mechanism == "CRAM-MD5" else (
+        self._steps: Steps = _cram_md5(challenge) if mechanism == "CRAM-MD5" else (
             _plain() if mechanism == "PLAIN" else _login()
         )
 
@@ -99,12 +107,13 @@ class SASLExchange:
         try:
             return self._steps.send(decoded)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            credentials: Credentials = done.value
+            return credentials
 
 
-def check(credentials: Credentials, mode: str, users: Mapping[str, str]) -> bool:
+def check(credentials: Credentials, mode: AuthMode, users: Mapping[str, str]) -> bool:
     """True when ``credentials`` are accepted: always in ``accept-any``, else by the ``users`` table."""
-    if mode == "accept-any":
+    if mode is AuthMode.ACCEPT_ANY:
         return True
     expected = users.get(credentials.username)
     if expected is None:

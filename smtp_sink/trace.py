@@ -42,14 +42,13 @@ _SPACE_RE = re.compile(r"\s+")
 
 @dataclass(slots=True)
 class Envelope:
-    """One mail transaction: who said hello, the sender, the recipients and MAIL parameters (what the
-    server writes into the trace headers of the message it stores)."""
+    """One mail transaction: who said hello, the sender and the recipients (what the server writes
+    into the trace headers of the message it stores)."""
 
     helo: str = ""
     esmtp: bool = False
     mail_from: str = ""
     rcpt_to: list[str] = field(default_factory=list)
-    mail_params: dict[str, str | None] = field(default_factory=dict)
     smtputf8: bool = False
     peer: str = ""
     tls: bool = False

@@ -22,10 +22,11 @@ import pytest
 from conftest import make_config
 from smtp_wire import Wire, connect
 
+from smtp_sink.config import Config
 from smtp_sink.protocol import START_TLS, Output, Settings, SMTPSession, State
 from smtp_sink.replies import Code, Reply
 from smtp_sink.rules import Rule
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import ServerThread, SinkServer, fresh_challenge
 
 USERS = (("ann@example.test", "s3cret"),)
 
@@ -35,7 +36,8 @@ def b64(text: str | bytes) -> str:
 
 
 def new_session(tls: bool = False, **settings: object) -> SMTPSession:
-    session = SMTPSession(Settings(hostname="sink.test", **settings), peer="192.0.2.1", tls=tls)  # type: ignore[arg-type]
+    session = SMTPSession(Settings.from_config(Config(), hostname="sink.test", **settings), peer="192.0.2.1", tls=tls,
+                          challenge=fresh_challenge)
     session.greeting()
     return session
 
@@ -232,6 +234,22 @@ def client_context(server: SinkServer) -> ssl.SSLContext:
 
 def stored(server: SinkServer) -> list[bytes]:
     return [path.read_bytes() for path in sorted(Path(server.store.path).glob("*.eml"))]
+
+
+def test_the_server_offers_cram_md5_with_a_fresh_challenge_each_time(server_factory) -> None:
+    """The running server injects its challenge source into every session (sasl.py is pure)."""
+    server = server_factory(auth={"mode": "users", "users": dict(USERS)}, tls={"mode": "off"})
+    challenges = []
+    for password, code in (("guess", 535), ("s3cret", 235)):
+        with connect(server.smtp_port) as wire:
+            assert "AUTH PLAIN LOGIN CRAM-MD5" in wire.cmd("EHLO c.test")[1]
+            answer, (text,) = wire.cmd("AUTH CRAM-MD5")
+            assert answer == 334
+            challenges.append(base64.b64decode(text))
+            digest = hmac.new(password.encode(), challenges[-1], hashlib.md5).hexdigest()
+            assert wire.cmd(b64(f"ann@example.test {digest}"))[0] == code
+    assert challenges[0] != challenges[1]
+    assert all(c.startswith(b"<") and c.endswith(b"@smtp-sink.localhost>") for c in challenges)
 
 
 def test_auth_alone_turns_tls_on_with_a_generated_certificate(server_factory) -> None:

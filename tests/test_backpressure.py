@@ -23,11 +23,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtp_wire import Wire, connect
 
+from smtp_sink.config import Config
 from smtp_sink.protocol import OUTPUT_BUDGET, MessageReceived, Output, Settings, SMTPSession
 from smtp_sink.replies import Code, Reply
 from smtp_sink.server import READ_COMMANDS, WRITE_HIGH, SinkServer
 
-HELP_REPLY = SMTPSession(Settings()).feed(b"HELP\r\n")[0].encode()  # 214, three lines
+HELP_REPLY = SMTPSession(Settings.from_config(Config())).feed(b"HELP\r\n")[0].encode()  # 214, three lines
 
 
 def wire_form(outputs: list[Output]) -> list[object]:
@@ -41,7 +42,7 @@ def wire_form(outputs: list[Output]) -> list[object]:
 def run_budgeted(data: bytes, budget: int) -> tuple[list[Output], list[int]]:
     """Feed ``data`` at once, then resume until nothing is held back: all outputs, and the
     characters of replies each call produced."""
-    session = SMTPSession(Settings(output_budget=budget))
+    session = SMTPSession(Settings.from_config(Config(), output_budget=budget))
     session.greeting()
     outputs, sizes = [], []
     out = session.feed(data)
@@ -62,7 +63,7 @@ def test_feed_stops_at_the_budget_and_resume_goes_on_where_it_stopped() -> None:
 
 
 def test_a_held_back_session_keeps_the_rest_of_one_chunk_only() -> None:
-    session = SMTPSession(Settings())
+    session = SMTPSession(Settings.from_config(Config()))
     session.greeting()
     session.feed(b"HELP\r\n" * 10000)
     assert session.pending
@@ -78,7 +79,7 @@ _commands = st.sampled_from([
 @settings(max_examples=300, deadline=None)
 @given(script=st.lists(_commands, max_size=120).map(b"".join), budget=st.integers(min_value=1, max_value=3000))
 def test_budgeted_outputs_equal_one_unbounded_feed(script: bytes, budget: int) -> None:
-    unbounded = SMTPSession(Settings(output_budget=0))
+    unbounded = SMTPSession(Settings.from_config(Config(), output_budget=0))
     unbounded.greeting()
     expected = wire_form(unbounded.feed(script))
     assert wire_form(run_budgeted(script, budget)[0]) == expected

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtp_sink import trace
+from smtp_sink.config import Config
 from smtp_sink.protocol import MessageReceived, Settings, SMTPSession
 from smtp_sink.server import SinkServer
 
@@ -28,7 +29,7 @@ def expected(content: bytes) -> bytes:
 
 
 def run_session(wire_bytes: bytes, cuts: list[int]) -> list[MessageReceived]:
-    session = SMTPSession(Settings(max_message_size=0))
+    session = SMTPSession(Settings.from_config(Config(), max_message_size=0))
     session.feed(b"EHLO p\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
     events = []
     points = sorted({c % (len(wire_bytes) + 1) for c in cuts})

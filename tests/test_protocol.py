@@ -11,6 +11,7 @@ import base64
 
 import pytest
 
+from smtp_sink.config import Config
 from smtp_sink.protocol import (
     AUTH_LINE_MAX,
     CLOSE,
@@ -30,7 +31,7 @@ CLOSED = "close"  # stands for CLOSE
 
 
 def new_session(**settings: object) -> SMTPSession:
-    return SMTPSession(Settings(hostname="sink.test", **settings), peer="192.0.2.1")  # type: ignore[arg-type]
+    return SMTPSession(Settings.from_config(Config(), hostname="sink.test", **settings), peer="192.0.2.1")
 
 
 def summary(outputs: list[Output]) -> list[object]:
@@ -407,7 +408,7 @@ class RefuseAll(Policy):
 
 
 def test_data_is_554_when_every_recipient_was_refused_by_policy() -> None:
-    session = SMTPSession(Settings(), RefuseAll())
+    session = SMTPSession(Settings.from_config(Config()), RefuseAll())
     assert send(session, EHLO, MAIL, RCPT, "RCPT TO:<x@example.test>", "DATA") == [
         Code.OK, Code.OK, Code.MAILBOX_UNAVAILABLE, Code.MAILBOX_UNAVAILABLE, Code.TRANSACTION_FAILED]
 
@@ -709,7 +710,7 @@ def test_size_limit_with_stuffing_keeps_only_bounded_memory() -> None:
     session.feed(b"DATA\r\n")
     for _ in range(200):
         session.feed(b"..xx\r\n" * 100)
-        assert sum(len(part) for part in session._parts) <= 1000 * 2
+        assert session.data_held <= 1000 * 2
     assert summary(session.feed(b".\r\n")) == [Code.EXCEEDED_STORAGE]
 
 

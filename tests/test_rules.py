@@ -215,7 +215,7 @@ def test_rules_added_at_run_time_apply_to_the_next_session_and_clear(server: Sin
     assert send(server) == 250
     server.rules.add(Rule(stage="rcpt", code=450, text="greylisted"))
     assert send(server) == 450
-    assert [r.code for r in server.rules.list()] == [450]
+    assert [r.code for r in server.rules.rules()] == [450]
     server.rules.clear()
     assert send(server) == 250
 

@@ -423,7 +423,7 @@ async def info(request: web.Request) -> web.Response:
 async def list_rules(request: web.Request) -> web.Response:
     """``GET /api/v1/rules``: the fault rules in force."""
     rules = _sink(request).rules
-    return await _json_off_loop(request, lambda: [rule.to_json() for rule in rules.list()])
+    return await _json_off_loop(request, lambda: [rule.to_json() for rule in rules.rules()])
 
 
 async def add_rule(request: web.Request) -> web.Response:
