@@ -12,7 +12,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,10 +30,10 @@ ENVELOPE = Envelope(helo="c.test", esmtp=True, mail_from="ann@example.test", rcp
                     peer="127.0.0.1")
 
 
-async def wait_until(condition: object, seconds: float = 5.0) -> None:
+async def wait_until(condition: Callable[[], object], seconds: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while not condition() and loop.time() < deadline:  # type: ignore[operator]
+    while not condition() and loop.time() < deadline:
         await asyncio.sleep(0.01)
 
 
