@@ -127,9 +127,9 @@ def parse_query(search: str | None = None, **filters: Any) -> Query:
             terms.append((PREFIXES[key], value))
         else:
             terms.append((None, f"{prefix}:{value}" if prefix else value))
-    for name, column in (("from_", "sender"), ("from", "sender"), ("to", "recipients"), ("subject", "subject")):
+    for name, field_column in (("from_", "sender"), ("from", "sender"), ("to", "recipients"), ("subject", "subject")):
         if filters.get(name):
-            terms.append((column, str(filters[name])))
+            terms.append((field_column, str(filters[name])))
     parts = []
     for column, value in terms:
         if not _WORD_RE.search(value):
@@ -309,6 +309,7 @@ class Index:
                 old.close()
 
     def remove_files(self) -> None:
+        """Delete the index file and its journal files."""
         for suffix in ("", "-wal", "-shm", "-journal"):
             target = f"{self.path}{suffix}"
             with contextlib.suppress(FileNotFoundError):
@@ -329,6 +330,7 @@ class Index:
             self.rebuilt = True
 
     def close(self) -> None:
+        """Close the connection."""
         with self.lock, contextlib.suppress(sqlite3.Error):
             self.db.close()
 
@@ -391,6 +393,7 @@ class Index:
     # -- reading ---------------------------------------------------------------------------
 
     def ids(self) -> set[str]:
+        """Every indexed id."""
         with self.lock:
             return {row[0] for row in self.db.execute("SELECT id FROM messages")}
 
@@ -411,6 +414,7 @@ class Index:
         return total, unread
 
     def get(self, message_id: str) -> Summary | None:
+        """The summary of one message (None: not indexed)."""
         with self.lock:
             row = self.db.execute("SELECT id, summary, read FROM messages WHERE id = ?", (message_id,)).fetchone()
             return self._summary(row) if row else None
@@ -436,15 +440,18 @@ class Index:
         return fixed
 
     def latest_id(self) -> str | None:
+        """The newest indexed id (None: empty)."""
         with self.lock:
             row = self.db.execute("SELECT max(id) FROM messages").fetchone()
         return row[0] if row else None
 
     def oldest(self, count: int) -> list[str]:
+        """The ``count`` oldest ids."""
         with self.lock:
             return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id LIMIT ?", (count,))]
 
     def older_than(self, message_id: str) -> list[str]:
+        """The ids older than ``message_id``."""
         with self.lock:
             return [r[0] for r in self.db.execute("SELECT id FROM messages WHERE id < ?", (message_id,))]
 
@@ -454,7 +461,8 @@ class Index:
         total, unread = self.counts()
         if query.empty:
             return Page(total, unread, [], 0, start)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if query.fts:
             where.append("n IN (SELECT rowid FROM fts WHERE fts MATCH ?)")
             params.append(query.fts)

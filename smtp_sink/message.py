@@ -7,7 +7,7 @@ children of a nested multipart ``"2"`` are ``"2.1"``, ``"2.2"``...; a message th
 has the single part ``"0"``.
 
 Display parsing is isolated per message and total: :func:`summarize` and :func:`detail` never
-raise, :func:`part` raises only :class:`KeyError`, :func:`headers` never raises. What could not be
+raise, :func:`part` raises only :class:`~smtp_sink.errors.NotFound`, :func:`headers` never raises. What could not be
 read (a MIME structure the parser gave up on, an unknown charset, a limit below reached) is named
 in ``ParseError`` (detail and summary JSON; ``""`` when all was read); everything else is shown.
 Time is linear in the message size and capped by the limits below: no regex here can backtrack
@@ -31,9 +31,10 @@ from email import policy
 from email.feedparser import FeedParser
 from email.message import Message
 from email.parser import BytesHeaderParser
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import trace
+from .errors import NotFound
 from .ids import id_time
 
 T = TypeVar("T")
@@ -114,6 +115,7 @@ class Address:
     address: str
 
     def to_json(self) -> dict[str, str]:
+        """Mailpit's ``{"Name", "Address"}``."""
         return {"Name": self.name, "Address": self.address}
 
 
@@ -219,6 +221,7 @@ class _Entity(Message):
     quotes from its start, quadratic: 64 KB of ``;`` took seconds per lookup."""
 
     sink_note = ""  # set when this entity could not be read as it says (shown in ParseError)
+    sink_headers: dict[str, list[Any]] | None = None  # header values by lower-case name (see _raw_values)
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
         header = header.lower()  # the raw value: 8-bit bytes stay surrogate escapes, as in the body lines
@@ -272,7 +275,21 @@ class _Limit(Exception):
     """A display limit was reached: parsing stops there."""
 
 
-class _BoundedParser(FeedParser):
+if TYPE_CHECKING:  # the FeedParser internals _BoundedParser extends (typeshed leaves them out)
+
+    class _FeedParser(FeedParser[Message]):
+        _msgstack: list[Message]
+        _cur: Message
+
+        def _set_headersonly(self) -> None: ...
+        def _new_message(self) -> None: ...
+        def _parse_headers(self, lines: list[str]) -> None: ...
+
+else:
+    _FeedParser = FeedParser
+
+
+class _BoundedParser(_FeedParser):
     """The stdlib's feed parser (compat32) within :data:`MAX_PARTS`, :data:`MAX_DEPTH` and
     :data:`MAX_HEADER_BYTES`; ``root`` keeps what was parsed when it stopped or failed."""
 
@@ -335,7 +352,8 @@ def _capped(raw: bytes) -> tuple[tuple[bytes, ...], list[str]]:
     if len(raw) <= MAX_HEADER_BYTES:
         return (raw,), []
     cut = raw.rfind(b"\n", 0, MAX_HEADER_BYTES) + 1
-    if cut == 0 or _HEADER_BLOCK_RE.match(raw, 0, cut).end() < cut:  # type: ignore[union-attr]
+    block = _HEADER_BLOCK_RE.match(raw, 0, cut)  # always matches (perhaps nothing)
+    if cut == 0 or block is None or block.end() < cut:
         return (raw,), []  # the header block ends within the limit
     blanks = [at for at in (raw.find(b"\n\n", cut - 1), raw.find(b"\n\r\n", cut - 1)) if at >= 0]
     note = f"a header block is longer than {MAX_HEADER_BYTES} bytes: the rest is not read"
@@ -471,12 +489,13 @@ def _guarded(notes: list[str], what: str, compute: Callable[[], T], default: T) 
 def _raw_values(msg: Message, name: str) -> list[str]:
     """The values of every ``name`` header as stored: unfolded, 8-bit bytes read as UTF-8, each
     cut to :data:`MAX_HEADER_VALUE` characters."""
-    by_name = getattr(msg, "_sink_headers", None)
+    by_name = msg.sink_headers if isinstance(msg, _Entity) else None
     if by_name is None:  # one pass over the headers per message, not one per name asked for
         by_name = {}
         for key, value in msg.raw_items():
             by_name.setdefault(key.lower(), []).append(value)
-        msg._sink_headers = by_name  # type: ignore[attr-defined]
+        if isinstance(msg, _Entity):
+            msg.sink_headers = by_name
     return [_SPACE_RE.sub(" ", _unescape((value if isinstance(value, str) else str(value))[:MAX_HEADER_VALUE])).strip()
             for value in by_name.get(name.lower(), ())]
 
@@ -560,10 +579,10 @@ def _bcc(msg: Message, rcpt_to: list[str], to: list[Address], cc: list[Address])
 
 def _head(msg: Message, notes: list[str]) -> _Head:
     """The display headers and the envelope; a header that cannot be read is left empty and noted."""
-    mail_from, rcpt_to = _guarded(notes, "envelope", lambda: envelope(msg), ("", []))
-    to = _guarded(notes, "To", lambda: addresses(msg, "To"), [])
-    cc = _guarded(notes, "Cc", lambda: addresses(msg, "Cc"), [])
-    senders = _guarded(notes, "From", lambda: addresses(msg, "From"), [])
+    mail_from, rcpt_to = _guarded(notes, "envelope", lambda: envelope(msg), ("", list[str]()))
+    to = _guarded(notes, "To", lambda: addresses(msg, "To"), list[Address]())
+    cc = _guarded(notes, "Cc", lambda: addresses(msg, "Cc"), list[Address]())
+    senders = _guarded(notes, "From", lambda: addresses(msg, "From"), list[Address]())
     return _Head(
         message_id=_guarded(notes, "Message-ID", lambda: _message_id(msg), ""),
         sender=senders[0] if senders else None,
@@ -656,7 +675,7 @@ def _payload(part: Message) -> bytes:
     try:
         if part.get_content_maintype() == "message":
             inner = part.get_payload()
-            if isinstance(inner, list) and inner:
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 return inner[0].as_bytes()
         data = part.get_payload(decode=True)
     except Exception:  # an undecodable payload is given as stored
@@ -803,6 +822,11 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
     except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
         head, parts = _bare_head(raw, notes), _Parts()
+    return _summary(message_id, head, parts, size, notes)
+
+
+def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list[str]) -> Summary:
+    """The fields a summary and a detail share, derived once from the parsed head and parts."""
     text = parts.text[:TEXT_SEARCH_LENGTH]
     return Summary(
         id=message_id,
@@ -817,6 +841,18 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),
+    )
+
+
+def envelope_summary(message_id: str, raw: bytes, size: int) -> Summary:
+    """A summary of the envelope alone (from the trace block), for a message of which nothing
+    else could be read. The envelope recipients are its Bcc, as in :func:`summarize`."""
+    found = trace.read(raw)
+    rcpt_to = list(found.rcpt_to)
+    return Summary(
+        id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
+        reply_to=[], subject="", created=_created(message_id), size=size, attachments=0, snippet="",
+        mail_from=found.mail_from, rcpt_to=rcpt_to,
     )
 
 
@@ -843,42 +879,32 @@ def detail(message_id: str, raw: bytes, *, read: bool = False) -> dict[str, Any]
     except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
         head, parts, date = _bare_head(raw, notes), _Parts(), rfc3339(_created(message_id))
-    return {
-        "ID": message_id,
-        "MessageID": head.message_id,
+    data = _summary(message_id, head, parts, len(raw), notes).to_json()
+    del data["Snippet"]  # a list's field
+    data.update({
         "Read": read,
-        "From": head.sender.to_json() if head.sender else None,
-        "To": [a.to_json() for a in head.to],
-        "Cc": [a.to_json() for a in head.cc],
-        "Bcc": [a.to_json() for a in head.bcc],
-        "ReplyTo": [a.to_json() for a in head.reply_to],
         "ReturnPath": head.mail_from,
-        "Subject": head.subject,
         "Date": date,
-        "Created": rfc3339(_created(message_id)),
-        "Tags": [],
         "Text": parts.text,
         "HTML": parts.html,
-        "Size": len(raw),
         "Inline": parts.inline,
-        "Attachments": parts.attachments,
-        "MailFrom": head.mail_from,
-        "RcptTo": head.rcpt_to,
-        "ParseError": _parse_error(notes),
-    }
+        "Attachments": parts.attachments,  # the parts themselves, where a summary counts them
+    })
+    return data
 
 
-def part(raw: bytes, part_id: str) -> tuple[str, str, bytes]:
+def part(raw: bytes, part_id: str, within: str = "") -> tuple[str, str, bytes]:
     """``(content_type, filename, decoded bytes)`` of one part: the type is always a clean
-    ``type/subtype``, the name has no control characters. :class:`KeyError` if there is no such
-    part (or it lies past the display limits); nothing else is raised."""
+    ``type/subtype``, the name has no control characters. :class:`NotFound` if there is no such
+    part (or it lies past the display limits), naming it ``within`` (e.g. ``message <id>``);
+    nothing else is raised."""
     try:
         for leaf_id, leaf, _ in leaves(parse(raw)):
             if leaf_id == part_id:
                 return _content_type(leaf), _filename(leaf), _payload(leaf)
     except Exception as exc:  # a part that cannot be reached is not there
-        raise KeyError(part_id) from exc
-    raise KeyError(part_id)
+        raise NotFound("part", part_id, within) from exc
+    raise NotFound("part", part_id, within)
 
 
 def headers(raw: bytes) -> dict[str, list[str]]:

@@ -22,7 +22,7 @@ marker on a test, class or module merges its sections over it. Neither ``./smtp-
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,9 +37,12 @@ import pytest
 
 from . import trace
 from .config import Config, ConfigError, assemble, validate
-from .message import html_to_text
+from .errors import ListenError, NotFound
+from .matching import Criteria, SubjectMatcher
+from .message import Summary, detail, summarize
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
+from .sink import Sink
 
 __all__ = ["CapturedMessage", "SinkFixture", "build_config"]
 
@@ -52,83 +55,80 @@ TEST_DEFAULTS: dict[str, dict[str, Any]] = {
     "tls": {"port": 0},
     "http": {"enabled": False, "port": 0},
 }
+_SECTIONS = {"SMTP": "smtp", "implicit TLS": "tls", "HTTP": "http"}  # the settings of a listener's port
 _parser = BytesParser(policy=policy.default)
-Matcher = str | re.Pattern[str] | None
+Matcher = SubjectMatcher | None
 
 
 @dataclass(frozen=True)
 class CapturedMessage:
-    """One stored message: its file, its envelope and the parsed :class:`~email.message.EmailMessage`."""
+    """One stored message: its file, its envelope, what the index knows of it (:attr:`summary`)
+    and, for anything else, :attr:`message`: the stored bytes parsed as an
+    :class:`~email.message.EmailMessage` (``email.policy.default``) on first use.
+
+    The shortcuts (:attr:`subject`, :attr:`to`, :attr:`text`...) are read as the web page and the
+    CLI read them (:mod:`smtp_sink.message`): decoded, and within its display limits."""
 
     id: str
     path: Path
     mail_from: str  # envelope sender (MAIL FROM), "" for the null sender <>
     rcpt_to: tuple[str, ...]  # envelope recipients (RCPT TO), Bcc included
-    message: EmailMessage = field(repr=False)  # parsed with email.policy.default
     raw: bytes = field(repr=False)  # the stored bytes, trace headers included
+    summary: Summary = field(repr=False)  # the message's summary (as listed by the web page and the CLI)
     auth_user: str | None = None  # the user the client logged in as (AUTH), or None
 
     @classmethod
     def read(cls, message_id: str, path: Path, raw: bytes) -> CapturedMessage:
-        """A stored file: the envelope and login from the server's trace block, the rest parsed."""
+        """A stored file: the envelope and login from the server's trace block, the rest from its
+        summary (:func:`smtp_sink.message.summarize`)."""
         found = trace.read(raw)
-        parsed = _parser.parsebytes(raw)
+        return cls(message_id, path, found.mail_from, found.rcpt_to, raw, summarize(message_id, raw),
+                   found.auth_user)
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The stored bytes parsed with ``email.policy.default`` (``get_body()``, decoded headers)."""
+        parsed = _parser.parsebytes(self.raw)
         assert isinstance(parsed, EmailMessage)
-        return cls(message_id, path, found.mail_from, found.rcpt_to, parsed, raw, found.auth_user)
+        return parsed
+
+    @functools.cached_property
+    def _detail(self) -> dict[str, Any]:
+        return detail(self.id, self.raw)
 
     @property
     def subject(self) -> str:
         """The decoded ``Subject`` header ("" when absent)."""
-        return str(self.message.get("Subject", ""))
+        return self.summary.subject
 
     @property
     def from_(self) -> str:
         """The address in the ``From`` header ("" when absent)."""
-        found = self._addresses("From")
-        return found[0] if found else ""
+        return self.summary.sender.address if self.summary.sender else ""
 
     @property
     def to(self) -> list[str]:
         """The addresses in the ``To`` header (the envelope is :attr:`rcpt_to`)."""
-        return self._addresses("To")
+        return [address.address for address in self.summary.to]
 
     @property
     def cc(self) -> list[str]:
         """The addresses in the ``Cc`` header."""
-        return self._addresses("Cc")
+        return [address.address for address in self.summary.cc]
 
     @property
     def text(self) -> str:
         """The plain-text body (the HTML body as text when there is no plain one), decoded."""
-        plain = self._body("plain")
-        if plain is not None:
-            return plain
-        markup = self._body("html")
-        return html_to_text(markup) if markup is not None else ""
+        text: str = self._detail["Text"]
+        return text
 
     body = text
 
     @property
     def html(self) -> str:
         """The HTML body ("" when there is none)."""
-        return self._body("html") or ""
-
-    def _addresses(self, name: str) -> list[str]:
-        addresses = []
-        for value in self.message.get_all(name, []):
-            addresses.extend(address.addr_spec for address in getattr(value, "addresses", ()))
-        return addresses
-
-    def _body(self, subtype: str) -> str | None:
-        part = self.message.get_body(preferencelist=(subtype,))
-        if part is None:
-            return None
-        try:
-            content = part.get_content()
-        except (LookupError, ValueError, AttributeError):  # an unknown charset or a broken part
-            payload = part.get_payload(decode=True)
-            content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-        return content.replace("\r\n", "\n") if isinstance(content, str) else None
+        html: str = self._detail["HTML"]
+        return html
 
     def describe(self) -> str:
         """One line for failure messages: id, envelope and subject."""
@@ -148,6 +148,11 @@ class SinkFixture:
         self._thread = ServerThread(config)
         self.server: SinkServer = self._thread.server
         self._cache: dict[str, CapturedMessage] = {}
+
+    @property
+    def sink(self) -> Sink:
+        """The running sink (its ``store``, ``rules``, ``policy``, ``subscribe``)."""
+        return self.server.sink
 
     def start(self) -> SinkFixture:
         """Start the server; return once it listens."""
@@ -210,7 +215,7 @@ class SinkFixture:
             if captured is None:
                 try:
                     raw = store.read(message_id)
-                except KeyError:  # removed meanwhile
+                except NotFound:  # removed meanwhile
                     continue
                 captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw)
             found[message_id] = captured
@@ -219,7 +224,7 @@ class SinkFixture:
 
     def clear(self) -> int:
         """Delete every stored message; return how many were removed."""
-        removed = self.server.store.clear()
+        removed = self.server.store.delete_all()
         self._cache = {}
         return removed
 
@@ -249,7 +254,8 @@ class SinkFixture:
         match: Callable[[CapturedMessage], bool] | None = None,
     ) -> list[CapturedMessage]:
         """The captured messages that match every criterion given (see :meth:`wait_for`)."""
-        return [m for m in self.messages if _matches(m, to, subject, sender, match)]
+        criteria = Criteria(to, sender, subject)
+        return [m for m in self.messages if criteria.matches(m.summary) and (match is None or match(m))]
 
     def wait_for(
         self, to: str | None = None, subject: Matcher = None, sender: str | None = None, count: int = 1,
@@ -257,10 +263,12 @@ class SinkFixture:
     ) -> Any:
         """Wait until ``count`` messages match; return the first match (``count=1``) or all matches.
 
-        ``to``: an envelope recipient or a To/Cc address; ``sender``: the envelope sender or the
-        From address (both case-insensitive); ``subject``: text the subject contains, or a compiled
-        regular expression; ``match``: any predicate. Raises AssertionError listing what was
-        captured when they do not arrive within ``timeout`` seconds. In ``async def`` tests use
+        ``to``: an address (whole, ignoring case) among the envelope recipients and the To, Cc and
+        Bcc addresses; ``sender``: the envelope sender or the From address (whole, ignoring case);
+        ``subject``: text the subject contains (ignoring case), or a compiled regular expression
+        (see :mod:`smtp_sink.matching`); ``match``: any predicate on the :class:`CapturedMessage`.
+        Raises AssertionError listing what was captured when they do not arrive within ``timeout``
+        seconds. In ``async def`` tests use
         :meth:`wait_for_async`, which lets the test's event loop run meanwhile.
         """
         __tracebackhide__ = True  # a failure points at the test's line, not at this loop
@@ -299,8 +307,8 @@ class SinkFixture:
         self, name: str, found: list[CapturedMessage], to: str | None, subject: Matcher, sender: str | None,
         match: Callable[[CapturedMessage], bool] | None, count: int, timeout: float, in_loop: bool,
     ) -> str:
-        wanted = {"to": to, "subject": subject, "sender": sender, "match": match}
-        criteria = ", ".join(f"{key}={value!r}" for key, value in wanted.items() if value is not None)
+        criteria = ", ".join(text for text in (Criteria(to, sender, subject).describe(),
+                                                  f"match={match!r}" if match is not None else "") if text)
         captured = self.messages
         lines = [f"smtp_sink.{name}({criteria or 'any message'}): {len(found)} of {count} matching message(s) "
                  f"after {timeout:g} s; {len(captured) or 'nothing'} captured{':' if captured else ''}"]
@@ -312,20 +320,6 @@ class SinkFixture:
             lines.append("  (called inside a running event loop: use `await smtp_sink.wait_for_async(...)` "
                          "so the test's own client can send meanwhile)")
         return "\n".join(lines)
-
-
-def _matches(message: CapturedMessage, to: str | None, subject: Matcher, sender: str | None,
-             match: Callable[[CapturedMessage], bool] | None) -> bool:
-    if to is not None and to.lower() not in {a.lower() for a in (*message.rcpt_to, *message.to, *message.cc)}:
-        return False
-    if sender is not None and sender.lower() not in (message.mail_from.lower(), message.from_.lower()):
-        return False
-    if isinstance(subject, re.Pattern):
-        if not subject.search(message.subject):
-            return False
-    elif subject is not None and subject not in message.subject:
-        return False
-    return match is None or bool(match(message))
 
 
 def _loop_running() -> bool:
@@ -357,6 +351,7 @@ def build_config(
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Declare the ``smtp_sink`` marker."""
     config.addinivalue_line(
         "markers",
         "smtp_sink(**sections): settings for the smtp_sink fixture's server, merged over smtp_sink_settings, "
@@ -390,6 +385,10 @@ def smtp_sink(
         sink.start()
     except ConfigError as exc:
         problem = f"smtp_sink: {exc}"
+    except ListenError as exc:  # the settings key to change, not the command-line flag
+        problem = (f"smtp_sink: the server did not start: cannot listen on {exc.address} ({exc.listener}): "
+                   f"{exc.strerror}; choose another port with {_SECTIONS[exc.listener]}={{'port': ...}} "
+                   "(0: a free one)")
     except (OSError, RuntimeError) as exc:
         problem = f"smtp_sink: the server did not start: {exc}"
     if problem is not None:  # outside the except: a clean message without the chained traceback

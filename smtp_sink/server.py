@@ -1,6 +1,9 @@
-"""The SMTP listener: one ``asyncio.BufferedProtocol`` per connection driving :mod:`smtp_sink.protocol`.
+"""The SMTP listeners: one ``asyncio.BufferedProtocol`` per connection driving :mod:`smtp_sink.protocol`.
 
-This is the only module that does socket I/O. Replies to pipelined commands go out in one
+This is the only module that does SMTP socket I/O (:class:`SMTPServer`); each complete message
+goes to the :class:`~smtp_sink.sink.Sink`. :class:`SinkServer` runs a sink with its listeners
+side by side (SMTP, implicit TLS, and HTTP from :mod:`smtp_sink.web.app`, imported only when on);
+:func:`serve` and :class:`ServerThread` run one. Replies to pipelined commands go out in one
 ``transport.write``; a client that does not read its replies stops being executed and read
 (back-pressure, see SMTPConnection); idle sessions, command lines not finished in time and
 too slow DATA get 421 and are closed; on shutdown every open session gets 421; an unexpected
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -23,10 +25,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import Config, SMTPConfig, is_loopback
-from .policy import Capacity, MailboxPolicy
+from .errors import ListenError
 from .protocol import (
     CLOSE,
     START_TLS,
@@ -43,23 +45,16 @@ from .protocol import (
     store_failed,
 )
 from .replies import Reply
-from .rules import RuleSet
 from .sasl import cram_md5_challenge
-from .store import Store, StoreError
+from .sink import Sink
+from .store import StoreError
 from .tls import ServerTLS, TLSSetupError
 from .tls import setup as setup_tls
 
-log = logging.getLogger("smtp_sink")
-T = TypeVar("T")
-# Indexing (parsing each message for the summary) costs more CPU than receiving it, and the
-# worker thread competes with the SMTP thread for the GIL. So it waits until mail stops
-# flowing, unless someone watches (event-stream subscribers) or the backlog grows large.
-# Queries never wait: they index what is pending first (Store.refresh).
-CAPACITY_INTERVAL = 0.5  # seconds between two looks at the store's free space and writability
-INDEX_DELAY = 0.02  # seconds between a save and the first look at indexing
-INDEX_QUIET = 0.25  # index once no message arrived for this long
-INDEX_BACKLOG = 20000  # ... or once this many wait
+if TYPE_CHECKING:
+    from .web.app import HTTPServer
 
+log = logging.getLogger("smtp_sink")
 
 # A client that does not read its replies is noticed once the kernel's buffers and then the
 # transport's fill up: keep both small (replies are small; a reading client never fills them).
@@ -68,32 +63,36 @@ READ_DATA = 262144  # ... and in DATA (large reads: fewer wake-ups for big messa
 SEND_BUFFER = 16384  # SO_SNDBUF of a connection (the kernel doubles it), instead of growing to megabytes
 WRITE_HIGH = 16384  # the transport's high-water mark: pause_writing past it
 TRIM_AFTER = 100  # sessions that ended since the peak before freed memory is returned (see _trim_memory)
-DRAIN_SLICE = 0.0005  # seconds of held-back input executed per loop iteration (see SinkServer._drain)
+DRAIN_SLICE = 0.0005  # seconds of held-back input executed per loop iteration (see SMTPServer._drain)
 CLOSE_GRACE = 5.0  # seconds a closed connection may take to flush its replies before it is cut
 FD_RESERVE = 64  # open files kept beyond the sessions: listeners, store and index files, HTTP, the loop
 BACKLOG = 1024  # listen queue; a listener may accept this many at once (each an open file for a moment)
 START_TIMEOUT = 60.0  # seconds ServerThread.start waits for the server
 
 
-def _limit_buffers(transport: asyncio.BaseTransport) -> None:
+def _limit_buffers(transport: asyncio.Transport) -> None:
     """Small send buffers for a connection (see SEND_BUFFER and WRITE_HIGH)."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    transport.set_write_buffer_limits(high=WRITE_HIGH)  # type: ignore[attr-defined]
+    transport.set_write_buffer_limits(high=WRITE_HIGH)
 
 
-def _close(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop) -> None:
+def _close(transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
     """Close once the replies are sent, or cut it after CLOSE_GRACE s if the client does not read them."""
     transport.close()
-    if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+    try:
+        unsent = transport.get_write_buffer_size()
+    except AttributeError:  # a TLS transport whose connection is already gone (asyncio's sslproto)
+        return
+    if unsent:
         loop.call_later(CLOSE_GRACE, _abort, transport)
 
 
-def _abort(transport: asyncio.BaseTransport) -> None:
+def _abort(transport: asyncio.Transport) -> None:
     with contextlib.suppress(Exception):  # already gone
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()
 
 
 def _raise_open_file_limit() -> int | None:
@@ -126,17 +125,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
     try:
         import ctypes
 
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+        return trim
     except (ImportError, OSError, AttributeError):  # not glibc (musl, macOS)
         return None
 
 
 _TRIM = _malloc_trim()
-
-
-def _log_index_error(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("indexing failed", exc_info=future.exception())
 
 
 class SMTPConnection(asyncio.BufferedProtocol):
@@ -151,8 +146,9 @@ class SMTPConnection(asyncio.BufferedProtocol):
     one command-mode read plus the write buffer.
     """
 
-    def __init__(self, server: SinkServer, tls: bool = False) -> None:
+    def __init__(self, server: SMTPServer, tls: bool = False) -> None:
         self.server = server
+        self.loop = server.loop
         self.tls = tls  # accepted on the implicit-TLS port
         self.transport: asyncio.Transport | None = None
         self.session: SMTPSession | None = None
@@ -172,11 +168,12 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._data_since = 0.0  # when that DATA phase began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        """A client connected: greet it (or 421 past ``max_connections``)."""
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         server = self.server
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
-        self.last_active = server.loop.time()
+        self.last_active = self.loop.time()
         if len(server.connections) >= server.max_connections:
             log.warning("refused %s: %d connections open (max_connections)", self.peer, len(server.connections))
             self._send(shutting_down(server.settings.hostname, "too many connections, try again later"))
@@ -195,19 +192,22 @@ class SMTPConnection(asyncio.BufferedProtocol):
             self._fail("greeting")
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: the shared buffer (smaller in command mode)."""
         session = self.session
         if session is not None and session.state is State.DATA:
             return self.server.read_buffer
         return self.server.read_buffer[:READ_COMMANDS]
 
     def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the shared buffer."""
         self.data_received(self.server.read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
+        """Feed the session and carry out what it says."""
         session = self.session
         if session is None:
             return
-        self.last_active = self.server.loop.time()
+        self.last_active = self.loop.time()
         try:
             self._execute(session.feed(data))
             if self._rate and not self._held:  # throttle rule: this many bytes take len/rate seconds
@@ -226,7 +226,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         if outputs:
             self._emit(outputs)
         self._flow()
-        now = self.server.loop.time()
+        now = self.loop.time()
         if session.partial_line:
             if self._line_since is None:
                 self._line_since = now
@@ -263,7 +263,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         if on == self._reading or transport is None or transport.is_closing() or self._upgrading is not None:
             return
         self._reading = on
-        now = self.server.loop.time()
+        now = self.loop.time()
         if on:
             transport.resume_reading()
             shift = now - self._paused_at  # deadlines count only the time the client had to send
@@ -278,31 +278,31 @@ class SMTPConnection(asyncio.BufferedProtocol):
         """Carry out the session's outputs in order: one write per batch of replies."""
         transport = self.transport
         assert transport is not None
-        if len(outputs) == 1 and type(outputs[0]) is Reply and not self._debug:  # the usual: one reply
-            transport.write(outputs[0].encode())  # type: ignore[union-attr]
+        first = outputs[0]
+        if len(outputs) == 1 and isinstance(first, Reply) and not self._debug:  # the usual: one reply
+            transport.write(first.encode())
             return
         chunks = []
         for i, item in enumerate(outputs):
-            kind = type(item)
-            if kind is Reply:
-                chunks.append(item.encode())  # type: ignore[union-attr]
-            elif kind is MessageReceived:
-                chunks.append(self.server.deliver(item).encode())  # type: ignore[arg-type]
+            if isinstance(item, Reply):
+                chunks.append(item.encode())
+            elif isinstance(item, MessageReceived):
+                chunks.append(self.server.deliver(item).encode())
             elif item is CLOSE:
                 self._write(b"".join(chunks))
-                _close(transport, self.server.loop)
+                _close(transport, self.loop)
                 return
             elif item is START_TLS:
                 self._write(b"".join(chunks))
                 self._set_reading(False)  # nothing more in plaintext: start_tls takes over
-                self._upgrading = self.server.loop.create_task(self._start_tls())
+                self._upgrading = self.loop.create_task(self._start_tls())
                 return
-            elif kind is Delay:
+            elif isinstance(item, Delay):
                 self._write(b"".join(chunks))
-                self._hold(item.seconds, outputs[i + 1 :])  # type: ignore[union-attr]
+                self._hold(item.seconds, outputs[i + 1 :])
                 return
-            elif kind is Throttle:
-                self._rate = item.rate  # type: ignore[union-attr]
+            elif isinstance(item, Throttle):
+                self._rate = item.rate
         self._write(b"".join(chunks))
 
     async def _start_tls(self) -> None:
@@ -310,9 +310,11 @@ class SMTPConnection(asyncio.BufferedProtocol):
         server, old = self.server, self.transport
         assert old is not None and server.tls is not None and self.session is not None
         try:
-            transport = await server.loop.start_tls(
+            transport = await self.loop.start_tls(
                 old, self, server.tls.context, server_side=True, ssl_handshake_timeout=server.handshake_timeout
             )
+            if transport is None:  # the connection closed during the handshake
+                raise ConnectionResetError("connection closed")
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
             log.info("STARTTLS handshake with %s failed: %s", self.peer, exc or type(exc).__name__)
             old.close()
@@ -320,10 +322,10 @@ class SMTPConnection(asyncio.BufferedProtocol):
             return
         finally:
             self._upgrading = None
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         self._reading, self._write_paused = True, False  # a new transport, reading
         _limit_buffers(transport)
-        self.last_active = server.loop.time()
+        self.last_active = self.loop.time()
         self.session.tls_started()
         ssl_object = transport.get_extra_info("ssl_object")
         log.info("TLS with %s: %s %s", self.peer, ssl_object.version(), ssl_object.cipher()[0])
@@ -332,7 +334,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         """Stop reading for ``seconds`` (delay and throttle rules), then send ``then``."""
         self._held = True
         self._set_reading(False)
-        self.server.loop.call_later(seconds, self._release, then)
+        self.loop.call_later(seconds, self._release, then)
 
     def _release(self, then: list[Output]) -> None:
         self._held = False
@@ -362,7 +364,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
             answer = store_failed() if busy else shutting_down(self.server.settings.hostname, "internal error")
             with contextlib.suppress(Exception):
                 self._write(answer.encode())
-            _close(transport, self.server.loop)
+            _close(transport, self.loop)
         if session is not None:
             session.close()
 
@@ -382,9 +384,11 @@ class SMTPConnection(asyncio.BufferedProtocol):
         return None
 
     def eof_received(self) -> bool:
+        """The client closed its side."""
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone: end the session."""
         if self._gone:
             return
         self._gone = True
@@ -399,6 +403,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._set_reading(False)
 
     def resume_writing(self) -> None:
+        """The client reads its replies again: go on with its commands."""
         self._write_paused = False
         if self.session is not None and not self._gone:
             self._flow()
@@ -410,7 +415,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         elif self.transport is not None:
             if not self.transport.is_closing():
                 self._send(shutting_down(self.server.settings.hostname, why))
-            _close(self.transport, self.server.loop)  # (again, if closing already: it gets its grace)
+            _close(self.transport, self.loop)  # (again, if closing already: it gets its grace)
         if self.session is not None:
             self.session.close()
 
@@ -424,32 +429,25 @@ def fresh_challenge(hostname: str) -> bytes:
     return cram_md5_challenge(int.from_bytes(os.urandom(8), "big"), int(time.time()), hostname)
 
 
-class SinkServer:
-    """The SMTP server: listener, store and the set of open connections."""
+class SMTPServer:
+    """The SMTP side of a sink: the plain and implicit-TLS listeners and their connections.
 
-    def __init__(self, config: Config, policy: Policy | None = None) -> None:
-        self.config = config
-        smtp, auth = config.smtp, config.auth
+    Start-up is in steps so that a composition can open every listener before any serves:
+    :meth:`prepare` (TLS, the open-file budget), :meth:`bind`, then :meth:`serve`.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.config = config = sink.config
+        smtp, auth, tls = config.smtp, config.auth, config.tls
         self.settings = Settings.from_config(config)
-        tls = config.tls
+        self.policy = sink.policy
         # auto: TLS on when clients log in (apps that send passwords insist on TLS) or a cert is given
         self.tls_enabled = tls.mode == "on" or (tls.mode == "auto" and (auth.mode != "off" or bool(tls.cert)))
         self.tls: ServerTLS | None = None
-        self.tls_port = 0  # the implicit-TLS port once listening (0: TLS off)
-        self._tls_server: asyncio.base_events.Server | None = None
+        self.port = 0  # the SMTP port once bound
+        self.tls_port = 0  # the implicit-TLS port once bound (0: TLS off)
         self.handshake_timeout = min(smtp.idle_timeout, 30.0)
-        self.rules = RuleSet(config.rules)  # fault rules; add, list and clear them at run time
-        self.capacity = Capacity()  # can the store take mail: refreshed on a timer (see _watch_capacity)
-        self.policy = policy or MailboxPolicy(config.policy, self.capacity, self.rules)
-        self._capacity_task: asyncio.Task[None] | None = None
-        self.store = Store(
-            config.store.path, fsync=config.store.fsync,
-            max_messages=config.store.max_messages, max_age=config.store.max_age,
-        )
-        # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
-        self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")
-        self._index_scheduled = False
-        self._last_saved = 0.0
         self.connections: set[SMTPConnection] = set()
         self.max_connections = smtp.max_connections  # lowered at start when open files are short
         self.read_buffer = memoryview(bytearray(READ_DATA))  # every connection reads into it (see SMTPConnection)
@@ -457,89 +455,89 @@ class SinkServer:
         self._runnable: collections.deque[SMTPConnection] = collections.deque()  # see run_later
         self._draining = False
         self._peak = 0  # most sessions open since the last _trim_memory
-        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
-        self.smtp_port = 0
-        self.http: Any = None  # web.app.HTTPServer when [http] enabled
-        self.http_port = 0
 
-    async def start(self) -> None:
-        """Get the store, its index and TLS ready, then listen (raises OSError when a port is taken).
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the listeners run on (set by :meth:`prepare`)."""
+        assert self._loop is not None, "SMTPServer.prepare() was not called"
+        return self._loop
 
-        No listener opens before everything a session needs is ready, and "listening on" is
-        logged once every listener (SMTP, implicit TLS, HTTP) is up, followed by one "ready" line.
-        """
-        self.loop = asyncio.get_running_loop()
-        try:
-            self.store.open()
-        except OSError as exc:
-            raise RuntimeError(f"cannot use store folder {self.store.path}: {exc.strerror or exc}") from None
-        try:  # open the index (rebuilt from the files if needed) before the first client
-            await self.in_store_thread(lambda: self.store.index)
-        except Exception:  # the .eml files are safe; queries retry opening it
-            log.exception("opening the index failed")
+    async def prepare(self) -> None:
+        """Get TLS ready (STARTTLS is offered from the first session on) and fit the open files."""
+        self._loop = asyncio.get_running_loop()
         if self.tls_enabled:
             await self._prepare_tls()
-        self.refresh_capacity()
         self._fit_open_files()
-        listeners: list[asyncio.base_events.Server] = []
-        try:
-            await self._listen(listeners)
-        except BaseException:
-            for listener in listeners:
-                listener.close()
-            if self.http is not None:
-                await self.http.stop()
-            raise
-        self._sweeper = self.loop.create_task(self._sweep())
-        self._capacity_task = self.loop.create_task(self._watch_capacity())
-        self._log_listening()
 
-    async def _listen(self, listeners: list[asyncio.base_events.Server]) -> None:
-        """Bind SMTP (and implicit TLS), start HTTP, then start serving SMTP: all or nothing."""
+    async def bind(self) -> None:
+        """Open the SMTP (and implicit-TLS) port, not serving yet; :class:`ListenError` names the one
+        that failed (the ports opened before it are closed again by :meth:`close`)."""
         smtp, tls = self.config.smtp, self.config.tls
-        self._server = await self._bind(lambda: SMTPConnection(self), smtp.host, smtp.port)
-        listeners.append(self._server)
-        self.smtp_port = self._server.sockets[0].getsockname()[1]
+        plain = await self._bind(lambda: SMTPConnection(self), smtp.host, smtp.port, "SMTP", "--port")
+        self.port = plain.sockets[0].getsockname()[1]
         if self.tls is not None:
-            self._tls_server = await self._bind(lambda: SMTPConnection(self, tls=True), smtp.host, tls.port,
-                                                ssl=self.tls.context, ssl_handshake_timeout=self.handshake_timeout)
-            listeners.append(self._tls_server)
-            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
-        if self.config.http.enabled:
-            from .web.app import HTTPServer  # aiohttp is imported only when HTTP is on
+            implicit = await self._bind(lambda: SMTPConnection(self, tls=True), smtp.host, tls.port, "implicit TLS",
+                                        "--tls-port", ssl=self.tls.context,
+                                        ssl_handshake_timeout=self.handshake_timeout)
+            self.tls_port = implicit.sockets[0].getsockname()[1]
 
-            self.http = HTTPServer(self)
-            try:
-                await self.http.start()
-            except OSError as exc:
-                http = self.config.http
-                raise OSError(exc.errno, exc.strerror, f"{http.host}:{http.port}") from None
-            self.http_port = self.http.port
-        for listener in listeners:
-            await listener.start_serving()
-
-    async def _bind(self, factory: Callable[[], SMTPConnection], host: str, port: int,
-                    **options: Any) -> asyncio.base_events.Server:
-        """A bound listener, not serving yet; an OSError names the address."""
+    async def _bind(self, factory: Callable[[], SMTPConnection], host: str, port: int, listener: str, flag: str,
+                    **options: Any) -> asyncio.Server:
         try:
-            return await self.loop.create_server(
+            server = await self.loop.create_server(
                 factory, host, port, reuse_address=True, backlog=self._backlog, start_serving=False, **options
             )
-        except OSError as exc:  # name the address: the CLI prints it
-            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from None
+        except OSError as exc:
+            raise listen_error(exc, listener, host, port, flag) from None
+        self._listeners.append(server)
+        return server
 
-    def _log_listening(self) -> None:
+    async def serve(self) -> None:
+        """Start accepting on the bound ports and sweeping idle sessions."""
+        for listener in self._listeners:
+            await listener.start_serving()
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    def log_listening(self) -> None:
+        """Say where SMTP (and implicit TLS) listen."""
         smtp = self.config.smtp
-        log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.smtp_port, self.store.path)
+        log.info("smtp-sink listening on %s:%d, storing in %s", smtp.host, self.port, self.sink.store.path)
         if not is_loopback(smtp.host):
             log.warning("SMTP listens on %s: anyone who can reach this machine can send it mail", smtp.host)
         if self.tls is not None:
             log.info("implicit TLS on %s:%d; STARTTLS on %d; certificate %s%s", smtp.host, self.tls_port,
-                     self.smtp_port, self.tls.cert, f" (trust {self.tls.ca})" if self.tls.ca else "")
-        log.info("event loop: %s", type(self.loop).__module__.split(".")[0])
-        log.info("smtp-sink ready: up to %d sessions", self.max_connections)
+                     self.port, self.tls.cert, f" (trust {self.tls.ca})" if self.tls.ca else "")
+
+    def close(self) -> None:
+        """Stop accepting (sessions go on until :meth:`stop`)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for listener in self._listeners:
+            listener.close()
+
+    async def stop(self) -> None:
+        """Stop accepting, send 421 to every open session and close it."""
+        self.close()
+        for conn in list(self.connections):
+            conn.close_with("shutting down")
+        self.connections.clear()
+        if self._listeners:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._listeners[0].wait_closed(), 2)
+
+    def deliver(self, message: MessageReceived) -> Reply:
+        """Hand a complete message to the sink and return the final reply to DATA."""
+        try:
+            stored = self.sink.save(message.envelope, message.data)
+        except StoreError:  # logged by the sink
+            return store_failed()
+        except Exception:  # a bug: this message is refused, the session goes on
+            log.exception("message from <%s> not stored", message.envelope.mail_from)
+            return store_failed()
+        return accepted(stored.id)
 
     def _fit_open_files(self) -> None:
         """Raise the soft open-file limit to the hard one; lower max_connections if still short.
@@ -585,20 +583,6 @@ class SinkServer:
         else:
             self._draining = False
 
-    async def in_store_thread(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in the store's worker thread (the one that indexes), off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._indexer, work)
-
-    @property
-    def tls_cert(self) -> str | None:
-        """The PEM certificate in use (None: TLS off)."""
-        return str(self.tls.cert) if self.tls else None
-
-    @property
-    def tls_ca(self) -> str | None:
-        """The generated authority clients can trust (None: TLS off or a configured certificate)."""
-        return str(self.tls.ca) if self.tls and self.tls.ca else None
-
     async def _prepare_tls(self) -> None:
         """Load or generate the certificate: STARTTLS is offered and implicit TLS listens.
 
@@ -608,7 +592,7 @@ class SinkServer:
         smtp, tls = self.config.smtp, self.config.tls
         try:
             self.tls = await self.loop.run_in_executor(
-                None, setup_tls, tls.cert, tls.key, self.store.path / "tls", smtp.hostname
+                None, setup_tls, tls.cert, tls.key, self.sink.store.path / "tls", smtp.hostname
             )
         except (TLSSetupError, OSError, ImportError) as exc:
             reason = str(exc) if isinstance(exc, TLSSetupError) else f"cannot make a certificate: {exc}"
@@ -618,68 +602,6 @@ class SinkServer:
             self.settings = dataclasses.replace(self.settings, tls_unavailable=reason)
             return
         self.settings = dataclasses.replace(self.settings, starttls=True)
-
-    def refresh_capacity(self) -> str | None:
-        """Look again whether the store can take mail (writable, at least ``min_free_space`` free):
-        one ``statvfs``. Sets :attr:`capacity` (MAIL and DATA answer 452 while it has a problem)
-        and returns the problem, or None."""
-        path, minimum = self.store.path, self.config.store.min_free_space
-        problem = None
-        try:
-            stat = os.statvfs(path)
-            if not os.access(path, os.W_OK):
-                problem = f"store folder {path} is not writable"
-            elif stat.f_bavail * stat.f_frsize < minimum:
-                problem = f"less than min_free_space={minimum} bytes free in {path}"
-        except FileNotFoundError:
-            problem = None  # removed while running: the next save recreates it
-        except OSError as exc:
-            problem = f"store folder {path}: {exc.strerror}"
-        if problem != self.capacity.problem:
-            (log.warning if problem else log.info)("store: %s", problem or "can take mail again")
-        self.capacity.problem = problem
-        return problem
-
-    async def _watch_capacity(self) -> None:
-        """Refresh :attr:`capacity` every CAPACITY_INTERVAL seconds (never inside a session)."""
-        while True:
-            await asyncio.sleep(CAPACITY_INTERVAL)
-            self.refresh_capacity()
-
-    def deliver(self, message: MessageReceived) -> Reply:
-        """Store a complete message and return the final reply to DATA."""
-        try:
-            stored = self.store.save(message.envelope, message.data, self.settings.hostname)
-        except StoreError as exc:
-            log.error("message from <%s> not stored: %s", message.envelope.mail_from, exc.strerror)
-            self.refresh_capacity()  # a full disk: the next MAIL gets 452 at once
-            return store_failed()
-        except Exception:  # a bug: this message is refused, the session goes on
-            log.exception("message from <%s> not stored", message.envelope.mail_from)
-            return store_failed()
-        if log.isEnabledFor(logging.INFO):  # a line per message: build it only when it is written
-            log.info(
-                "stored %s size=%d from=<%s> to=%s",
-                stored.id, stored.size, message.envelope.mail_from, ",".join(message.envelope.rcpt_to),
-            )
-        self._schedule_index()
-        return accepted(stored.id)
-
-    def _schedule_index(self) -> None:
-        """Look at indexing the saved messages in INDEX_DELAY seconds (see INDEX_QUIET)."""
-        self._last_saved = self.loop.time()
-        if not self._index_scheduled:
-            self._index_scheduled = True
-            self.loop.call_later(INDEX_DELAY, self._index_batch)
-
-    def _index_batch(self) -> None:
-        busy = self.loop.time() - self._last_saved < INDEX_QUIET
-        if busy and not self.store.watched and self.store.pending < INDEX_BACKLOG:
-            self.loop.call_later(INDEX_QUIET, self._index_batch)  # look again later
-            return
-        self._index_scheduled = False
-        future = self.loop.run_in_executor(self._indexer, self.store.index_pending)
-        future.add_done_callback(_log_index_error)
 
     async def _sweep(self) -> None:
         """Close sessions that are idle, or too slow to finish a command line or their DATA (421)."""
@@ -710,27 +632,98 @@ class SinkServer:
             if _TRIM is not None:
                 _TRIM(0)
 
+
+def listen_error(exc: OSError, listener: str, host: str, port: int, flag: str) -> ListenError:
+    """The :class:`ListenError` of a port that could not be opened: the errno's own words (asyncio
+    wraps them in "error while attempting to bind on address ..."), the listener and its flag."""
+    reason = os.strerror(exc.errno).lower() if exc.errno and exc.errno > 0 else str(exc.strerror or exc)
+    error = ListenError(exc.errno, reason, listener, f"{host}:{port}", flag)
+    error.filename = f"{host}:{port}"
+    return error
+
+
+class SinkServer:
+    """One running smtp-sink: a :class:`Sink` and its listeners side by side (SMTP, implicit TLS,
+    HTTP), started and stopped in order.
+
+    Start-up: the store and its index, then TLS, then every port is opened, and only then does
+    any serve; "listening on" is logged once every listener is up, followed by one "ready" line.
+    Shutdown: stop accepting, stop HTTP, 421 to open sessions, then index what is pending.
+    """
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self.config = config
+        self.sink = Sink(config, policy)
+        self.smtp = SMTPServer(self.sink)
+        self.http: HTTPServer | None = None  # when [http] enabled, once started
+        # the sink's, for short: its store, fault rules (add, list, clear at run time) and policy
+        self.store, self.rules, self.policy = self.sink.store, self.sink.rules, self.sink.policy
+        self.connections = self.smtp.connections  # the open SMTP sessions
+
+    @property
+    def smtp_port(self) -> int:
+        """The SMTP port (0 until listening)."""
+        return self.smtp.port
+
+    @property
+    def tls_port(self) -> int:
+        """The implicit-TLS port (0: TLS off, or not listening yet)."""
+        return self.smtp.tls_port
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP port (0: HTTP off, or not listening yet)."""
+        return self.http.port if self.http is not None else 0
+
+    @property
+    def tls_cert(self) -> str | None:
+        """The PEM certificate in use (None: TLS off)."""
+        return str(self.smtp.tls.cert) if self.smtp.tls else None
+
+    @property
+    def tls_ca(self) -> str | None:
+        """The generated authority clients can trust (None: TLS off or a configured certificate)."""
+        tls = self.smtp.tls
+        return str(tls.ca) if tls and tls.ca else None
+
+    async def start(self) -> None:
+        """Get everything a session needs ready, open every port, then serve (see the class doc).
+        Raises :class:`ListenError` naming the port that could not be opened."""
+        await self.sink.start()
+        try:
+            await self.smtp.prepare()
+            await self.smtp.bind()
+            if self.config.http.enabled:
+                from .web.app import HTTPServer  # aiohttp is imported only when HTTP is on
+
+                http = self.config.http
+                self.http = HTTPServer(self.sink, http, smtp_port=self.smtp.port)
+                try:
+                    await self.http.start()
+                except OSError as exc:
+                    raise listen_error(exc, "HTTP", http.host, http.port,
+                                       "--http-port (or turn HTTP off with --no-http)") from None
+            await self.smtp.serve()
+        except BaseException:
+            self.smtp.close()
+            if self.http is not None:
+                await self.http.stop()
+                self.http = None
+            await self.sink.stop()
+            raise
+        self.smtp.log_listening()
+        if self.http is not None:
+            self.http.log_listening()
+        log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
+        log.info("smtp-sink ready: up to %d sessions", self.smtp.max_connections)
+
     async def stop(self) -> None:
-        """Stop listening, send 421 to every open session and close it."""
-        for task in (self._sweeper, self._capacity_task):
-            if task is not None:
-                task.cancel()
-        for listener in (self._server, self._tls_server):
-            if listener is not None:
-                listener.close()
+        """Stop listening, send 421 to every open session, then index what is pending."""
+        self.smtp.close()
         if self.http is not None:
             await self.http.stop()
-        for conn in list(self.connections):
-            conn.close_with("shutting down")
-        self.connections.clear()
-        if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-        try:
-            await self.loop.run_in_executor(self._indexer, self.store.close)  # index what is pending
-        except Exception:  # the .eml files are safe; the next start rescans them
-            log.exception("indexing at shutdown failed")
-        self._indexer.shutdown(wait=False)
+        await self.smtp.stop()
+        await self.sink.stop()
         log.info("smtp-sink stopped")
 
 
@@ -796,6 +789,7 @@ class ServerThread:
 
     @property
     def smtp_port(self) -> int:
+        """The server's SMTP port (0 until started)."""
         return self.server.smtp_port
 
     def start(self, timeout: float = START_TIMEOUT) -> SinkServer:

@@ -1,34 +1,32 @@
 """The message store: one ``<id>.eml`` file per accepted message.
 
 A message is written to ``<store>/tmp/`` and ``os.replace``d into place before the server
-answers 250, so a reader never sees half a message and a crash never leaves one. The stored
-bytes are the trace headers of :mod:`smtp_sink.trace` (the envelope, written and read back there)
-followed by exactly what the client sent, dot-stuffing undone.
+answers 250, so a reader never sees half a message and a crash never leaves one. The store deals
+in bytes and ids only: what it is given to save (the trace headers the sink writes with
+:mod:`smtp_sink.trace`, then exactly what the client sent) is what it stores. Readers get
+:class:`~smtp_sink.errors.NotFound` for an id that names no message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from . import trace
-from .ids import id_time, is_id, new_id
+from .errors import NotFound
+from .ids import is_id, new_id
 from .index import Index, IndexUnavailable, Page, damaged, id_floor, transient
-from .message import Address, Summary, detail, summarize
-from .trace import trace_headers
-
-if TYPE_CHECKING:
-    from .trace import Envelope
+from .message import Summary, detail, envelope_summary, part, summarize
 
 __all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
 log = logging.getLogger("smtp_sink")
@@ -56,6 +54,7 @@ class Marked:
 
 StoreEvent = Summary | Deleted | Marked
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class StoreError(OSError):
@@ -70,16 +69,17 @@ class StoredMessage:
     file: str  # its path
     size: int
 
-    @property
-    def path(self) -> Path:
-        return Path(self.file)
-
 
 class Store:
-    """A folder of ``.eml`` files. Safe for several processes: writes are atomic renames."""
+    """A folder of ``.eml`` files. Safe for several processes: writes are atomic renames.
+
+    ``on_event(event)`` is called for each new message indexed (its :class:`Summary`), each
+    deletion (:class:`Deleted`) and read-flag change (:class:`Marked`), in the thread that did it
+    (the :class:`~smtp_sink.sink.Sink` fans them out to its subscribers)."""
 
     def __init__(
         self, path: str | os.PathLike[str], *, fsync: bool = False, max_messages: int = 0, max_age: float = 0.0,
+        on_event: Callable[[StoreEvent], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path / "tmp"
@@ -94,7 +94,7 @@ class Store:
         self._pending_lock = threading.Lock()  # save() appends on the loop thread, the indexer takes
         self._index_checked_at = 0.0  # when the index file's identity was last compared with the path's
         self._trouble: str | None = None  # why the index cannot be written now (logged once per cause)
-        self._subscribers: list[Callable[[StoreEvent], None]] = []
+        self.on_event = on_event
         self._scanned_mtime = -1
         self._scanned_at = 0.0
         self._saves = 0  # messages this process saved (each rename changes the folder's mtime)
@@ -109,10 +109,13 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
-    def save(self, envelope: Envelope, data: bytes | bytearray, hostname: str) -> StoredMessage:
-        """Write one message atomically and return where it is. Raises :class:`StoreError`."""
-        message_id = new_id()
-        header = trace_headers(envelope, message_id, hostname)
+    def save(self, header: bytes, data: bytes | bytearray, message_id: str | None = None) -> StoredMessage:
+        """Write ``header`` then ``data`` as one message, atomically, and return where it is.
+        ``message_id``: the id the header names (a fresh one when None). Raises :class:`StoreError`."""
+        if message_id is None:
+            message_id = new_id()
+        elif not is_id(message_id):
+            raise ValueError(f"not a message id: {message_id[:100]!r}")
         tmp = f"{self._tmp_prefix}{message_id}.{_process_id}{_TMP_SUFFIX}"
         final = f"{self._prefix}{message_id}.eml"
         try:
@@ -151,27 +154,21 @@ class Store:
             return []
         return sorted(name[:-4] for name in names if name.endswith(".eml") and is_id(name[:-4]))
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids())
-
-    def __len__(self) -> int:
-        return len(self.ids())
-
     def file(self, message_id: str) -> Path:
-        """The path of a message; :class:`KeyError` for a malformed or unknown id."""
+        """The path of a message; :class:`NotFound` for a malformed or unknown id."""
         if not is_id(message_id):
-            raise KeyError(message_id)
+            raise NotFound("message", message_id)
         path = self.path / f"{message_id}.eml"
         if not path.exists():
-            raise KeyError(message_id)
+            raise NotFound("message", message_id)
         return path
 
     def read(self, message_id: str) -> bytes:
-        """The stored bytes of a message (trace headers included)."""
+        """The stored bytes of a message (trace headers included); :class:`NotFound` if unknown."""
         try:
             return self.file(message_id).read_bytes()
         except FileNotFoundError:
-            raise KeyError(message_id) from None
+            raise NotFound("message", message_id) from None
 
     def delete(self, ids: str | Iterable[str]) -> int:
         """Remove one message (an id) or several (ids) and their index rows; return how many
@@ -192,10 +189,6 @@ class Store:
         if gone:
             self._notify(Deleted(tuple(sorted(gone))))
         return len(removed)
-
-    def clear(self) -> int:
-        """Remove every message; return how many were removed."""
-        return self.delete_all()
 
     # -- the index and its readers (smtp_sink/index.py) ----------------------------------------
 
@@ -259,33 +252,16 @@ class Store:
                 self._index = None
 
     @property
-    def watched(self) -> bool:
-        """True while someone subscribes to events (a web page is open): index promptly."""
-        return bool(self._subscribers)
-
-    @property
     def pending(self) -> int:
         """Messages saved by this process and not indexed yet."""
         return len(self._pending)
 
-    def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` for each new message (its :class:`Summary`, once indexed), each
-        deletion (:class:`Deleted`) and read-flag change (:class:`Marked`), in the thread that
-        indexed or deleted. Returns a function that unsubscribes."""
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
-
-        return unsubscribe
-
     def _notify(self, event: StoreEvent) -> None:
-        for callback in list(self._subscribers):
+        if self.on_event is not None:
             try:
-                callback(event)
+                self.on_event(event)
             except Exception:  # a broken listener must not break the store
-                log.exception("store subscriber %r failed", callback)
+                log.exception("store event listener %r failed", self.on_event)
 
     def _guard(self, operation: Callable[[], T]) -> T:
         """Run an index operation; a corrupt index file is rebuilt from the files and retried.
@@ -301,7 +277,7 @@ class Store:
                 self.rescan()
             return operation()
 
-    def _softly(self, operation: Callable[[], T], default: T) -> T:
+    def _softly(self, operation: Callable[[], T], default: D) -> T | D:
         """:meth:`_guard` for an index write a reader can do without: when the index cannot be
         written now (full disk, read-only, locked), log it once and return ``default``."""
         try:
@@ -333,13 +309,11 @@ class Store:
             return summarize(message_id, raw, size)
         except Exception:  # one message never stops indexing
             log.exception("message %s: cannot parse it for the index; listing its envelope only", message_id)
-        found = _trace_of(raw)
-        rcpt_to = list(found.rcpt_to)
-        return Summary(
-            id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
-            reply_to=[], subject="", created=id_time(message_id), size=size, attachments=0, snippet="",
-            mail_from=found.mail_from, rcpt_to=rcpt_to,
-        )
+        try:
+            return envelope_summary(message_id, raw, size)
+        except Exception:  # the trace reader is total; this only keeps indexing going if it ever is not
+            log.exception("message %s: cannot read its trace headers", message_id)
+            return envelope_summary(message_id, b"", size)
 
     def index_pending(self) -> int:
         """Index the messages this process saved since the last call, INDEX_CHUNK at a time (so a
@@ -402,7 +376,7 @@ class Store:
             added: list[Summary] = []
             for chunk in range(0, len(new), INDEX_CHUNK):
                 summaries = [s for s in map(self._summarize, new[chunk:chunk + INDEX_CHUNK]) if s is not None]
-                added += self._guard(lambda summaries=summaries: index.insert(summaries))
+                added += self._guard(functools.partial(index.insert, summaries))
             removed = self._guard(lambda: index.remove(gone)) if gone else []
             self._scanned_mtime, self._scanned_at, self._scanned_saves = mtime, time.monotonic(), saves
         for summary in added:
@@ -461,32 +435,47 @@ class Store:
         return self._guard(lambda: self.index.page(start, limit, search, **filters))
 
     def summary(self, message_id: str) -> Summary:
-        """The summary of one message (``latest`` accepted); :class:`KeyError` if unknown."""
+        """The summary of one message (``latest`` accepted); :class:`NotFound` if unknown."""
         message_id = self.resolve(message_id)
         found = self._guard(lambda: self.index.get(message_id))
         if found is None:
             found = self._summarize(message_id)
             if found is None:
-                raise KeyError(message_id)
+                raise NotFound("message", message_id)
             self._softly(lambda: self.index.insert([found]), [])
         return found
 
     def detail(self, message_id: str) -> dict[str, Any]:
-        """Mailpit's message detail (``GET /api/v1/message/{ID}``); :class:`KeyError` if unknown."""
+        """Mailpit's message detail (``GET /api/v1/message/{ID}``); :class:`NotFound` if unknown."""
         message_id = self.resolve(message_id)
         raw = self.read(message_id)
         found = self._guard(lambda: self.index.get(message_id))
         return detail(message_id, raw, read=bool(found and found.read))
 
+    def open_message(self, message_id: str) -> dict[str, Any]:
+        """:meth:`detail` of a message someone opens: it is marked read in passing (best effort:
+        on a full disk the flag is not saved, the detail is still given)."""
+        message_id = self.resolve(message_id)
+        found = detail(message_id, self.read(message_id), read=True)
+        self.mark_read([message_id], True, best_effort=True)
+        return found
+
+    def part(self, message_id: str, part_id: str) -> tuple[str, str, bytes]:
+        """``(content_type, filename, decoded bytes)`` of one part (see :func:`smtp_sink.message.part`);
+        :class:`NotFound` naming the message or the part."""
+        message_id = self.resolve(message_id)
+        return part(self.read(message_id), part_id, within=f"message {message_id}")
+
     def resolve(self, message_id: str) -> str:
-        """An id, with ``latest`` meaning the newest message; :class:`KeyError` if there is none."""
+        """An id, with ``latest`` meaning the newest message; :class:`NotFound` for a malformed id
+        or ``latest`` in an empty store (an unknown well-formed id is found out when read)."""
         if message_id == "latest":
             latest = self.latest_id()
             if latest is None:
-                raise KeyError(message_id)
+                raise NotFound("message", message_id)
             return latest
         if not is_id(message_id):
-            raise KeyError(message_id)
+            raise NotFound("message", message_id)
         return message_id
 
     def latest_id(self) -> str | None:
@@ -505,9 +494,8 @@ class Store:
         ``best_effort`` (reading a message marks it read in passing) logs it and returns 0."""
         self.refresh()
         listed = None if ids is None else [self.resolve(i) if i == "latest" else i for i in ids]
-        failed = object()
-        changed = self._softly(lambda: self.index.set_read(listed, read), failed)
-        if changed is failed:
+        changed = self._softly(lambda: self.index.set_read(listed, read), None)
+        if changed is None:
             if best_effort:
                 return 0
             raise StoreError(errno.ENOSPC, f"read flags not saved: the index in {self.path} cannot be written "
@@ -531,15 +519,7 @@ class Store:
         return removed
 
 
-def _trace_of(raw: bytes) -> trace.Trace:
-    try:
-        return trace.read(raw)
-    except Exception:  # the reader is total; this only keeps indexing going if it ever is not
-        log.exception("cannot read the trace headers")
-        return trace.Trace()
-
-
-def _write_all(fd: int, chunks: list[bytes], done: int = 0) -> None:
+def _write_all(fd: int, chunks: list[bytes | bytearray], done: int = 0) -> None:
     """``os.writev`` until every byte after the first ``done`` is written (short writes happen on a full disk)."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
     while views and done >= len(views[0]):

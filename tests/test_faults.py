@@ -20,7 +20,7 @@ from smtp_wire import connect
 from smtp_sink.ids import new_id
 from smtp_sink.protocol import Policy
 from smtp_sink.server import ServerThread, SinkServer
-from smtp_sink.store import Store
+from smtp_sink.store import Store, StoredMessage
 
 
 @pytest.fixture
@@ -244,10 +244,10 @@ def test_a_message_the_store_fails_on_unexpectedly_gets_451_and_the_session_goes
 ) -> None:
     save = server.store.save
 
-    def buggy_save(envelope, data, hostname):  # type: ignore[no-untyped-def]
+    def buggy_save(header: bytes, data: bytes, message_id: str | None = None) -> StoredMessage:
         if b"explode" in data:
             raise Bug("store exploded")
-        return save(envelope, data, hostname)
+        return save(header, data, message_id)
 
     monkeypatch.setattr(server.store, "save", buggy_save)
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:

@@ -26,9 +26,11 @@ from aiohttp import web
 from conftest import make_config
 from smtp_wire import connect
 
+from smtp_sink.errors import NotFound
 from smtp_sink.ids import new_id
 from smtp_sink.message import part
 from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.sink import Sink
 from smtp_sink.web.app import create_app
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -528,9 +530,10 @@ async def test_an_unexpected_exception_is_logged_and_answered_500(tmp_path: Path
     from aiohttp.test_utils import TestClient, TestServer
 
     caplog.set_level(logging.ERROR)
-    server = SinkServer(make_config(tmp_path / "mail"))
-    server.store.open()
-    app = create_app(server)
+    config = make_config(tmp_path / "mail")
+    sink = Sink(config)
+    sink.store.open()
+    app = create_app(sink, config.http)
 
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")
@@ -539,22 +542,29 @@ async def test_an_unexpected_exception_is_logged_and_answered_500(tmp_path: Path
         return web.Response(text="x", headers={"X-Name": "a\r\nSet-Cookie: injected"})
 
     async def missing(request: web.Request) -> web.Response:
-        raise KeyError("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        raise NotFound("message", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+    async def lookup_bug(request: web.Request) -> web.Response:
+        return web.Response(text={}["a bug's KeyError"])
 
     app.router.add_get("/test/broken", broken)
     app.router.add_get("/test/bad-header", bad_header)
     app.router.add_get("/test/missing", missing)
+    app.router.add_get("/test/lookup-bug", lookup_bug)
     async with TestClient(TestServer(app)) as client:
-        for path, status in (("/test/broken", 500), ("/test/bad-header", 500), ("/test/missing", 404)):
+        for path, status in (("/test/broken", 500), ("/test/bad-header", 500), ("/test/missing", 404),
+                             ("/test/lookup-bug", 500)):
             response = await client.get(path)
             assert response.status == status
             assert "Error" in await response.json()
             assert_guarded(dict(response.headers))
             assert "Set-Cookie" not in response.headers
+        assert (await (await client.get("/test/missing")).json())["Error"] == \
+            "message 01ARZ3NDEKTSV4RRFFQ69G5FAV not found"
         assert (await client.get("/api/v1/info")).status == 200
-    server.store.close()
+    sink.store.close()
     logged = caplog.text
-    assert "RuntimeError: a bug" in logged and "X-Name" in logged
+    assert "RuntimeError: a bug" in logged and "X-Name" in logged and "KeyError" in logged
 
 
 # -- the event stream and list encode off the loop, and still work ----------------------------

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from smtp_sink.errors import NotFound
 from smtp_sink.index import INDEX_FILE, id_floor, parse_query
 from smtp_sink.message import Summary
+from smtp_sink.sink import save_message
 from smtp_sink.store import Deleted, Marked, Store
 from smtp_sink.trace import Envelope
 
@@ -24,7 +26,7 @@ def save(store: Store, i: int, rcpt: str | None = None, subject: str | None = No
     body = (f"From: Sender {i} <sender{i}@example.test>\r\nTo: {rcpt}\r\n"
             f"Subject: {subject or f'order {i} ' + ('even' if i % 2 == 0 else 'odd')}\r\n\r\n"
             f"Thanks for order number n{i}.\r\n").encode()
-    return store.save(envelope, body, "sink.test").id
+    return save_message(store, envelope, body, "sink.test").id
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +152,10 @@ def test_files_added_and_removed_by_hand_are_picked_up(big_store: Path, tmp_path
 
 
 def test_read_flags_and_counts(tmp_path: Path) -> None:
-    store = Store(tmp_path / "mail")
+    events: list[object] = []
+    store = Store(tmp_path / "mail", on_event=events.append)
     store.open()
     ids = [save(store, i) for i in range(4)]
-    events: list[object] = []
-    store.subscribe(events.append)
     assert store.counts() == (4, 4)
     assert store.mark_read(ids[:3]) == 3
     assert store.mark_read(ids[:1]) == 0  # already read
@@ -168,18 +169,17 @@ def test_read_flags_and_counts(tmp_path: Path) -> None:
 
 
 def test_delete_and_delete_all(tmp_path: Path) -> None:
-    store = Store(tmp_path / "mail")
+    events: list[object] = []
+    store = Store(tmp_path / "mail", on_event=events.append)
     store.open()
     ids = [save(store, i) for i in range(5)]
-    events: list[object] = []
-    store.subscribe(events.append)
     store.index_pending()
     assert [e.id for e in events if isinstance(e, Summary)] == ids
     assert store.delete([ids[0], ids[1], "01BADBADBADBADBADBADBADBAD"]) == 2
     assert store.delete(ids[0]) == 0
     assert events[-1] == Deleted((ids[0], ids[1]))
     assert store.ids() == ids[2:] and store.counts() == (3, 3)
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound, match=f"^message {ids[0]} not found$"):
         store.summary(ids[0])
     assert store.delete_all() == 3
     assert events[-1] == Deleted(tuple(ids[2:]), all=True)
@@ -211,7 +211,7 @@ def test_retention_max_age(tmp_path: Path) -> None:
 
 def test_server_indexes_off_the_reply_path_and_notifies(server) -> None:
     events: list[object] = []
-    server.store.subscribe(events.append)
+    server.sink.subscribe(events.append)
     with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
         for i in range(20):
             smtp.sendmail("app@example.test", ["bob@example.test", "secret@example.test"],

@@ -10,6 +10,7 @@ from email.message import EmailMessage
 import pytest
 
 from smtp_sink import message
+from smtp_sink.errors import NotFound
 from smtp_sink.ids import id_time, new_id
 
 TRACE = (
@@ -83,12 +84,8 @@ def test_detail_parts_numbered_like_mailpit() -> None:
     assert message.part(raw, "2") == ("application/pdf", "réport.pdf", b"%PDF-1.4 report")
     assert message.part(raw, "1.2.2")[2] == b"\x89PNG fake"
     assert message.part(raw, "1.1")[0] == "text/plain"
-    try:
-        message.part(raw, "9")
-    except KeyError:
-        pass
-    else:
-        raise AssertionError("part 9 exists?")
+    with pytest.raises(NotFound, match=r"^part 9 of message 01H not found$"):
+        message.part(raw, "9", within="message 01H")
 
 
 def test_html_only_message_gets_text_and_snippet_from_html() -> None:
@@ -333,7 +330,7 @@ def test_parts_past_max_parts_are_not_parsed() -> None:
     summary = message.summarize(new_id(), raw)
     assert summary.attachments == message.MAX_PARTS - 1 and summary.parse_error == detail["ParseError"]
     assert message.part(raw, "1") == ("application/octet-stream", "f0.bin", b"x")
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound):
         message.part(raw, str(message.MAX_PARTS + 100))
     assert message.detail(new_id(), many_parts(message.MAX_PARTS - 1))["ParseError"] == ""
 
@@ -383,7 +380,7 @@ def test_hostile_content_costs_linear_time(raw: bytes) -> None:
     summary = message.summarize(new_id(), raw)
     detail = message.detail(new_id(), raw)
     message.headers(raw)
-    with contextlib.suppress(KeyError):
+    with contextlib.suppress(NotFound):
         message.part(raw, "1")
     assert time.perf_counter() - started < 1.5, "display parsing must stay linear"
     assert summary.size == len(raw) and detail["Size"] == len(raw)

@@ -2,7 +2,7 @@
 
 For any bytes shaped like mail (odd charsets, RFC 2231 and RFC 2047 forms, NULs, folding, deep
 nesting, many parts, huge header lines): ``summarize``, ``detail`` and ``headers`` never raise,
-``part`` raises nothing but KeyError, every value is valid UTF-8 text and JSON, part types are
+``part`` raises nothing but NotFound, every value is valid UTF-8 text and JSON, part types are
 clean tokens, and one message costs bounded time (a generous safety net, not a benchmark:
 bench/stall.py measures). The linear rewrites are also checked against the regexes and the stdlib
 function they replace, on inputs small enough for those to be fast.
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtp_sink import message
+from smtp_sink.errors import NotFound
 
 MESSAGE_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 SECONDS_PER_MESSAGE = 2.0
@@ -44,7 +45,7 @@ def check(raw: bytes) -> dict:
     for part_id in [*listed[:20], "0", "1", "1.1", "2.1.1", "", "x", "1" * 40]:
         try:
             content_type, filename, content = message.part(raw, part_id)
-        except KeyError:
+        except NotFound:
             assert part_id not in listed, part_id
             continue
         assert TOKEN_RE.fullmatch(content_type), content_type
@@ -237,7 +238,7 @@ def test_huge_hostile_messages_are_total_and_bounded(make) -> None:
     listed = [entry["PartID"] for entry in (*detail["Attachments"], *detail["Inline"])]
     try:
         content_type, filename, _ = timed(message.part, raw, listed[-1] if listed else "1")
-    except KeyError:
+    except NotFound:
         assert not listed
     else:
         assert TOKEN_RE.fullmatch(content_type) and not CONTROL_RE.search(filename)

@@ -112,8 +112,37 @@ def test_wait_for_returns_matches_sent_later(inner: pytest.Pytester) -> None:
         def test_to_matches_header_recipients_too(smtp_sink):
             send(smtp_sink, "envelope@example.test", headers="Cc: Carol <carol@example.test>\\r\\n")
             assert smtp_sink.wait_for(to="carol@example.test").rcpt_to == ("envelope@example.test",)
+
+        def test_the_meaning_smtp_sink_wait_has_too(smtp_sink):
+            # smtp_sink.matching: whole addresses ignoring case, subject text ignoring case
+            send(smtp_sink, "joann@example.test", subject="Your INVOICE")
+            assert smtp_sink.matching(to="ann@example.test") == []
+            assert smtp_sink.matching(to="joann") == []
+            assert smtp_sink.wait_for(to="JoAnn@Example.test", subject="invoice").subject == "Your INVOICE"
     ''')
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
+
+
+def test_captured_messages_read_as_the_web_page_and_cli_read_them(inner: pytest.Pytester) -> None:
+    result = run(inner, '''
+        from email.message import EmailMessage
+        from smtp_sink.message import detail
+        from sinkmail import send
+
+        HTML = "<html><head><style>p {}</style></head><body><p>Hello <b>Ann</b></p><p>code 4711</p></body></html>"
+
+        def test_text_html_and_the_parsed_message(smtp_sink):
+            send(smtp_sink, "ann@example.test", subject="=?utf-8?q?Gr=C3=BC=C3=9Fe?=", body=HTML,
+                 headers="Content-Type: text/html; charset=utf-8\\r\\n")
+            mail = smtp_sink.wait_for(to="ann@example.test")
+            shown = detail(mail.id, mail.raw)  # what GET /api/v1/message/{id} and smtp-sink show say
+            assert mail.text == shown["Text"] == "Hello Ann code 4711"
+            assert mail.html == shown["HTML"] and mail.subject == shown["Subject"] == "Grüße"
+            assert mail.summary.to_json()["Subject"] == "Grüße" and mail.summary.id == mail.id
+            assert isinstance(mail.message, EmailMessage)  # for anything else, email.policy.default
+            assert mail.message.get_body(preferencelist=("html",)).get_content().startswith("<html>")
+    ''')
+    result.assert_outcomes(passed=1)
 
 
 def test_wait_for_timeout_lists_what_was_captured(inner: pytest.Pytester) -> None:
@@ -311,7 +340,8 @@ def test_bad_settings_are_clear_setup_errors(inner: pytest.Pytester) -> None:
         "smtp_sink: @pytest.mark.smtp_sink: [auth] mode: must be one of off, accept-any, users, got 'sometimes'",
     ]:
         assert message in lines
-    result.stdout.fnmatch_lines(["smtp_sink: the server did not start: *ddress already in use*127.0.0.1:*"])
+    result.stdout.fnmatch_lines(["smtp_sink: the server did not start: cannot listen on 127.0.0.1:* (SMTP): "
+                                 "address already in use; choose another port with smtp={'port': ...} (0: a free one)"])
     assert "Traceback" not in result.stdout.str()
 
 

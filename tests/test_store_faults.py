@@ -26,6 +26,7 @@ from conftest import make_config
 
 from smtp_sink.index import INDEX_FILE
 from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.sink import save_message
 from smtp_sink.store import Store
 from smtp_sink.trace import Envelope
 
@@ -195,12 +196,12 @@ def test_saves_on_one_thread_while_another_rescans(tmp_path: Path) -> None:
     store.open()
     envelope = Envelope(helo="t", esmtp=True, mail_from="a@example.test", rcpt_to=["b@example.test"], peer="::1")
     for _ in range(6000):  # a long queue of saves whose files were then removed by hand:
-        os.unlink(store.save(envelope, b"Subject: gone\r\n\r\nx\r\n", "sink.test").file)
+        os.unlink(save_message(store, envelope, b"Subject: gone\r\n\r\nx\r\n", "sink.test").file)
     # each rescan below reads the whole queue, and has little else to do
 
     def saver() -> None:
         for _ in range(1000):
-            store.save(envelope, b"Subject: racing\r\n\r\nx\r\n", "sink.test")
+            save_message(store, envelope, b"Subject: racing\r\n\r\nx\r\n", "sink.test")
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)

@@ -23,6 +23,7 @@ from ..errors import NotFound
 from ..index import Page
 from ..message import Summary, headers, part
 from ..store import Store
+from ..web.mailpit import page_json
 from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, load
 
 if TYPE_CHECKING:
@@ -140,19 +141,6 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 def _json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def page_json(page: Page) -> dict[str, Any]:
-    """Mailpit's ``GET /api/v1/messages`` shape."""
-    return {
-        "total": page.total,
-        "unread": page.unread,
-        "count": len(page.messages),
-        "messages_count": page.matched,
-        "start": page.start,
-        "tags": [],
-        "messages": [m.to_json() for m in page.messages],
-    }
 
 
 def _addr(summary: Summary) -> str:
@@ -337,9 +325,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise CommandError(f"message {message_id} has no part {args.part!r}") from None
         _write_bytes(data)
         return EXIT_OK
-    detail = store.detail(message_id)
-    store.mark_read([message_id], best_effort=True)
-    detail["Read"] = True
+    detail = store.open_message(message_id)  # marks it read, as the web page does
     if args.save_attachments is not None:
         saved = _save_attachments(raw, detail, Path(args.save_attachments))
         if args.json:

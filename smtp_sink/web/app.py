@@ -30,18 +30,17 @@ import unicodedata
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .. import __version__
-from ..config import is_loopback
-from ..message import Summary, headers, part
+from ..config import HTTPConfig, is_loopback
+from ..errors import NotFound
+from ..message import Summary, headers
 from ..rules import Rule, RuleError
+from ..sink import Sink
 from ..store import Deleted, Marked, StoreError
-
-if TYPE_CHECKING:
-    from ..server import SinkServer
+from .mailpit import info_json, page_json
 
 log = logging.getLogger("smtp_sink")
 T = TypeVar("T")
@@ -50,8 +49,9 @@ READER_THREADS = 4  # file reads, parsing and JSON work of HTTP requests (SQLite
 STOP_WAIT = 2.0  # seconds the app waits at shutdown for reader work in flight
 MAX_QUERY_NUMBER = 2**63 - 1  # start and limit: what SQLite can hold
 MAX_FILENAME = 200  # characters of a part's file name sent in Content-Disposition
-SERVER_KEY: web.AppKey[SinkServer] = web.AppKey("server", object)  # type: ignore[arg-type]
+SINK_KEY: web.AppKey[Sink] = web.AppKey("sink", Sink)
 AUTH_KEY: web.AppKey[bytes] = web.AppKey("auth", bytes)  # b"user:password", or b"" for none
+SMTP_PORT_KEY: web.AppKey[int] = web.AppKey("smtp_port", int)  # shown by /api/v1/info (0: none)
 PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; frame-src 'self'; object-src 'none'; "
             "frame-ancestors 'none'")
 _CONTENT_CSP = "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'; font-src data:; sandbox"
@@ -110,8 +110,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"Error": message}, status=status, headers=headers)
 
 
-def _server(request: web.Request) -> SinkServer:
-    return request.app[SERVER_KEY]
+def _sink(request: web.Request) -> Sink:
+    return request.app[SINK_KEY]
 
 
 async def _off_loop(request: web.Request, work: Callable[[], T]) -> T:
@@ -128,15 +128,16 @@ async def _json_off_loop(request: web.Request, work: Callable[[], Any], status: 
 @web.middleware
 async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                 ) -> web.StreamResponse:
-    """Check basic auth, the Host and cross-site requests; map errors to JSON (KeyError is 404,
-    anything unexpected is logged and 500): no handler ends in an empty reply."""
+    """Check basic auth, the Host and cross-site requests; map errors to JSON (NotFound is 404 with
+    its text, anything unexpected, a KeyError included, is logged and 500): no handler ends in an
+    empty reply."""
     refused = _refusal(request)
     if refused is not None:
         return refused
     try:
         response = await handler(request)
-    except KeyError as exc:
-        return _error(404, f"message not found: {exc.args[0] if exc.args else ''}")
+    except NotFound as exc:
+        return _error(404, str(exc))
     except APIError as exc:
         return _error(exc.status, exc.message)
     except StoreError as exc:  # e.g. read flags that cannot be saved on a full disk
@@ -224,10 +225,12 @@ def _authorized(header: str, expected: bytes) -> bool:
 
 
 async def list_messages(request: web.Request) -> web.Response:
+    """``GET /api/v1/messages``: one page of summaries, newest first."""
     return await _page(request, None)
 
 
 async def search(request: web.Request) -> web.Response:
+    """``GET /api/v1/search?query=``: one page of the messages matching the query."""
     query = request.query.get("query", "").strip()
     if not query:
         return _error(400, "query is required")
@@ -250,53 +253,37 @@ def _number(request: web.Request, name: str, default: int) -> int:
 
 async def _page(request: web.Request, query: str | None) -> web.Response:
     start, limit = _number(request, "start", 0), _number(request, "limit", 50)
-    store = _server(request).store
-
-    def work() -> dict[str, Any]:
-        page = store.query(start=start, limit=min(limit, 1000) or 50, search=query)
-        return {
-            "total": page.total,
-            "unread": page.unread,
-            "count": len(page.messages),
-            "messages_count": page.matched if query else page.total,
-            "start": start,
-            "tags": [],
-            "messages": [summary.to_json() for summary in page.messages],
-        }
-
-    return await _json_off_loop(request, work)
+    store = _sink(request).store
+    return await _json_off_loop(request, lambda: page_json(store.query(start, min(limit, 1000) or 50, query)))
 
 
 async def message(request: web.Request) -> web.Response:
-    store = _server(request).store
-
-    def work() -> dict[str, Any]:
-        message_id = store.resolve(request.match_info["id"])
-        data = store.detail(message_id)
-        store.mark_read([message_id], True, best_effort=True)
-        data["Read"] = True
-        return data
-
-    return await _json_off_loop(request, work)
+    """The message detail; opening it marks it read."""
+    store = _sink(request).store
+    return await _json_off_loop(request, lambda: store.open_message(request.match_info["id"]))
 
 
 def _read(request: web.Request) -> bytes:
     """The stored bytes of the message the URL names (in a reader thread)."""
-    store = _server(request).store
+    store = _sink(request).store
     return store.read(store.resolve(request.match_info["id"]))
 
 
 async def raw(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/raw``: the stored bytes, as plain text."""
     return web.Response(body=await _off_loop(request, lambda: _read(request)), content_type="text/plain",
                         charset="utf-8")
 
 
 async def message_headers(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/headers``: every header, as stored."""
     return await _json_off_loop(request, lambda: headers(_read(request)))
 
 
 async def message_part(request: web.Request) -> web.Response:
-    content_type, filename, body = await _off_loop(request, lambda: part(_read(request), request.match_info["part"]))
+    """``GET /api/v1/message/{id}/part/{part}``: one part's content, as a download."""
+    store, match = _sink(request).store, request.match_info
+    content_type, filename, body = await _off_loop(request, lambda: store.part(match["id"], match["part"]))
     return web.Response(body=body, headers={
         "Content-Type": media_type(content_type),
         "Content-Disposition": content_disposition(filename),
@@ -336,7 +323,7 @@ def _clean_filename(filename: str) -> str:
 
 async def message_html(request: web.Request) -> web.Response:
     """The HTML body for the page's sandboxed iframe: scripts and remote loads blocked by CSP."""
-    store = _server(request).store
+    store = _sink(request).store
 
     def work() -> bytes:
         html = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
@@ -406,11 +393,12 @@ def _ids(body: dict[str, Any]) -> list[str] | None:
 
 
 async def set_read(request: web.Request) -> web.Response:
+    """``PUT /api/v1/messages``: set the read flag of ``IDs`` (every message without)."""
     body = await _json_body(request, ("IDs", "Read"))
     read = body.get("Read", True)
     if not isinstance(read, bool):
         raise APIError(400, f"Read: expected true or false, got {_show(read)}")
-    ids, store = _ids(body), _server(request).store
+    ids, store = _ids(body), _sink(request).store
     await _off_loop(request, lambda: store.mark_read(ids, read))
     return web.Response(text="ok", content_type="text/plain")
 
@@ -418,7 +406,7 @@ async def set_read(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     """Delete the messages listed in ``IDs``; every message for no body, ``{}`` or ``{"IDs": []}``."""
     ids = _ids(await _json_body(request, ("IDs",)))
-    store = _server(request).store
+    store = _sink(request).store
     if ids is None:
         await _off_loop(request, store.delete_all)
     else:
@@ -427,40 +415,30 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
-    server = _server(request)
-
-    def work() -> dict[str, Any]:
-        total, unread = server.store.counts()
-        return {
-            "Version": __version__,
-            "LatestVersion": "",
-            "Database": str(server.store.path),
-            "DatabaseSize": 0,
-            "Messages": total,
-            "Unread": unread,
-            "Tags": {},
-            "RuntimeStats": {"SMTPAccepted": total, "SMTPPort": server.smtp_port},
-        }
-
-    return await _json_off_loop(request, work)
+    """``GET /api/v1/info``: version, store and counts."""
+    store, smtp_port = _sink(request).store, request.app[SMTP_PORT_KEY]
+    return await _json_off_loop(request, lambda: info_json(*store.counts(), str(store.path), smtp_port))
 
 
 async def list_rules(request: web.Request) -> web.Response:
-    rules = _server(request).rules
+    """``GET /api/v1/rules``: the fault rules in force."""
+    rules = _sink(request).rules
     return await _json_off_loop(request, lambda: [rule.to_json() for rule in rules.rules()])
 
 
 async def add_rule(request: web.Request) -> web.Response:
+    """``POST /api/v1/rules``: add a fault rule (the body is a ``[[rules]]`` table as JSON)."""
     body = await _json_body(request)
     try:
-        rule = _server(request).rules.add(Rule.from_mapping(body))
+        rule = _sink(request).rules.add(Rule.from_mapping(body))
     except (RuleError, TypeError) as exc:
         return _error(400, f"rule: {exc}")
     return await _json_off_loop(request, rule.to_json, status=201)
 
 
 async def clear_rules(request: web.Request) -> web.Response:
-    _server(request).rules.clear()
+    """``DELETE /api/v1/rules``: remove every fault rule."""
+    _sink(request).rules.clear()
     return web.Response(text="ok", content_type="text/plain")
 
 
@@ -486,11 +464,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     def push(event: object) -> None:  # called from the thread that indexed, deleted or marked
         item = _event(event)
         if item is not None:
-            loop.call_soon_threadsafe(lambda: queue.full() or queue.put_nowait(item))
+            loop.call_soon_threadsafe(_offer, queue, item)
 
     # Subscribe before the client sees the stream open: it refreshes its list on open, so
     # nothing that arrives in between is missed.
-    unsubscribe = _server(request).store.subscribe(push)
+    unsubscribe = _sink(request).subscribe(push)
     try:
         await response.prepare(request)
         await response.write(b": connected\n\n")
@@ -509,14 +487,23 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def index_page(request: web.Request) -> web.FileResponse:
+    """``GET /``: the web page."""
     return web.FileResponse(STATIC / "index.html")
 
 
-def create_app(server: SinkServer) -> web.Application:
-    """The aiohttp application for one SMTP server, with its own reader threads (stopped with it)."""
+def _offer(queue: asyncio.Queue[bytes], item: bytes) -> None:
+    """Queue an event for a stream; a client too slow to take 1000 misses the newer ones."""
+    if not queue.full():
+        queue.put_nowait(item)
+
+
+def create_app(sink: Sink, http: HTTPConfig, *, smtp_port: int = 0) -> web.Application:
+    """The aiohttp application of a sink (``http``: its settings; ``smtp_port``: shown by
+    ``/api/v1/info``), with its own reader threads (stopped with it)."""
     app = web.Application(middlewares=[guard], client_max_size=1 << 20)
-    app[SERVER_KEY] = server
-    app[AUTH_KEY] = server.config.http.auth.encode("utf-8")
+    app[SINK_KEY] = sink
+    app[AUTH_KEY] = http.auth.encode("utf-8")
+    app[SMTP_PORT_KEY] = smtp_port
     app[READERS_KEY] = Readers()
     app.on_response_prepare.append(_security_headers)
     app.on_cleanup.append(_stop_readers)
@@ -547,26 +534,31 @@ async def _stop_readers(app: web.Application) -> None:
 
 
 class HTTPServer:
-    """The HTTP listener next to an SMTP server (same event loop)."""
+    """The HTTP listener of a sink (on the event loop it is started on)."""
 
-    def __init__(self, server: SinkServer) -> None:
-        self.server = server
+    def __init__(self, sink: Sink, http: HTTPConfig, *, smtp_port: int = 0) -> None:
+        self.http = http
         # shutdown_timeout: open event streams never finish by themselves; do not wait for them.
-        self.runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        self.runner = web.AppRunner(create_app(sink, http, smtp_port=smtp_port), access_log=None,
+                                    handle_signals=False, shutdown_timeout=0.5)
         self.port = 0
 
     async def start(self) -> None:
-        http = self.server.config.http
+        """Listen and serve (an OSError when the port cannot be opened)."""
+        http = self.http
         await self.runner.setup()
-        site = web.TCPSite(self.runner, http.host, http.port, reuse_address=True)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else http.port
+        await web.TCPSite(self.runner, http.host, http.port, reuse_address=True).start()
+        self.port = next((address[1] for address in self.runner.addresses if isinstance(address, tuple)), http.port)
+
+    def log_listening(self) -> None:
+        """Say where the web page and API are."""
+        http = self.http
         log.info("web page and API on http://%s:%d/%s", http.host, self.port, " (basic auth)" if http.auth else "")
         if not is_loopback(http.host):
             log.warning("the web page and API listen on %s, beyond this machine, over plain HTTP: "
                         "captured mail and the basic-auth password cross the network unencrypted", http.host)
 
     async def stop(self) -> None:
+        """Stop serving (open event streams are cut)."""
         with contextlib.suppress(Exception):
             await self.runner.cleanup()

@@ -1,0 +1,191 @@
+"""The running sink without sockets: store, index scheduling, fault rules, policy, capacity, events.
+
+A :class:`Sink` is what the doors share: the SMTP listeners (:mod:`smtp_sink.server`) hand it
+each received message, the web app (:mod:`smtp_sink.web.app`) reads the store and the rules
+through it and subscribes to its events, the pytest plugin reaches it through its server. It
+opens no port, so it is built and tested on its own.
+
+Indexing (parsing each message for its summary) costs more CPU than receiving it, and the
+indexer thread competes with the SMTP thread for the GIL. So it waits until mail stops flowing,
+unless someone watches (event subscribers) or the backlog grows large. Queries never wait: they
+index what is pending first (:meth:`Store.refresh`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .config import Config
+from .ids import new_id
+from .policy import Capacity, MailboxPolicy
+from .protocol import Policy
+from .rules import RuleSet
+from .store import Store, StoredMessage, StoreError, StoreEvent
+from .trace import Envelope, trace_headers
+
+__all__ = ["Sink", "save_message"]
+log = logging.getLogger("smtp_sink")
+
+CAPACITY_INTERVAL = 0.5  # seconds between two looks at the store's free space and writability
+INDEX_DELAY = 0.02  # seconds between a save and the first look at indexing
+INDEX_QUIET = 0.25  # index once no message arrived for this long
+INDEX_BACKLOG = 20000  # ... or once this many wait
+
+
+def save_message(store: Store, envelope: Envelope, data: bytes | bytearray, hostname: str) -> StoredMessage:
+    """Store one received message: the trace headers of :mod:`smtp_sink.trace` (the envelope,
+    naming ``hostname``), then ``data``. Raises :class:`StoreError`."""
+    message_id = new_id()
+    return store.save(trace_headers(envelope, message_id, hostname), data, message_id)
+
+
+class Sink:
+    """What a running smtp-sink is, without sockets (see the module doc)."""
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self.config = config
+        self.rules = RuleSet(config.rules)  # fault rules; add, list and clear them at run time
+        self.capacity = Capacity()  # can the store take mail: refreshed on a timer (see start)
+        self.policy = policy or MailboxPolicy(config.policy, self.capacity, self.rules)
+        store = config.store
+        self.store = Store(store.path, fsync=store.fsync, max_messages=store.max_messages, max_age=store.max_age,
+                           on_event=self._publish)
+        self._subscribers: list[Callable[[StoreEvent], None]] = []
+        # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
+        self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._index_scheduled = False
+        self._last_saved = 0.0
+        self._capacity_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the store and its index (rebuilt from the files if needed), look at the free space
+        and start watching it. Raises RuntimeError when the store folder cannot be used."""
+        self._loop = loop = asyncio.get_running_loop()
+        try:
+            self.store.open()
+        except OSError as exc:
+            raise RuntimeError(f"cannot use store folder {self.store.path}: {exc.strerror or exc}") from None
+        try:  # open the index before the first client
+            await loop.run_in_executor(self._indexer, lambda: self.store.index)
+        except Exception:  # the .eml files are safe; queries retry opening it
+            log.exception("opening the index failed")
+        self.refresh_capacity()
+        self._capacity_task = loop.create_task(self._watch_capacity())
+
+    async def stop(self) -> None:
+        """Stop watching, index what is pending and close the index."""
+        if self._capacity_task is not None:
+            self._capacity_task.cancel()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._indexer, self.store.close)
+        except Exception:  # the .eml files are safe; the next start rescans them
+            log.exception("indexing at shutdown failed")
+        self._indexer.shutdown(wait=False)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def save(self, envelope: Envelope, data: bytes | bytearray) -> StoredMessage:
+        """Store a received message and schedule its indexing. Raises :class:`StoreError` (after
+        looking at the capacity again: on a full disk the next MAIL gets 452 at once)."""
+        try:
+            stored = save_message(self.store, envelope, data, self.config.smtp.hostname)
+        except StoreError as exc:
+            log.error("message from <%s> not stored: %s", envelope.mail_from, exc.strerror)
+            self.refresh_capacity()
+            raise
+        if log.isEnabledFor(logging.INFO):  # a line per message: build it only when it is written
+            log.info("stored %s size=%d from=<%s> to=%s",
+                     stored.id, stored.size, envelope.mail_from, ",".join(envelope.rcpt_to))
+        self._schedule_index()
+        return stored
+
+    def _schedule_index(self) -> None:
+        """Look at indexing the saved messages in INDEX_DELAY seconds (see INDEX_QUIET). Not started
+        (no loop): they stay pending until the next query indexes them."""
+        loop = self._loop
+        if loop is None:
+            return
+        self._last_saved = loop.time()
+        if not self._index_scheduled:
+            self._index_scheduled = True
+            loop.call_later(INDEX_DELAY, self._index_batch)
+
+    def _index_batch(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        busy = loop.time() - self._last_saved < INDEX_QUIET
+        if busy and not self.watched and self.store.pending < INDEX_BACKLOG:
+            loop.call_later(INDEX_QUIET, self._index_batch)  # look again later
+            return
+        self._index_scheduled = False
+        with contextlib.suppress(RuntimeError):  # stopped meanwhile: close() indexes what is pending
+            loop.run_in_executor(self._indexer, self.store.index_pending).add_done_callback(_log_index_error)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    @property
+    def watched(self) -> bool:
+        """True while someone subscribes to events (a web page is open): index promptly."""
+        return bool(self._subscribers)
+
+    def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each new message (its :class:`~smtp_sink.message.Summary`,
+        once indexed), each deletion (:class:`~smtp_sink.store.Deleted`) and read-flag change
+        (:class:`~smtp_sink.store.Marked`), in the thread that indexed, deleted or marked.
+        Returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _publish(self, event: StoreEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken listener must not break the store
+                log.exception("event subscriber %r failed", callback)
+
+    # -- capacity ---------------------------------------------------------------------------------
+
+    def refresh_capacity(self) -> str | None:
+        """Look again whether the store can take mail (writable, at least ``min_free_space`` free):
+        one ``statvfs``. Sets :attr:`capacity` (MAIL and DATA answer 452 while it has a problem)
+        and returns the problem, or None."""
+        path, minimum = self.store.path, self.config.store.min_free_space
+        problem = None
+        try:
+            stat = os.statvfs(path)
+            if not os.access(path, os.W_OK):
+                problem = f"store folder {path} is not writable"
+            elif stat.f_bavail * stat.f_frsize < minimum:
+                problem = f"less than min_free_space={minimum} bytes free in {path}"
+        except FileNotFoundError:
+            problem = None  # removed while running: the next save recreates it
+        except OSError as exc:
+            problem = f"store folder {path}: {exc.strerror}"
+        if problem != self.capacity.problem:
+            (log.warning if problem else log.info)("store: %s", problem or "can take mail again")
+        self.capacity.problem = problem
+        return problem
+
+    async def _watch_capacity(self) -> None:
+        """Refresh :attr:`capacity` every CAPACITY_INTERVAL seconds (never inside a session)."""
+        while True:
+            await asyncio.sleep(CAPACITY_INTERVAL)
+            self.refresh_capacity()
+
+
+def _log_index_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("indexing failed", exc_info=future.exception())
