@@ -136,8 +136,8 @@ def _byte_fields(raw: bytes | bytearray) -> Iterator[_Field]:
     pos, size = 0, len(raw)
     if raw.startswith(b"From "):  # an mbox "From " line, as the email parser skips it
         pos = raw.find(b"\n") + 1 or size
-    name: bytes | None = None
-    parts: list[bytes] = []
+    name: bytes | bytearray | None = None
+    parts: list[bytes | bytearray] = []
     first_end = 0
     while pos < size:
         end = raw.find(b"\n", pos)
@@ -158,7 +158,7 @@ def _byte_fields(raw: bytes | bytearray) -> Iterator[_Field]:
         yield _decoded(name, parts, first_end, min(pos, size))
 
 
-def _decoded(name: bytes, parts: list[bytes], first_end: int, end: int) -> _Field:
+def _decoded(name: bytes | bytearray, parts: list[bytes | bytearray], first_end: int, end: int) -> _Field:
     return name.decode("ascii", "replace").lower(), b"\r\n".join(parts).decode("utf-8", "replace"), first_end, end
 
 
