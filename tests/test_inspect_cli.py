@@ -332,3 +332,27 @@ def test_watch_prints_the_mail_of_a_store_that_appears_later(tmp_path: Path, ser
         proc.kill()
         proc.wait()
     assert "first in a new store" in line and line.startswith(server.store.ids()[-1])
+
+
+def test_wait_matches_as_the_pytest_plugins_wait_for(server: SinkServer) -> None:
+    """`smtp-sink wait` and the plugin's `wait_for` share one meaning (smtp_sink.matching.Criteria):
+    whole addresses ignoring case, subject text ignoring case; not word prefixes."""
+    from smtp_sink.matching import Criteria
+
+    send(server, "Welcome Bobby", "bobby@example.test")
+    send(server, "Your invoice", "Bob@Example.test")
+    store = server.store.path
+    cases = [
+        ({"to": "bob@example.test"}, "Your invoice"),  # whole address, any case; not bobby@
+        ({"to": "BOBBY@EXAMPLE.TEST"}, "Welcome Bobby"),
+        ({"subject": "elcome"}, "Welcome Bobby"),  # text inside a word
+        ({"sender": "APP@example.test", "to": "bobby@example.test"}, "Welcome Bobby"),
+        ({"to": "bob@example"}, None),  # not a whole address
+    ]
+    summaries = server.store.query(0, 10).messages
+    for wanted, subject in cases:
+        flags = [f"--{'from' if key == 'sender' else key}={value}" for key, value in wanted.items()]
+        result = run(store, "wait", *flags, "--timeout", "0.3", "--json")
+        by_cli = json.loads(result.stdout)["Subject"] if result.returncode == 0 else None
+        by_plugin = next((s.subject for s in summaries if Criteria(**wanted).matches(s)), None)
+        assert by_cli == by_plugin == subject, (wanted, by_cli, by_plugin)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
 from ..index import Page
+from ..matching import Criteria
 from ..message import Summary, headers, part
 from ..store import Store
 from ..web.mailpit import page_json
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .common import Commands
 
 POLL_INTERVAL = 0.1  # seconds between looks at the store in wait and watch
+WAIT_PAGE = 500  # summaries read per index query while wait looks for a match
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -77,7 +79,12 @@ def register(commands: Commands) -> None:
     search.add_argument("--json", action="store_true", help="print JSON (Mailpit's message list shape)")
 
     wait = add("wait", cmd_wait, "wait until a matching message is in the store, print its id (exit 1 on timeout)")
-    filters(wait)
+    # the meaning of the pytest plugin's wait_for (smtp_sink.matching.Criteria), not word prefixes
+    wait.add_argument("--from", dest="from_", metavar="ADDR",
+                      help="the envelope sender or the From address is ADDR (whole address, any case)")
+    wait.add_argument("--to", metavar="ADDR",
+                      help="an envelope recipient or a To/Cc/Bcc address is ADDR (whole address, any case)")
+    wait.add_argument("--subject", metavar="TEXT", help="the subject contains TEXT (any case)")
     wait.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (default 30)")
     wait.add_argument("--new", action="store_true", help="only messages arriving after wait started")
     wait.add_argument("--since", metavar="T", help="only messages since T (as in list)")
@@ -351,17 +358,35 @@ def cmd_wait(args: argparse.Namespace) -> int:
     """Print the id (``--json``: the summary) of the newest matching message once there is one."""
     since = time.time() if args.new else (parse_time(args.since) if args.since else None)
     store = _store(args, wait=True)
+    criteria = Criteria(to=args.to, sender=args.from_, subject=args.subject)
     deadline = time.monotonic() + max(0.0, args.timeout)
+    looked = ""  # the newest id already looked at: later polls read only what came after it
     while True:
         if _appeared(store):
-            page = store.query(0, 1, None, from_=args.from_, to=args.to, subject=args.subject, since=since)
-            if page.messages:
-                found = page.messages[0]
+            found, looked = _newest_match(store, criteria, args, since, looked)
+            if found is not None:
                 _json(found.to_json()) if args.json else print(found.id)
                 return EXIT_OK
         if time.monotonic() >= deadline:
             raise CommandError(_not_seen(args, store))
         time.sleep(POLL_INTERVAL)
+
+
+def _newest_match(store: Store, criteria: Criteria, args: argparse.Namespace, since: float | None,
+                  after: str) -> tuple[Summary | None, str]:
+    """The newest message after id ``after`` that ``criteria`` matches, and the newest id looked at.
+    The index narrows by sender and recipient words first (every exact match has those words)."""
+    newest, start = after, 0
+    while True:
+        page = store.query(start, WAIT_PAGE, None, from_=args.from_, to=args.to, since=since, after=after or None)
+        if page.messages:
+            newest = max(newest, page.messages[0].id)
+        for summary in page.messages:
+            if criteria.matches(summary):
+                return summary, newest
+        if len(page.messages) < WAIT_PAGE:
+            return None, newest
+        start += WAIT_PAGE
 
 
 def _not_seen(args: argparse.Namespace, store: Store) -> str:
