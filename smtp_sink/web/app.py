@@ -326,7 +326,7 @@ async def message_html(request: web.Request) -> web.Response:
     store = _sink(request).store
 
     def work() -> bytes:
-        html = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
+        html: str = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
         return html.encode("utf-8", "replace")
 
     return web.Response(body=await _off_loop(request, work), content_type="text/html", charset="utf-8",
