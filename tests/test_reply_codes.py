@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from smtp_wire import Wire, connect
+from support.servers import Servers
+from support.wire import Wire, connect
 
-from smtp_sink.config import load
 from smtp_sink.replies import Code
 from smtp_sink.rules import Rule
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 POLICY = """
 [smtp]
@@ -29,13 +27,8 @@ moved = { "gone@example.test" = "gone@elsewhere.test" }
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[SinkServer]:
-    path = tmp_path / "codes.toml"
-    path.write_text(POLICY)
-    config = load(path, {"smtp": {"port": 0}, "store": {"path": str(tmp_path / "mail")}}, environ={})
-    thread = ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=False)))
-    yield thread.start()
-    thread.stop()
+def sink(start_server: Servers) -> SinkServer:
+    return start_server(toml=POLICY)
 
 
 def greeted(server: SinkServer) -> Wire:
@@ -109,7 +102,7 @@ AUTH_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0s3cret").dec
 WRONG_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0wrong").decode()
 
 
-Start = Callable[..., SinkServer]  # the server_factory fixture
+Start = Servers  # the start_server fixture
 
 
 def auth_sink(start: Start, **auth: object) -> SinkServer:
@@ -150,8 +143,8 @@ def test_every_code_of_the_table_is_provoked_by_a_test() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(AUTH_PROVOKE))
-def test_auth_and_tls_code_is_provoked_on_purpose(server_factory: Start, code: int) -> None:
-    assert AUTH_PROVOKE[code](server_factory) == code
+def test_auth_and_tls_code_is_provoked_on_purpose(start_server: Start, code: int) -> None:
+    assert AUTH_PROVOKE[code](start_server) == code
 
 
 @pytest.mark.parametrize("code", SMTP_CODES)
