@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from support.browser import chromium
 from support.processes import Processes
 from support.servers import Servers
+from support.system import skip_unless_root, tmpfs
 
 from smtp_sink.server import SinkServer
 
@@ -51,6 +53,15 @@ def start_process(tmp_path: Path) -> Iterator[Processes]:
     processes = Processes(tmp_path / "mail")
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture
+def mount_tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a real tmpfs: ``mount_tmpfs(path, "size=256k")``; unmounted at teardown. Only root may
+    mount: the test is skipped otherwise, before it starts."""
+    skip_unless_root("mount a tmpfs: a real small or read-only filesystem")
+    with contextlib.ExitStack() as mounts:
+        yield lambda path, options: mounts.enter_context(tmpfs(path, options))
 
 
 @pytest.fixture(scope="module")

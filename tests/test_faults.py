@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,15 +77,9 @@ def test_startup_sweeps_orphan_temp_files_of_dead_processes(start_process: Proce
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+def tiny_disk(tmp_path: Path, mount_tmpfs: Callable[[Path, str], Path]) -> Path:
     """A real 256 KiB filesystem (tmpfs, mounted as root) to fill up."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mount_tmpfs(tmp_path / "tiny", "size=256k")
 
 
 def test_disk_full_answers_451_and_keeps_serving(tiny_disk: Path, start_server: Servers) -> None:
@@ -134,17 +128,16 @@ def test_short_of_min_free_space_answers_452_at_mail_and_data(tiny_disk: Path, s
     assert server.store.ids() == []
 
 
-def test_store_not_writable_answers_452(tmp_path: Path, start_server: Servers) -> None:
+def test_store_not_writable_answers_452(
+    tmp_path: Path, start_server: Servers, mount_tmpfs: Callable[[Path, str], Path]  # unmounted first, then stopped
+) -> None:
     server = start_server(tmp_path / "ro" / "mail", store_options={"min_free_space": 0})
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(server.store.path)], check=True)
-    try:
-        time.sleep(1.1)
-        with connect(server.smtp_port) as wire:
-            wire.cmd("EHLO c.test")
-            code, lines = wire.cmd("MAIL FROM:<a@example.test>")
-            assert code == 452 and "not writable" in lines[0]
-    finally:
-        subprocess.run(["umount", "-l", str(server.store.path)], check=False)
+    mount_tmpfs(server.store.path, "ro,size=64k")
+    time.sleep(1.1)
+    with connect(server.smtp_port) as wire:
+        wire.cmd("EHLO c.test")
+        code, lines = wire.cmd("MAIL FROM:<a@example.test>")
+        assert code == 452 and "not writable" in lines[0]
 
 
 # -- an unexpected error in one session: a reply, a logged traceback, and everyone else goes on ----

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.processes import Processes, ServerProcess, clean_env
+from support.system import skip_unless_open_file_limit
 from support.wire import Wire, connect
 
 from smtp_sink.replies import Code
@@ -24,6 +25,7 @@ def limited(start_process: Processes) -> Callable[..., ServerProcess]:
     environment (plus ``env``)."""
 
     def start(soft: int, hard: int, **env: str) -> ServerProcess:
+        skip_unless_open_file_limit(hard)
         return start_process(env=clean_env(**env), open_files=(soft, hard))
 
     return start
