@@ -1,8 +1,10 @@
-"""The suite's own pytest settings (``[tool.pytest.ini_options]`` in pyproject.toml) do what they say:
-a crash in a server's thread fails the test instead of passing by as a warning."""
+"""The suite's own machinery does what it says: with the pytest settings of pyproject.toml a crash in a
+server's thread fails the test instead of passing by as a warning, and the ``start_server`` and
+``start_process`` fixtures stop what they started even when the test fails."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import textwrap
 
@@ -58,3 +60,42 @@ def test_a_crash_in_a_server_thread_fails_the_test(pytester: pytest.Pytester, se
     else:
         assert result.ret == pytest.ExitCode.OK, output
         result.assert_outcomes(passed=1, warnings=1)
+
+
+FAILS_WITH_SERVERS_RUNNING = """
+    import os
+    import socket
+    from pathlib import Path
+
+    import pytest
+
+
+    def test_fails_with_servers_running(start_server, start_process, tmp_path):
+        first, web = start_server(), start_server(tmp_path / "other", http=True)
+        restarted = start_server.stop(first) or start_server()  # the restart pattern: same store again
+        process = start_process()
+        ports = [restarted.smtp_port, web.smtp_port, web.http_port, process.port]
+        Path("started.txt").write_text(" ".join(map(str, [process.pid, *ports])))
+        assert False, "a test failing with servers running"
+
+
+    def test_afterwards_nothing_runs():
+        pid, *ports = map(int, Path("started.txt").read_text().split())
+        for port in ports:
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+"""
+
+
+def test_start_server_and_start_process_stop_everything_when_the_test_fails(pytester: pytest.Pytester) -> None:
+    """The suite's own conftest and support/ in a fresh run: a test fails with two servers and a
+    ``serve`` process running; by the next test no port answers and the process is gone."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    shutil.copy(ROOT / "tests" / "conftest.py", pytester.path)
+    shutil.copytree(ROOT / "tests" / "support", pytester.path / "support")
+    pytester.makepyfile(test_inner=textwrap.dedent(FAILS_WITH_SERVERS_RUNNING))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: a test failing with servers running"])  # the test's own failure
