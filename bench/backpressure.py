@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from .tools import HOST, free_port, proc_cpu, proc_status, stop, wait_smtp
+from .tools import HOST, free_port, proc_cpu, proc_status, settle, stop, wait_smtp
 
 MB = 1_000_000
 MESSAGE = b"Subject: meanwhile\r\n\r\nsent while others flood the server\r\n"
@@ -45,21 +45,6 @@ def start_server(folder: Path, loop: str, **smtp: object) -> tuple[subprocess.Po
     )
     wait_smtp(port, proc)
     return proc, port
-
-
-def settle(pid: int, quiet: float = 0.5, timeout: float = 120.0) -> None:
-    """Wait until the process stops using CPU."""
-    def cpu() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    deadline, last = time.monotonic() + timeout, cpu()
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = cpu()
-        if now == last:
-            return
-        last = now
 
 
 def send_one(port: int) -> float:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .servers import Server
-from .tools import BenchError, free_port, proc_status, stop
+from .tools import BenchError, free_port, proc_status, settle, stop
 from .workloads import smtp_source, verify
 
 
@@ -21,22 +20,6 @@ class Growth:
     hwm: int
 
 
-def _settle(pid: int, quiet: float = 0.5, timeout: float = 60.0) -> None:
-    """Wait until the process stops using CPU (its batched indexing has caught up)."""
-    def cpu() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-
-    deadline = time.monotonic() + timeout
-    last = cpu()
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = cpu()
-        if now == last:
-            return
-        last = now
-
-
 def rss_growth(server: Server, work: Path, first: int, total: int) -> Growth:
     """Send ``first`` 1 KiB messages (10 kept sessions), read VmRSS; send up to ``total``, read again."""
     folder = work / "memory"
@@ -45,10 +28,10 @@ def rss_growth(server: Server, work: Path, first: int, total: int) -> Growth:
     proc = server.start(port, folder)
     try:
         smtp_source(port, first, 1024, 10, True)
-        _settle(proc.pid)
+        settle(proc.pid)
         rss_first = proc_status(proc.pid, "VmRSS")
         smtp_source(port, total - first, 1024, 10, True)
-        _settle(proc.pid)
+        settle(proc.pid)
         rss_total = proc_status(proc.pid, "VmRSS")
         hwm = proc_status(proc.pid, "VmHWM")
         verify(server, folder, total, 1024)

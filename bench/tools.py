@@ -93,6 +93,17 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
+def settle(pid: int, quiet: float = 0.5, timeout: float = 120.0) -> None:
+    """Wait until process ``pid`` stops using CPU (e.g. its batched indexing has caught up)."""
+    deadline, last = time.monotonic() + timeout, proc_cpu(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = proc_cpu(pid)
+        if now == last:
+            return
+        last = now
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class NotFound(LookupError):
     """No such message, part (or other thing) exists. ``kind`` and ``key`` say which, and
@@ -26,5 +28,8 @@ class ListenError(OSError):
         self.listener, self.address, self.flag = listener, address, flag
 
     def __str__(self) -> str:
-        return (f"cannot listen on {self.address} ({self.listener}): {self.strerror}; "
-                f"choose another port with {self.flag}")
+        where = f"cannot listen on {self.address} ({self.listener}): {self.strerror}"
+        if self.errno == errno.EADDRNOTAVAIL:  # another port will not help: the host is not this machine's
+            host_flag = "--http-host" if self.listener == "HTTP" else "--host"
+            return f"{where}; that address is not one of this machine's (see {host_flag})"
+        return f"{where}; choose another port with {self.flag}"

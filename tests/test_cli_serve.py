@@ -81,6 +81,7 @@ def test_address_not_on_this_machine_is_one_line_and_exit_1(tmp_path: Path) -> N
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith("smtp-sink: cannot listen on 192.0.2.1:0") and "cannot assign requested address" in line
+    assert "not one of this machine's (see --host)" in line and "another port" not in line  # a port will not help
 
 
 def test_store_that_is_a_file_is_one_line_and_exit_1(tmp_path: Path) -> None:

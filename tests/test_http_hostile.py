@@ -30,7 +30,7 @@ from support.wire import connect
 
 from smtp_sink.errors import NotFound
 from smtp_sink.ids import new_id
-from smtp_sink.message import part
+from smtp_sink.message import part, summarize
 from smtp_sink.server import SinkServer
 from smtp_sink.sink import Sink
 from smtp_sink.web.app import create_app
@@ -98,25 +98,34 @@ def slow_download(seconds: float = 2.0) -> bytes:
     return attachment_message(int(4_000_000 * scale))
 
 
-def drop_many(server: SinkServer, count: int) -> None:
-    """``count`` messages dropped into the store at once: the next listing indexes them all."""
-    body = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: dropped\r\n\r\n" + b"text " * 400 + b"\r\n"
+DROPPED = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: dropped\r\n\r\n" + b"text " * 400 + b"\r\n"
+
+
+def drop_many(server: SinkServer, seconds: float = 2.0) -> None:
+    """Enough messages dropped into the store at once that the next listing, which indexes them
+    all, takes about ``seconds`` on this machine (measured on :func:`smtp_sink.message.summarize`;
+    between 2,000 and 40,000)."""
+    start = time.perf_counter()
+    for _ in range(200):
+        summarize(new_id(), DROPPED)
+    per_message = (time.perf_counter() - start) / 200
+    count = int(min(max(seconds / max(per_message, 1e-6) / 2, 2000), 40000))  # indexing also reads and inserts
     path = Path(server.store.path)
     for _ in range(count):
-        (path / f"{new_id()}.eml").write_bytes(body)
+        (path / f"{new_id()}.eml").write_bytes(DROPPED)
 
 
 @pytest.mark.parametrize("slow", ["download", "listing"])
 def test_a_slow_request_holds_up_neither_smtp_nor_another_request(web_server: SinkServer, slow: str) -> None:
     """While one request is slow (the download of a big attachment, or a listing that first indexes
-    4,000 messages dropped into the store), another API request (it needs a reader thread too, but
+    thousands of messages dropped into the store), another API request (it needs a reader thread too, but
     no index) and an SMTP NOOP are answered promptly, long before it."""
     small_id = drop(web_server, SIMPLE)
     if slow == "download":
         path = f"/api/v1/message/{drop(web_server, slow_download())}/part/2"
     else:
         assert counts(web_server) == (1, 1)  # indexed now: the listing below has only the new ones to do
-        drop_many(web_server, 4000)
+        drop_many(web_server)
         path = "/api/v1/messages"
     done: dict[str, float] = {}
     with connect(web_server.smtp_port) as wire:
