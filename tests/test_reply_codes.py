@@ -102,26 +102,23 @@ AUTH_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0s3cret").dec
 WRONG_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0wrong").decode()
 
 
-Start = Servers  # the start_server fixture
-
-
-def auth_sink(start: Start, **auth: object) -> SinkServer:
+def auth_sink(start: Servers, **auth: object) -> SinkServer:
     """A server with ``[auth] mode = "users"`` (and so TLS) on."""
     return start(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}, **auth})
 
 
-def a235(start: Start) -> int: return code_after(greeted(auth_sink(start)), AUTH_PLAIN)
-def a334(start: Start) -> int: return code_after(greeted(auth_sink(start)), "AUTH LOGIN")
-def a454(start: Start) -> int:
+def a235(start: Servers) -> int: return code_after(greeted(auth_sink(start)), AUTH_PLAIN)
+def a334(start: Servers) -> int: return code_after(greeted(auth_sink(start)), "AUTH LOGIN")
+def a454(start: Servers) -> int:
     server = auth_sink(start)
     server.rules.add(Rule(stage="starttls", code=454, text="TLS not available"))
     return code_after(greeted(server), "STARTTLS")
-def a530(start: Start) -> int: return code_after(greeted(auth_sink(start)), "MAIL FROM:<x@example.test>")
-def a535(start: Start) -> int: return code_after(greeted(auth_sink(start)), WRONG_PLAIN)
-def a538(start: Start) -> int: return code_after(greeted(auth_sink(start, require_tls=True)), AUTH_PLAIN)
+def a530(start: Servers) -> int: return code_after(greeted(auth_sink(start)), "MAIL FROM:<x@example.test>")
+def a535(start: Servers) -> int: return code_after(greeted(auth_sink(start)), WRONG_PLAIN)
+def a538(start: Servers) -> int: return code_after(greeted(auth_sink(start, require_tls=True)), AUTH_PLAIN)
 
 
-AUTH_PROVOKE: dict[int, Callable[[Start], int]] = {
+AUTH_PROVOKE: dict[int, Callable[[Servers], int]] = {
     int(name[1:]): func for name, func in globals().items() if name[:1] == "a" and name[1:].isdigit()
 }
 
@@ -143,7 +140,7 @@ def test_every_code_of_the_table_is_provoked_by_a_test() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(AUTH_PROVOKE))
-def test_auth_and_tls_code_is_provoked_on_purpose(start_server: Start, code: int) -> None:
+def test_auth_and_tls_code_is_provoked_on_purpose(start_server: Servers, code: int) -> None:
     assert AUTH_PROVOKE[code](start_server) == code
 
 
