@@ -1,17 +1,21 @@
-"""Shared fixtures: a real server on a free port with a temporary store."""
+"""Shared fixtures: real servers on free ports with a temporary store (helpers live in support/)."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.browser import chromium
+from support.processes import Processes
+from support.servers import Servers
+from support.system import skip_unless_root, tmpfs
 
-from smtp_sink.config import Config, SMTPConfig, StoreConfig
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 # The console scripts (smtp-sink, smtp-send) the tests run are those of the Python running the
 # tests, as in an activated virtual environment: `.venv/bin/python -m pytest` finds .venv/bin's.
@@ -20,49 +24,48 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _SCRIPTS:
     os.environ["PATH"] = _SCRIPTS + os.pathsep + os.environ.get("PATH", "")
 
 
-def make_config(
-    store: Path, store_options: dict[str, object] | None = None, *,
-    auth: dict[str, object] | None = None, tls: dict[str, object] | None = None, **smtp: object,
-) -> Config:
-    """A config for tests: free ports, no HTTP, the given store (and ``[store]`` options), SMTP
-    overrides, and ``[auth]`` / ``[tls]`` keys (``tls`` defaults to a free implicit-TLS port)."""
-    base = Config()
-    return dataclasses.replace(
-        base,
-        smtp=dataclasses.replace(SMTPConfig(port=0), **smtp),
-        store=StoreConfig(path=str(store), **(store_options or {})),
-        auth=dataclasses.replace(base.auth, **(auth or {})),
-        tls=dataclasses.replace(base.tls, **{"port": 0, **(tls or {})}),
-        http=dataclasses.replace(base.http, enabled=False, port=0),
-    )
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Servers]:
+    """Start real servers: ``start_server(max_recipients=3)``, ``start_server(http=True)``,
+    ``start_server(store, toml=TEXT)``... (see :class:`support.servers.Servers`); ``start_server.stop(s)``
+    stops one early. Every server still running is stopped at teardown, even when the test failed."""
+    servers = Servers(tmp_path / "mail")
+    yield servers
+    servers.stop_all()
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
-    """Start servers with custom settings: ``server_factory(max_recipients=3)``."""
-    threads: list[ServerThread] = []
-
-    def start(**smtp: object) -> SinkServer:
-        thread = ServerThread(make_config(tmp_path / "mail", **smtp))  # type: ignore[arg-type]
-        threads.append(thread)
-        return thread.start()
-
-    yield start
-    for thread in threads:
-        thread.stop()
+def server(start_server: Servers) -> SinkServer:
+    """A running server with default settings, HTTP off."""
+    return start_server()
 
 
 @pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[SinkServer]:
+def web_server(start_server: Servers) -> SinkServer:
     """A running server with its HTTP API on a free port (``server.http_port``)."""
-    config = make_config(tmp_path / "mail")
-    config = dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0))
-    thread = ServerThread(config)
-    yield thread.start()
-    thread.stop()
+    return start_server(http=True)
 
 
 @pytest.fixture
-def server(server_factory) -> SinkServer:
-    """A running server with default settings."""
-    return server_factory()
+def start_process(tmp_path: Path) -> Iterator[Processes]:
+    """Start ``smtp-sink serve`` child processes: ``start_process("--auth", "accept-any", store=...)``;
+    every one still running is stopped at teardown."""
+    processes = Processes(tmp_path / "mail")
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def mount_tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a real tmpfs: ``mount_tmpfs(path, "size=256k")``; unmounted at teardown. Only root may
+    mount: the test is skipped otherwise, before it starts."""
+    skip_unless_root("mount a tmpfs: a real small or read-only filesystem")
+    with contextlib.ExitStack() as mounts:
+        yield lambda path, options: mounts.enter_context(tmpfs(path, options))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium under Playwright, one a test module."""
+    with chromium() as launched:
+        yield launched

@@ -1,14 +1,13 @@
 """docs/architecture.md stays true: its module map lists exactly the package's modules, each with
-exactly the package modules it imports (as tests/test_imports.py reads them)."""
+exactly the package modules it imports (as tests/support/imports.py reads them)."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from test_imports import graph
+from support import ROOT
+from support.imports import graph
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = (ROOT / "docs" / "architecture.md").read_text()
 
 

@@ -19,14 +19,15 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
-from conftest import make_config
-from smtp_wire import Wire, connect
+from support.processes import run_cli
+from support.servers import Servers
+from support.wire import Wire, connect
 
 from smtp_sink.config import Config
 from smtp_sink.protocol import START_TLS, Output, Settings, SMTPSession, State
 from smtp_sink.replies import Code, Reply
 from smtp_sink.rules import Rule
-from smtp_sink.server import ServerThread, SinkServer, fresh_challenge
+from smtp_sink.server import SinkServer, fresh_challenge
 
 USERS = (("ann@example.test", "s3cret"),)
 
@@ -236,9 +237,9 @@ def stored(server: SinkServer) -> list[bytes]:
     return [path.read_bytes() for path in sorted(Path(server.store.path).glob("*.eml"))]
 
 
-def test_the_server_offers_cram_md5_with_a_fresh_challenge_each_time(server_factory) -> None:
+def test_the_server_offers_cram_md5_with_a_fresh_challenge_each_time(start_server: Servers) -> None:
     """The running server injects its challenge source into every session (sasl.py is pure)."""
-    server = server_factory(auth={"mode": "users", "users": dict(USERS)}, tls={"mode": "off"})
+    server = start_server(auth={"mode": "users", "users": dict(USERS)}, tls={"mode": "off"})
     challenges = []
     for password, code in (("guess", 535), ("s3cret", 235)):
         with connect(server.smtp_port) as wire:
@@ -252,18 +253,18 @@ def test_the_server_offers_cram_md5_with_a_fresh_challenge_each_time(server_fact
     assert all(c.startswith(b"<") and c.endswith(b"@smtp-sink.localhost>") for c in challenges)
 
 
-def test_auth_alone_turns_tls_on_with_a_generated_certificate(server_factory) -> None:
-    server = server_factory(auth={"mode": "accept-any"})
+def test_auth_alone_turns_tls_on_with_a_generated_certificate(start_server: Servers) -> None:
+    server = start_server(auth={"mode": "accept-any"})
     tls_folder = Path(server.store.path) / "tls"
     assert server.tls_port > 0 and server.tls_cert == str(tls_folder / "cert.pem")
     assert (tls_folder / "key.pem").stat().st_mode & 0o077 == 0  # the key is private
-    plain = server_factory()  # no AUTH, no certificate: TLS stays off (no surprise upgrades)
+    plain = start_server()  # no AUTH, no certificate: TLS stays off (no surprise upgrades)
     assert plain.tls_port == 0 and plain.tls_cert is None
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_starttls_then_auth_with_smtplib_is_recorded_in_received(server_factory, loop: str) -> None:
-    server = server_factory(auth={"mode": "users", "users": dict(USERS), "require_tls": True}, loop=loop)
+def test_starttls_then_auth_with_smtplib_is_recorded_in_received(start_server: Servers, loop: str) -> None:
+    server = start_server(auth={"mode": "users", "users": dict(USERS), "require_tls": True}, loop=loop)
     with smtplib.SMTP("localhost", server.smtp_port) as smtp:
         smtp.ehlo()
         assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
@@ -282,8 +283,8 @@ def test_starttls_then_auth_with_smtplib_is_recorded_in_received(server_factory,
     assert raw.endswith(b"Subject: tls\r\n\r\nsecret\r\n")
 
 
-def test_starttls_without_auth_says_esmtps(server_factory) -> None:
-    server = server_factory(tls={"mode": "on"})
+def test_starttls_without_auth_says_esmtps(start_server: Servers) -> None:
+    server = start_server(tls={"mode": "on"})
     with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
         smtp.starttls(context=client_context(server))  # the certificate also names 127.0.0.1
         smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: s\r\n\r\nx\r\n")
@@ -292,8 +293,8 @@ def test_starttls_without_auth_says_esmtps(server_factory) -> None:
     assert message_from_bytes(raw)["X-Sink-Auth"] is None
 
 
-def test_implicit_tls_port(server_factory) -> None:
-    server = server_factory(auth={"mode": "accept-any"})
+def test_implicit_tls_port(start_server: Servers) -> None:
+    server = start_server(auth={"mode": "accept-any"})
     with smtplib.SMTP_SSL("localhost", server.tls_port, context=client_context(server)) as smtp:
         smtp.ehlo()
         assert smtp.has_extn("auth") and not smtp.has_extn("starttls")  # already encrypted
@@ -303,8 +304,8 @@ def test_implicit_tls_port(server_factory) -> None:
     assert "with ESMTPSA id" in message_from_bytes(raw)["Received"]
 
 
-def test_bundled_client_starttls_and_auth(server_factory) -> None:
-    server = server_factory(auth={"mode": "users", "users": dict(USERS)})
+def test_bundled_client_starttls_and_auth(start_server: Servers) -> None:
+    server = start_server(auth={"mode": "users", "users": dict(USERS)})
     run = subprocess.run(
         [sys.executable, "-m", "smtp_sink.clients.smtp_client", "--server", f"localhost:{server.smtp_port}",
          "--starttls", "--cafile", str(server.tls_ca), "--user", "ann@example.test", "--password", "s3cret",
@@ -318,8 +319,8 @@ def test_bundled_client_starttls_and_auth(server_factory) -> None:
     assert message_from_bytes(raw)["X-Sink-Auth"] == "ann@example.test"
 
 
-def test_bundled_client_implicit_tls_with_wrong_password_exits_nonzero(server_factory) -> None:
-    server = server_factory(auth={"mode": "users", "users": dict(USERS)})
+def test_bundled_client_implicit_tls_with_wrong_password_exits_nonzero(start_server: Servers) -> None:
+    server = start_server(auth={"mode": "users", "users": dict(USERS)})
     run = subprocess.run(
         [sys.executable, "-m", "smtp_sink.clients.smtp_client", "--server", f"localhost:{server.tls_port}",
          "--tls", "--cafile", str(server.tls_ca), "--user", "ann@example.test", "--password", "nope",
@@ -331,57 +332,54 @@ def test_bundled_client_implicit_tls_with_wrong_password_exits_nonzero(server_fa
     assert stored(server) == []
 
 
-def test_certificate_is_generated_once_and_reused_on_restart(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "mail", auth={"mode": "accept-any"})
-    with ServerThread(config) as first:
-        cert = Path(first.tls_cert or "")
-        before = (cert.read_bytes(), cert.stat().st_mtime_ns)
-        ca = Path(first.tls_ca or "").read_bytes()
-    with ServerThread(config) as second:
-        assert (Path(second.tls_cert or "").read_bytes(), Path(second.tls_cert or "").stat().st_mtime_ns) == before
-        assert Path(second.tls_ca or "").read_bytes() == ca
-        with smtplib.SMTP_SSL("localhost", second.tls_port, context=client_context(second)) as smtp:
-            assert smtp.noop()[0] == 250  # a client that trusted the first CA still trusts the server
+def test_certificate_is_generated_once_and_reused_on_restart(start_server: Servers) -> None:
+    first = start_server(auth={"mode": "accept-any"})
+    cert = Path(first.tls_cert or "")
+    before = (cert.read_bytes(), cert.stat().st_mtime_ns)
+    ca = Path(first.tls_ca or "").read_bytes()
+    start_server.stop(first)
+    second = start_server(auth={"mode": "accept-any"})  # the same store
+    assert (Path(second.tls_cert or "").read_bytes(), Path(second.tls_cert or "").stat().st_mtime_ns) == before
+    assert Path(second.tls_ca or "").read_bytes() == ca
+    with smtplib.SMTP_SSL("localhost", second.tls_port, context=client_context(second)) as smtp:
+        assert smtp.noop()[0] == 250  # a client that trusted the first CA still trusts the server
 
 
-def test_a_configured_certificate_is_used(tmp_path: Path) -> None:
-    with ServerThread(make_config(tmp_path / "gen", tls={"mode": "on"})) as generator:
-        cert, key, ca = generator.tls_cert, str(Path(generator.store.path) / "tls" / "key.pem"), generator.tls_ca
-    config = make_config(tmp_path / "mail", tls={"cert": cert, "key": key})  # mode auto: on, a cert is given
-    with ServerThread(config) as server:
-        assert server.tls_cert == cert and server.tls_ca is None
-        assert not (tmp_path / "mail" / "tls").exists()  # nothing generated
-        with smtplib.SMTP_SSL("localhost", server.tls_port, context=ssl.create_default_context(cafile=ca)) as smtp:
-            assert smtp.noop()[0] == 250
+def test_a_configured_certificate_is_used(tmp_path: Path, start_server: Servers) -> None:
+    generator = start_server(tmp_path / "gen", tls={"mode": "on"})
+    cert, key, ca = generator.tls_cert, str(Path(generator.store.path) / "tls" / "key.pem"), generator.tls_ca
+    start_server.stop(generator)
+    server = start_server(tmp_path / "mail", tls={"cert": cert, "key": key})  # mode auto: on, a cert is given
+    assert server.tls_cert == cert and server.tls_ca is None
+    assert not (tmp_path / "mail" / "tls").exists()  # nothing generated
+    with smtplib.SMTP_SSL("localhost", server.tls_port, context=ssl.create_default_context(cafile=ca)) as smtp:
+        assert smtp.noop()[0] == 250
 
 
 def test_a_bad_configured_certificate_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "cert.pem"
     bad.write_text("not a certificate\n")
-    run = subprocess.run(
-        [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--no-http", "--store", str(tmp_path / "mail"),
-         "--tls-cert", str(bad), "--tls-key", str(bad), "--tls-port", "0"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )
+    run = run_cli("serve", "--port", "0", "--no-http", "--tls-cert", str(bad), "--tls-key", str(bad),
+                  "--tls-port", "0", store=tmp_path / "mail")
     assert run.returncode == 1
     assert "TLS:" in run.stderr and str(bad) in run.stderr and "Traceback" not in run.stderr
 
 
-def test_certificate_that_cannot_be_made_leaves_starttls_answering_454(tmp_path: Path) -> None:
+def test_certificate_that_cannot_be_made_leaves_starttls_answering_454(tmp_path: Path, start_server: Servers) -> None:
     store = tmp_path / "mail"
     store.mkdir()
     (store / "tls").write_text("a file where the certificate folder should be\n")
-    with ServerThread(make_config(store, auth={"mode": "accept-any"})) as server:
-        assert server.tls_port == 0
-        with connect(server.smtp_port) as wire:
-            assert "STARTTLS" not in wire.cmd("EHLO c.test")[1]
-            code, lines = wire.cmd("STARTTLS")
-            assert code == Code.TLS_UNAVAILABLE and "certificate" in lines[0]
-            assert wire.cmd("NOOP")[0] == 250
+    server = start_server(store, auth={"mode": "accept-any"})
+    assert server.tls_port == 0
+    with connect(server.smtp_port) as wire:
+        assert "STARTTLS" not in wire.cmd("EHLO c.test")[1]
+        code, lines = wire.cmd("STARTTLS")
+        assert code == Code.TLS_UNAVAILABLE and "certificate" in lines[0]
+        assert wire.cmd("NOOP")[0] == 250
 
 
-def test_pipelined_commands_after_starttls_are_discarded_on_the_wire(server_factory) -> None:
-    server = server_factory(tls={"mode": "on"})
+def test_pipelined_commands_after_starttls_are_discarded_on_the_wire(start_server: Servers) -> None:
+    server = start_server(tls={"mode": "on"})
     with connect(server.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         wire.send("STARTTLS\r\nMAIL FROM:<injected@example.test>\r\n")
@@ -397,8 +395,8 @@ def test_pipelined_commands_after_starttls_are_discarded_on_the_wire(server_fact
         tls.close()
 
 
-def test_fault_rules_at_starttls_and_auth(server_factory) -> None:
-    server = server_factory(auth={"mode": "accept-any"})
+def test_fault_rules_at_starttls_and_auth(start_server: Servers) -> None:
+    server = start_server(auth={"mode": "accept-any"})
     server.rules.add(Rule(stage="starttls", code=454, text="TLS not available right now"))
     server.rules.add(Rule(stage="auth", code=535, text="try again", schedule="first", n=1))
     with smtplib.SMTP("localhost", server.smtp_port) as smtp:
@@ -420,8 +418,8 @@ GARBAGE = [
 
 
 @pytest.mark.parametrize("garbage", GARBAGE, ids=["truncated-hello", "http", "all-bytes", "huge-record"])
-def test_garbage_on_the_implicit_tls_port(server_factory, garbage: bytes) -> None:
-    server = server_factory(auth={"mode": "accept-any"}, idle_timeout=2.0)
+def test_garbage_on_the_implicit_tls_port(start_server: Servers, garbage: bytes) -> None:
+    server = start_server(auth={"mode": "accept-any"}, idle_timeout=2.0)
     with Wire(server.tls_port) as wire:
         wire.send(garbage)
         wire.sock.shutdown(socket.SHUT_WR)
@@ -431,8 +429,8 @@ def test_garbage_on_the_implicit_tls_port(server_factory, garbage: bytes) -> Non
 
 
 @pytest.mark.parametrize("garbage", GARBAGE, ids=["truncated-hello", "http", "all-bytes", "huge-record"])
-def test_garbage_after_starttls(server_factory, garbage: bytes) -> None:
-    server = server_factory(tls={"mode": "on"}, idle_timeout=2.0)
+def test_garbage_after_starttls(start_server: Servers, garbage: bytes) -> None:
+    server = start_server(tls={"mode": "on"}, idle_timeout=2.0)
     with connect(server.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         assert wire.cmd("STARTTLS")[0] == Code.READY
@@ -442,8 +440,8 @@ def test_garbage_after_starttls(server_factory, garbage: bytes) -> None:
     assert_still_serving(server)
 
 
-def test_a_silent_client_on_the_tls_port_is_dropped_after_the_handshake_timeout(server_factory) -> None:
-    server = server_factory(auth={"mode": "accept-any"}, idle_timeout=0.5)
+def test_a_silent_client_on_the_tls_port_is_dropped_after_the_handshake_timeout(start_server: Servers) -> None:
+    server = start_server(auth={"mode": "accept-any"}, idle_timeout=0.5)
     with Wire(server.tls_port) as wire:
         started = time.monotonic()
         assert wire.closed(5) and wire.buf == b""

@@ -21,7 +21,9 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smtp_wire import Wire, connect
+from support import wait_until
+from support.servers import Servers
+from support.wire import Wire, connect
 
 from smtp_sink.config import Config
 from smtp_sink.protocol import OUTPUT_BUDGET, MessageReceived, Output, Settings, SMTPSession
@@ -107,16 +109,9 @@ def flood(port: int, burst: bytes) -> Wire:
     return wire
 
 
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_a_client_that_does_not_read_stops_being_executed(server_factory, loop: str) -> None:
-    server: SinkServer = server_factory(loop=loop)
+def test_a_client_that_does_not_read_stops_being_executed(start_server: Servers, loop: str) -> None:
+    server: SinkServer = start_server(loop=loop)
     count = 256 * 1024 // 6
     wire = flood(server.smtp_port, b"HELP\r\n" * count)
     conn = next(iter(server.connections))
@@ -146,8 +141,8 @@ def test_a_client_that_does_not_read_stops_being_executed(server_factory, loop: 
     wire.close()
 
 
-def test_many_non_reading_clients_leave_another_client_unharmed(server_factory) -> None:
-    server: SinkServer = server_factory(max_connections=200)
+def test_many_non_reading_clients_leave_another_client_unharmed(start_server: Servers) -> None:
+    server: SinkServer = start_server(max_connections=200)
     burst = b"HELP\r\n" * (64 * 1024 // 6)
     wires: list[Wire] = []
     threads = [threading.Thread(target=lambda: wires.append(flood(server.smtp_port, burst))) for _ in range(50)]

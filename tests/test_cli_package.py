@@ -7,14 +7,14 @@ import ast
 import sys
 from pathlib import Path
 
+from support import ROOT
+
 from smtp_sink.cli import build_parser
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def handlers(parser: argparse.ArgumentParser) -> dict[str, object]:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from support.processes import run_cli
 
 from smtp_sink.server import SinkServer
 
 
 def rules(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m smtp_sink rules ARGS``, without any SMTP_SINK_* from our environment."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
-    return subprocess.run([sys.executable, "-m", "smtp_sink", "rules", *args], capture_output=True, text=True,
-                          timeout=30, stdin=subprocess.DEVNULL, cwd=cwd, env=environ)
+    return run_cli("rules", *args, cwd=cwd)
 
 
 def test_api_and_config_after_the_action(web_server: SinkServer, tmp_path: Path) -> None:

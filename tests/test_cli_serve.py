@@ -7,10 +7,8 @@ Servers run with ``--port 0``; the port is read from the "listening on host:port
 from __future__ import annotations
 
 import base64
-import os
 import re
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
@@ -18,20 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
-from smtp_wire import connect
+from support.mail import send as send_mail
+from support.processes import Processes, clean_env, run_cli
+from support.wire import connect, free_port
 
 import smtp_sink
 from smtp_sink.replies import Code
-
-
-def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m smtp_sink ARGS`` to completion, without any SMTP_SINK_* from our environment."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
-    return subprocess.run(
-        [sys.executable, "-m", "smtp_sink", *args],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=cwd, env={**environ, **(env or {})},
-    )
 
 
 def busy_port() -> socket.socket:
@@ -43,8 +33,7 @@ def busy_port() -> socket.socket:
 
 
 def send(port: int, recipients: list[str], body: bytes = b"Subject: cli\r\n\r\nx\r\n") -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-        assert smtp.sendmail("ann@example.test", recipients, body) == {}
+    assert send_mail(port, body, recipients, sender="ann@example.test") == {}
 
 
 # -- start-up errors -------------------------------------------------------------------------
@@ -65,30 +54,30 @@ def clash_line(result: subprocess.CompletedProcess, port: int, listener: str) ->
 def test_smtp_port_in_use_names_the_listener_and_the_flag(tmp_path: Path) -> None:
     with busy_port() as busy:
         port = busy.getsockname()[1]
-        result = run("serve", "--port", str(port), "--no-http", "--store", str(tmp_path / "mail"))
+        result = run_cli("serve", "--port", str(port), "--no-http", "--store", str(tmp_path / "mail"))
     assert clash_line(result, port, "SMTP").endswith("--port")
 
 
 def test_implicit_tls_port_in_use_names_the_listener_and_the_flag(tmp_path: Path) -> None:
     with busy_port() as busy:
         port = busy.getsockname()[1]
-        result = run("serve", "--port", "0", "--no-http", "--auth", "accept-any", "--tls-port", str(port),
-                     "--store", str(tmp_path / "mail"))
+        result = run_cli("serve", "--port", "0", "--no-http", "--auth", "accept-any", "--tls-port", str(port),
+                         "--store", str(tmp_path / "mail"))
     assert "--tls-port" in clash_line(result, port, "implicit TLS")
 
 
 def test_http_port_in_use_names_the_listener_and_the_flag(tmp_path: Path) -> None:
     with busy_port() as busy:
         port = busy.getsockname()[1]
-        result = run("serve", "--port", "0", "--http-port", str(port), "--store", str(tmp_path / "mail"))
-        from_env = run("serve", "--port", "0", "--store", str(tmp_path / "mail"),
-                       env={"SMTP_SINK_HTTP_PORT": str(port)})
+        result = run_cli("serve", "--port", "0", "--http-port", str(port), "--store", str(tmp_path / "mail"))
+        from_env = run_cli("serve", "--port", "0", "--store", str(tmp_path / "mail"),
+                           env={"SMTP_SINK_HTTP_PORT": str(port)})
     for outcome in (result, from_env):
         assert "--http-port" in clash_line(outcome, port, "HTTP")
 
 
 def test_address_not_on_this_machine_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    result = run("serve", "--host", "192.0.2.1", "--port", "0", "--no-http", "--store", str(tmp_path / "mail"))
+    result = run_cli("serve", "--host", "192.0.2.1", "--port", "0", "--no-http", "--store", str(tmp_path / "mail"))
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith("smtp-sink: cannot listen on 192.0.2.1:0") and "cannot assign requested address" in line
@@ -98,13 +87,13 @@ def test_address_not_on_this_machine_is_one_line_and_exit_1(tmp_path: Path) -> N
 def test_store_that_is_a_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "mail"
     not_a_folder.write_text("")
-    result = run("serve", "--port", "0", "--no-http", "--store", str(not_a_folder))
+    result = run_cli("serve", "--port", "0", "--no-http", "--store", str(not_a_folder))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"smtp-sink: cannot use store folder {not_a_folder}: Not a directory"]
 
 
 def test_bad_flag_value_is_a_usage_error_exit_2(tmp_path: Path) -> None:
-    result = run("serve", "--loop", "trio", "--store", str(tmp_path))
+    result = run_cli("serve", "--loop", "trio", "--store", str(tmp_path))
     assert result.returncode == 2
     assert "invalid choice: 'trio'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -114,8 +103,10 @@ def test_bad_flag_value_is_a_usage_error_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_sends_421_to_open_sessions_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
-    server = ServerProcess(tmp_path / "mail")
+def test_signal_sends_421_to_open_sessions_and_exits_0(
+    start_process: Processes, tmp_path: Path, sig: signal.Signals
+) -> None:
+    server = start_process()
     greeted, in_data = connect(server.port), connect(server.port)
     assert greeted.cmd("EHLO c.test")[0] == Code.OK
     for command in ("EHLO c.test", "MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
@@ -141,10 +132,9 @@ def test_signal_sends_421_to_open_sessions_and_exits_0(tmp_path: Path, sig: sign
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_at_once_after_the_listening_line_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
     # with HTTP on (slower start-up), a signal sent the moment "listening on" appears
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--store", str(tmp_path / "mail")],
-        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env={**environ, "SMTP_SINK_HTTP_PORT": "0"},
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=clean_env(SMTP_SINK_HTTP_PORT="0"),
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -159,12 +149,14 @@ def test_signal_at_once_after_the_listening_line_exits_0(tmp_path: Path, sig: si
 # -- flags and logs --------------------------------------------------------------------------
 
 
-def test_store_flag_puts_the_files_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_flag_puts_the_files_there(
+    start_process: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # the child's working folder: no ./mail may appear there
     store = tmp_path / "elsewhere"
-    server = ServerProcess(store)
+    server = start_process(store=store)
     send(server.port, ["bob@example.test"])
     assert server.stop() == 0
     (eml,) = store.glob("*.eml")
@@ -172,9 +164,9 @@ def test_store_flag_puts_the_files_there(tmp_path: Path, monkeypatch: pytest.Mon
     assert not (cwd / "mail").exists()
 
 
-def test_info_log_has_listening_connect_stored_and_disconnect_lines(tmp_path: Path) -> None:
+def test_info_log_has_listening_connect_stored_and_disconnect_lines(start_process: Processes, tmp_path: Path) -> None:
     store = tmp_path / "mail"
-    server = ServerProcess(store)
+    server = start_process(store=store)
     send(server.port, ["bob@example.test", "carol@example.test"])
     assert server.stop() == 0
     (eml,) = store.glob("*.eml")
@@ -190,8 +182,8 @@ def test_info_log_has_listening_connect_stored_and_disconnect_lines(tmp_path: Pa
     assert " DEBUG " not in log  # commands only with -v
 
 
-def test_verbose_logs_commands_and_replies_at_debug(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "mail", "-v")
+def test_verbose_logs_commands_and_replies_at_debug(start_process: Processes) -> None:
+    server = start_process("-v")
     with connect(server.port) as wire:
         assert wire.cmd("EHLO verbose.test")[0] == Code.OK
         assert wire.cmd("MAIL FROM:<ann@example.test>")[0] == Code.OK
@@ -206,8 +198,8 @@ def test_verbose_logs_commands_and_replies_at_debug(tmp_path: Path) -> None:
     assert re.search(r"DEBUG S\[127\.0\.0\.1\]: b'220 ", log)
 
 
-def test_log_level_flag_and_hostname_flag(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "mail", "--log-level", "debug", "--hostname", "mx.cli.test")
+def test_log_level_flag_and_hostname_flag(start_process: Processes, tmp_path: Path) -> None:
+    server = start_process("--log-level", "debug", "--hostname", "mx.cli.test")
     with connect(server.port) as wire:
         assert wire.cmd("NOOP")[0] == Code.OK
     send(server.port, ["bob@example.test"])
@@ -216,9 +208,9 @@ def test_log_level_flag_and_hostname_flag(tmp_path: Path) -> None:
     assert b"\tby mx.cli.test (smtp-sink" in next((tmp_path / "mail").glob("*.eml")).read_bytes()
 
 
-def test_environment_settings_reach_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_settings_reach_the_server(start_process: Processes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMTP_SINK_SMTP_MAX_RECIPIENTS", "1")  # the child inherits our environment
-    server = ServerProcess(tmp_path / "mail")
+    server = start_process()
     with connect(server.port) as wire:
         assert wire.cmd("EHLO c.test")[0] == Code.OK
         assert wire.cmd("MAIL FROM:<a@example.test>")[0] == Code.OK
@@ -228,14 +220,14 @@ def test_environment_settings_reach_the_server(tmp_path: Path, monkeypatch: pyte
 
 
 def test_version() -> None:
-    result = run("--version")
+    result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout == f"smtp-sink {smtp_sink.__version__}\n"
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_both_event_loops_serve(tmp_path: Path, loop: str) -> None:
-    server = ServerProcess(tmp_path / "mail", "--loop", loop)
+def test_both_event_loops_serve(start_process: Processes, tmp_path: Path, loop: str) -> None:
+    server = start_process("--loop", loop)
     send(server.port, ["bob@example.test"])
     with connect(server.port) as wire:  # pipelining on this loop's transport
         wire.send("EHLO p.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
@@ -248,12 +240,6 @@ def test_both_event_loops_serve(tmp_path: Path, loop: str) -> None:
 
 
 # -- start-up: no listener before everything a session needs is ready --------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ehlo_at_once(port: int) -> bytes | None:
@@ -275,12 +261,11 @@ def ehlo_at_once(port: int) -> bytes | None:
 def test_a_client_connecting_the_moment_the_port_opens_is_offered_starttls(tmp_path: Path) -> None:
     port, tls_port = free_port(), free_port()
     log = tmp_path / "serve.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "smtp_sink", "serve", "--port", str(port), "--tls-port", str(tls_port),
              "--auth", "accept-any", "--store", str(tmp_path / "mail")],
-            stderr=out, stdin=subprocess.DEVNULL, env={**environ, "SMTP_SINK_HTTP_PORT": "0"},
+            stderr=out, stdin=subprocess.DEVNULL, env=clean_env(SMTP_SINK_HTTP_PORT="0"),
         )
         try:
             answers: list[bytes] = []
@@ -305,8 +290,8 @@ def test_a_client_connecting_the_moment_the_port_opens_is_offered_starttls(tmp_p
 # -- credentials never reach the log -------------------------------------------------------------------
 
 
-def test_verbose_log_masks_auth_credentials(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "mail", "-v", "--auth", "accept-any")
+def test_verbose_log_masks_auth_credentials(start_process: Processes) -> None:
+    server = start_process("-v", "--auth", "accept-any")
     plain = base64.b64encode(b"\0ann@example.test\0plain-Secret-1").decode()
     user = base64.b64encode(b"bob@example.test").decode()
     password = base64.b64encode(b"login-Secret-2").decode()

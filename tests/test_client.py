@@ -5,19 +5,19 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import re
 import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from client_support import ROOT, StubServer, free_port, only_message, refuse, self_signed, smtp_send
-from server_process import ServerProcess
 from smtp_sink.clients.smtp_client import Session, SMTPClientError, send_message
+from support import ROOT
+from support.client import StubServer, only_message, refuse, self_signed, smtp_send
+from support.processes import Processes
+from support.wire import free_port
 
 from smtp_sink.replies import Code
 from smtp_sink.server import SinkServer
@@ -409,18 +409,9 @@ def test_implicit_tls_against_aiosmtpd(tmp_path: Path) -> None:
 # -- against a real `smtp-sink serve`: failures that say what to do -----------------------------
 
 
-def serve(store: Path, *flags: str) -> tuple[ServerProcess, int]:
-    """``smtp-sink serve FLAGS`` with implicit TLS on a free port: the process and that port (0: no TLS)."""
-    server = ServerProcess(store, "--tls-port", "0", *flags)
-    deadline = time.monotonic() + 20
-    while "smtp-sink ready" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    found = re.search(r"implicit TLS on [\d.]+:(\d+)", server.log())
-    return server, int(found.group(1)) if found else 0
-
-
-def test_untrusted_smtp_sink_certificate_suggests_cafile_or_insecure(tmp_path: Path) -> None:
-    server, tls_port = serve(tmp_path / "mail", "--auth", "accept-any")
+def test_untrusted_smtp_sink_certificate_suggests_cafile_or_insecure(tmp_path: Path, start_process: Processes) -> None:
+    server = start_process("--tls-port", "0", "--auth", "accept-any")
+    tls_port = server.tls_port
     try:
         failures = [smtp_send("--server", f"localhost:{server.port}", "--starttls", "--to", "b@example.test"),
                     smtp_send("--server", f"localhost:{tls_port}", "--tls", "--to", "b@example.test")]
@@ -443,9 +434,10 @@ def test_untrusted_smtp_sink_certificate_suggests_cafile_or_insecure(tmp_path: P
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
 
 
-def test_user_against_a_server_without_auth_is_a_refusal_that_says_how_to_turn_auth_on(tmp_path: Path) -> None:
-    plain, _ = serve(tmp_path / "plain")
-    tls_first, _ = serve(tmp_path / "tls-first", "--auth", "accept-any", "--require-tls")
+def test_user_against_a_server_without_auth_is_a_refusal_that_says_how_to_turn_auth_on(
+        tmp_path: Path, start_process: Processes) -> None:
+    plain = start_process("--tls-port", "0", store=tmp_path / "plain")
+    tls_first = start_process("--tls-port", "0", "--auth", "accept-any", "--require-tls", store=tmp_path / "tls-first")
     try:
         no_auth = smtp_send("-v", "--server", f"127.0.0.1:{plain.port}", "--user", "ann", "--password", "s3cret",
                             "--to", "b@example.test")

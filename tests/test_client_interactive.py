@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from client_support import CLIENT, free_port, only_message, self_signed, smtp_send
+from support.client import CLIENT, only_message, self_signed, smtp_send
+from support.wire import free_port
 
 from smtp_sink.replies import Code, explain
 from smtp_sink.server import SinkServer

@@ -4,10 +4,10 @@ before a handler runs, HELP answers from it, and docs/smtp.md lists exactly its 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from smtp_wire import connect
+from support import ROOT
+from support.wire import connect
 
 from smtp_sink.config import Config
 from smtp_sink.policy import MailboxPolicy
@@ -15,8 +15,6 @@ from smtp_sink.protocol import UNRECOGNIZED, VERBS, Settings, SMTPSession, State
 from smtp_sink.replies import Code, Reply
 from smtp_sink.rules import Rule, RuleSet
 from smtp_sink.server import SinkServer
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # One command line per verb (a new verb must be added here, see test_every_verb_has_a_sample).
 SAMPLE = {

@@ -5,17 +5,17 @@ every kind of mistake."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT
+from support.processes import clean_env
 
 from smtp_sink.config import Config, ConfigError, load, sections
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG_TOML = ROOT / "config.toml"
 
 
@@ -277,10 +277,9 @@ def smtp_sink_command() -> list[str]:
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
     return subprocess.run(
         [*smtp_sink_command(), "serve", "--no-http", "--port", "0", *args],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env={**environ, **(env or {})}, cwd=cwd,
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=clean_env(**(env or {})), cwd=cwd,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_property import content_strategy, expected, stuff
+from support.data import content_strategy, expected, stuff
 
 from smtp_sink.data_reader import DataReader
 

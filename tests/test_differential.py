@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 from aiosmtpd.controller import Controller
+from support.servers import Servers
+from support.wire import free_port
 
 from smtp_sink.replies import Code
 
@@ -220,12 +222,6 @@ def ehlo_keywords(port: int) -> set[str]:
     return set(words[1:])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class AcceptAll:
     """aiosmtpd handler: accept every message, keep its content (dot-stuffing undone)."""
 
@@ -374,8 +370,8 @@ def aiosmtpd_auth_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def auth_server(server_factory):
-    return server_factory(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}}, tls={"mode": "off"})
+def auth_server(start_server: Servers):
+    return start_server(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}}, tls={"mode": "off"})
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on purpose: plaintext like ours

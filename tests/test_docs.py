@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
 TEST_REF_RE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+)(?:\[[^\]`]*\])?)?`|(?<=[`,\s])::(test_\w+)(?:\[[^\]`]*\])?`")

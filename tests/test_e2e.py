@@ -11,11 +11,12 @@ import re
 import smtplib
 import threading
 import time
-from collections.abc import Callable
 from email.message import EmailMessage
 
 import pytest
-from smtp_wire import Wire, connect
+from support import wait_until
+from support.servers import Servers
+from support.wire import Wire, connect
 
 import smtp_sink
 from smtp_sink import trace
@@ -61,13 +62,6 @@ def open_transaction(wire: Wire, *recipients: str, hello: str = "EHLO client.tes
     for rcpt in recipients or (RCPT,):
         assert wire.cmd(f"RCPT TO:<{rcpt}>")[0] == Code.OK
     assert wire.cmd("DATA")[0] == Code.START_MAIL_INPUT
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def assert_nothing_stored(server: SinkServer) -> None:
@@ -172,8 +166,8 @@ def test_data_when_every_recipient_was_refused_is_554(server: SinkServer) -> Non
         assert wire.cmd("DATA")[0] == Code.TRANSACTION_FAILED
 
 
-def test_recipients_past_max_recipients_get_452(server_factory) -> None:
-    server = server_factory(max_recipients=2)
+def test_recipients_past_max_recipients_get_452(start_server: Servers) -> None:
+    server = start_server(max_recipients=2)
     with connect(server.smtp_port) as wire:
         assert wire.cmd("EHLO c.test")[0] == Code.OK
         assert wire.cmd(f"MAIL FROM:<{SENDER}>")[0] == Code.OK
@@ -185,8 +179,8 @@ def test_recipients_past_max_recipients_get_452(server_factory) -> None:
     assert server.store.read(server.store.ids()[0]).count(b"X-Original-To: ") == 2
 
 
-def test_ehlo_lists_the_extensions_and_helo_does_not(server_factory) -> None:
-    server = server_factory(hostname="mx.example.test", max_message_size=12345)
+def test_ehlo_lists_the_extensions_and_helo_does_not(start_server: Servers) -> None:
+    server = start_server(hostname="mx.example.test", max_message_size=12345)
     with connect(server.smtp_port) as wire:
         code, lines = wire.cmd("EHLO client.test")
         assert code == Code.OK
@@ -195,8 +189,8 @@ def test_ehlo_lists_the_extensions_and_helo_does_not(server_factory) -> None:
         assert wire.cmd("HELO client.test") == (Code.OK, ["mx.example.test Hello client.test [127.0.0.1]"])
 
 
-def test_greeting_and_quit_name_the_hostname(server_factory) -> None:
-    server = server_factory(hostname="mx.example.test")
+def test_greeting_and_quit_name_the_hostname(start_server: Servers) -> None:
+    server = start_server(hostname="mx.example.test")
     wire = Wire(server.smtp_port)
     assert wire.reply() == (Code.READY, [f"mx.example.test ESMTP smtp-sink {smtp_sink.__version__} ready"])
     assert wire.cmd("QUIT") == (Code.CLOSING, ["mx.example.test Service closing transmission channel"])
@@ -325,8 +319,8 @@ def test_one_hundred_recipients_and_their_headers(server: SinkServer) -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_five_mib_of_random_bytes_stored_byte_identical(server_factory, loop: str) -> None:
-    server = server_factory(loop=loop)
+def test_five_mib_of_random_bytes_stored_byte_identical(start_server: Servers, loop: str) -> None:
+    server = start_server(loop=loop)
     payload = os.urandom(5 << 20)  # 8-bit, bare CR and LF, lines starting with dots
     stuffed = (b"\r\n" + payload).replace(b"\r\n.", b"\r\n..")[2:]  # the client's job
     assert b"\r\n.\r\n" not in stuffed
@@ -341,9 +335,9 @@ def test_five_mib_of_random_bytes_stored_byte_identical(server_factory, loop: st
     assert body_of(server, queued_id(lines[0])) == payload + b"\r\n"
 
 
-def test_message_of_exactly_max_message_size_is_taken_one_more_byte_is_552(server_factory) -> None:
+def test_message_of_exactly_max_message_size_is_taken_one_more_byte_is_552(start_server: Servers) -> None:
     limit = 10_000
-    server = server_factory(max_message_size=limit)
+    server = start_server(max_message_size=limit)
     exact = b"Subject: limit\r\n\r\n" + b"y" * (limit - 20) + b"\r\n"
     assert len(exact) == limit
     with connect(server.smtp_port) as wire:
@@ -360,8 +354,8 @@ def test_message_of_exactly_max_message_size_is_taken_one_more_byte_is_552(serve
     assert len(server.store.ids()) == 1
 
 
-def test_max_message_size_552_stores_nothing_and_the_session_goes_on(server_factory) -> None:
-    server = server_factory(max_message_size=10_000)
+def test_max_message_size_552_stores_nothing_and_the_session_goes_on(start_server: Servers) -> None:
+    server = start_server(max_message_size=10_000)
     with connect(server.smtp_port) as wire:
         assert wire.cmd("EHLO c.test")[0] == Code.OK
         assert wire.cmd(f"MAIL FROM:<{SENDER}> SIZE=10001")[0] == Code.EXCEEDED_STORAGE
@@ -377,8 +371,8 @@ def test_max_message_size_552_stores_nothing_and_the_session_goes_on(server_fact
     assert_nothing_stored(server)
 
 
-def test_ids_sort_by_arrival_within_and_across_server_runs(server_factory) -> None:
-    first = server_factory()
+def test_ids_sort_by_arrival_within_and_across_server_runs(start_server: Servers) -> None:
+    first = start_server()
     sent = []
     for _ in range(2):
         with smtplib.SMTP("127.0.0.1", first.smtp_port) as smtp:
@@ -389,7 +383,7 @@ def test_ids_sort_by_arrival_within_and_across_server_runs(server_factory) -> No
                 code, text = smtp.data(f"Subject: {i}\r\n\r\nx\r\n".encode())
                 assert code == Code.OK
                 sent.append(queued_id(text.decode()))
-    second = server_factory()  # a later server on the same store folder
+    second = start_server()  # a later server on the same store folder
     with smtplib.SMTP("127.0.0.1", second.smtp_port) as smtp:
         smtp.ehlo()
         smtp.mail(SENDER)
@@ -404,8 +398,8 @@ def test_ids_sort_by_arrival_within_and_across_server_runs(server_factory) -> No
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_pipelined_commands_answered_in_order(server_factory, loop: str) -> None:
-    server = server_factory(loop=loop)
+def test_pipelined_commands_answered_in_order(start_server: Servers, loop: str) -> None:
+    server = start_server(loop=loop)
     with connect(server.smtp_port) as wire:
         wire.send(
             "EHLO pipe.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
@@ -544,8 +538,8 @@ def test_trace_headers_exact(server: SinkServer, hello: str, protocol: str) -> N
     assert body.startswith(b"From: ann@example.test\r\n")
 
 
-def test_trace_headers_null_sender_and_bcc_only_recipients(server_factory) -> None:
-    server = server_factory(hostname="mx.example.test")
+def test_trace_headers_null_sender_and_bcc_only_recipients(start_server: Servers) -> None:
+    server = start_server(hostname="mx.example.test")
     visible = "Bob <bob@example.test>"
     with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
         smtp.sendmail("<>", [RCPT, "secret@example.test", "Postmaster"],
@@ -567,19 +561,14 @@ def test_trace_headers_null_sender_and_bcc_only_recipients(server_factory) -> No
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_stop_sends_421_to_every_open_session(tmp_path, loop: str) -> None:
-    from conftest import make_config
-
-    from smtp_sink.server import ServerThread
-
-    thread = ServerThread(make_config(tmp_path / "mail", loop=loop))
-    server = thread.start()
+def test_stop_sends_421_to_every_open_session(start_server: Servers, loop: str) -> None:
+    server = start_server(loop=loop)
     fresh, greeted, in_data = (connect(server.smtp_port) for _ in range(3))
     assert greeted.cmd("EHLO c.test")[0] == Code.OK
     open_transaction(in_data)
     in_data.send(b"Subject: interrupted\r\n\r\nhalf")
     wait_until(lambda: len(server.connections) == 3)
-    thread.stop()
+    start_server.stop(server)
     for wire in (fresh, greeted, in_data):
         assert wire.reply() == (Code.SERVICE_UNAVAILABLE, ["smtp-sink.localhost Service not available, shutting down"])
         assert wire.closed()
@@ -588,8 +577,8 @@ def test_stop_sends_421_to_every_open_session(tmp_path, loop: str) -> None:
     assert list(server.store.tmp.iterdir()) == []
 
 
-def test_idle_timeout_sends_421_and_closes(server_factory) -> None:
-    server = server_factory(idle_timeout=0.3)
+def test_idle_timeout_sends_421_and_closes(start_server: Servers) -> None:
+    server = start_server(idle_timeout=0.3)
     with connect(server.smtp_port) as wire:
         started = time.monotonic()
         assert wire.cmd("EHLO c.test")[0] == Code.OK
@@ -602,8 +591,8 @@ def test_idle_timeout_sends_421_and_closes(server_factory) -> None:
     wait_until(lambda: not server.connections)
 
 
-def test_a_busy_session_is_not_idle(server_factory) -> None:
-    server = server_factory(idle_timeout=0.3)
+def test_a_busy_session_is_not_idle(start_server: Servers) -> None:
+    server = start_server(idle_timeout=0.3)
     with connect(server.smtp_port) as wire:
         open_transaction(wire)
         for _ in range(8):  # 0.8 s of slow message data, never 0.3 s of silence
@@ -617,8 +606,8 @@ def test_a_busy_session_is_not_idle(server_factory) -> None:
     assert len(server.store.ids()) == 1
 
 
-def test_idle_timeout_mid_data_stores_nothing(server_factory) -> None:
-    server = server_factory(idle_timeout=0.3)
+def test_idle_timeout_mid_data_stores_nothing(start_server: Servers) -> None:
+    server = start_server(idle_timeout=0.3)
     with connect(server.smtp_port) as wire:
         open_transaction(wire)
         wire.send(b"Subject: stalled\r\n\r\nhalf")
@@ -627,8 +616,8 @@ def test_idle_timeout_mid_data_stores_nothing(server_factory) -> None:
     assert_nothing_stored(server)
 
 
-def test_max_connections_refuses_the_extra_one(server_factory) -> None:
-    server = server_factory(max_connections=2)
+def test_max_connections_refuses_the_extra_one(start_server: Servers) -> None:
+    server = start_server(max_connections=2)
     first, second = connect(server.smtp_port), connect(server.smtp_port)
     extra = Wire(server.smtp_port)
     assert extra.reply() == (
@@ -646,10 +635,10 @@ def test_max_connections_refuses_the_extra_one(server_factory) -> None:
     second.close()
 
 
-def test_max_connections_under_50_concurrent_clients(server_factory) -> None:
+def test_max_connections_under_50_concurrent_clients(start_server: Servers) -> None:
     import concurrent.futures
 
-    server = server_factory(max_connections=20)
+    server = start_server(max_connections=20)
     barrier = threading.Barrier(50)
 
     def client(_: int) -> tuple[int, Wire]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 import re
 import smtplib
-import subprocess
-import sys
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.http import get_json
+from support.processes import run_cli
 
 from smtp_sink import trace
 from smtp_sink.index import INDEX_FILE
@@ -57,41 +56,33 @@ def send(sink: SinkFixture, rcpts: list[str], user: str | None) -> None:
         assert smtp.sendmail(SENDER, rcpts, FORGED) == {}
 
 
-def api(sink: SinkFixture, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{sink.http_port}{path}", timeout=10) as answer:
-        return json.load(answer)
-
-
-def cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "smtp_sink", *args, "--store", str(store)],
-                          capture_output=True, text=True, timeout=60)
-
-
 def drop_index(store: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store / INDEX_FILE}{suffix}").unlink(missing_ok=True)
 
 
 def check_api(sink: SinkFixture, rcpts: list[str]) -> None:
-    (summary,) = api(sink, "/api/v1/messages")["messages"]
-    detail = api(sink, f"/api/v1/message/{summary['ID']}")
+    port = sink.http_port
+    (summary,) = get_json(port, "/api/v1/messages")["messages"]
+    detail = get_json(port, f"/api/v1/message/{summary['ID']}")
+    search = "/api/v1/search?"
     for shown in (summary, detail):
         assert shown["RcptTo"] == rcpts and shown["MailFrom"] == SENDER
         assert [a["Address"] for a in shown["Bcc"]] == rcpts[1:]  # the real Bcc, no forged one
     for query in ("to:forged", "to:forged2@victim.test", "bcc:victim", "from:forger"):
-        assert api(sink, "/api/v1/search?" + urllib.parse.urlencode({"query": query}))["messages_count"] == 0, query
+        assert get_json(port, search + urllib.parse.urlencode({"query": query}))["messages_count"] == 0, query
     for rcpt in rcpts:
-        assert api(sink, "/api/v1/search?" + urllib.parse.urlencode({"query": f"to:{rcpt}"}))["messages_count"] == 1
+        assert get_json(port, search + urllib.parse.urlencode({"query": f"to:{rcpt}"}))["messages_count"] == 1
 
 
 def check_cli(store: Path, rcpts: list[str]) -> None:
-    listed = json.loads(cli(store, "list", "--json").stdout)["messages"]
+    listed = json.loads(run_cli("list", "--json", store=store).stdout)["messages"]
     assert [m["RcptTo"] for m in listed] == [rcpts]
-    assert json.loads(cli(store, "list", "--json", "--to", "forged@victim.test").stdout)["messages"] == []
-    assert json.loads(cli(store, "search", "to:victim", "--json").stdout)["messages"] == []
-    refused = cli(store, "wait", "--to", "forged@victim.test", "--timeout", "0.3")
+    assert json.loads(run_cli("list", "--json", "--to", "forged@victim.test", store=store).stdout)["messages"] == []
+    assert json.loads(run_cli("search", "to:victim", "--json", store=store).stdout)["messages"] == []
+    refused = run_cli("wait", "--to", "forged@victim.test", "--timeout", "0.3", store=store)
     assert refused.returncode == 1 and refused.stdout == ""
-    found = cli(store, "wait", "--to", rcpts[-1], "--timeout", "10")
+    found = run_cli("wait", "--to", rcpts[-1], "--timeout", "10", store=store)
     assert found.returncode == 0 and found.stdout.strip() == listed[0]["ID"]
 
 

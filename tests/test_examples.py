@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
+from support import ROOT
+from support.processes import Processes
+from support.servers import Servers
 
 from smtp_sink.pytest_plugin import CapturedMessage
 from smtp_sink.server import SinkServer
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SENDER = "app@example.test"
 RCPT = "bob@example.test"  # not the examples' default, so the recipient argument is tested too
@@ -142,9 +143,9 @@ def example(request: pytest.FixtureRequest) -> Example:
 
 
 @pytest.fixture
-def tls_server(server_factory) -> SinkServer:
+def tls_server(start_server: Servers) -> SinkServer:
     """``smtp-sink serve --auth accept-any``: STARTTLS on the SMTP port, implicit TLS on the other."""
-    server = server_factory(auth={"mode": "accept-any"}, tls={"mode": "on"})
+    server = start_server(auth={"mode": "accept-any"}, tls={"mode": "on"})
     assert server.tls_port and server.tls_ca
     return server
 
@@ -212,12 +213,12 @@ def test_flask_app_test_suite_uses_the_fixture():
 
 @pytest.mark.parametrize("name", ["django", "flask-mail"])
 def test_done_when_django_and_flask_settings_work_against_serve_auth_accept_any(
-    name: str, tmp_path: Path, node_path: str,
+    name: str, tmp_path: Path, node_path: str, start_process: Processes,
 ) -> None:
     """Issue 7's acceptance: the real ``smtp-sink serve --auth accept-any`` process, and the app's
     unmodified settings (STARTTLS, a user and a password); only host, port and the CA to trust differ."""
     store = tmp_path / "mail"
-    process = ServerProcess(store, "--auth", "accept-any", "--tls-port", "0")
+    process = start_process("--auth", "accept-any", "--tls-port", "0", store=store)
     try:
         ca = store / "tls" / "ca.pem"
         assert f"(trust {ca})" in process.log()  # the server says what to trust

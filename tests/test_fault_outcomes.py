@@ -4,7 +4,7 @@ out in one place, at every stage; a rule may send any 4xx/5xx code, not only tho
 from __future__ import annotations
 
 import pytest
-from smtp_wire import Wire, connect
+from support.wire import Wire, connect
 
 from smtp_sink.config import Config
 from smtp_sink.policy import MailboxPolicy

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
-from smtp_wire import connect
+from support.config import make_config
+from support.processes import Processes
+from support.servers import Servers
+from support.wire import connect
 
 from smtp_sink.ids import new_id
 from smtp_sink.protocol import Policy
@@ -23,23 +25,9 @@ from smtp_sink.server import ServerThread, SinkServer
 from smtp_sink.store import Store, StoredMessage
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator:
-    procs: list[ServerProcess] = []
-
-    def start(store: Path | None = None) -> ServerProcess:
-        proc = ServerProcess(store or tmp_path / "mail")
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.stop()
-
-
-def test_kill9_during_data_leaves_nothing(spawn, tmp_path: Path) -> None:
+def test_kill9_during_data_leaves_nothing(start_process: Processes, tmp_path: Path) -> None:
     store_dir = tmp_path / "mail"
-    server = spawn(store_dir)
+    server = start_process(store=store_dir)
     wire = connect(server.port)
     for line in ("EHLO k.test", "MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
         assert wire.cmd(line)[0] == 250
@@ -49,15 +37,15 @@ def test_kill9_during_data_leaves_nothing(spawn, tmp_path: Path) -> None:
     server.kill9()
     wire.close()
     assert list(store_dir.glob("*.eml")) == []
-    restarted = spawn(store_dir)
+    restarted = start_process(store=store_dir)
     assert Store(store_dir).ids() == []
     assert list((store_dir / "tmp").iterdir()) == []
     restarted.stop()
 
 
-def test_message_answered_250_survives_kill9(spawn, tmp_path: Path) -> None:
+def test_message_answered_250_survives_kill9(start_process: Processes, tmp_path: Path) -> None:
     store_dir = tmp_path / "mail"
-    server = spawn(store_dir)
+    server = start_process(store=store_dir)
     body = b"Subject: durable\r\n\r\n" + b"line\r\n" * 10000
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
         smtp.ehlo()
@@ -67,13 +55,13 @@ def test_message_answered_250_survives_kill9(spawn, tmp_path: Path) -> None:
         assert code == 250
         server.kill9()  # immediately after the reply
     message_id = text.decode().rsplit(" ", 1)[-1]
-    spawn(store_dir)
+    start_process(store=store_dir)
     store = Store(store_dir)
     assert store.ids() == [message_id]
     assert store.read(message_id).endswith(body)
 
 
-def test_startup_sweeps_orphan_temp_files_of_dead_processes(spawn, tmp_path: Path) -> None:
+def test_startup_sweeps_orphan_temp_files_of_dead_processes(start_process: Processes, tmp_path: Path) -> None:
     store_dir = tmp_path / "mail"
     (store_dir / "tmp").mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -82,45 +70,35 @@ def test_startup_sweeps_orphan_temp_files_of_dead_processes(spawn, tmp_path: Pat
     orphan.write_bytes(b"Subject: half written")
     live = store_dir / "tmp" / f"{new_id()}.{os.getpid()}.tmp"  # a live writer's file is kept
     live.write_bytes(b"in progress")
-    spawn(store_dir)
+    start_process(store=store_dir)
     assert not orphan.exists()
     assert live.exists()
     assert Store(store_dir).ids() == []
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+def tiny_disk(tmp_path: Path, mount_tmpfs: Callable[[Path, str], Path]) -> Path:
     """A real 256 KiB filesystem (tmpfs, mounted as root) to fill up."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mount_tmpfs(tmp_path / "tiny", "size=256k")
 
 
-def test_disk_full_answers_451_and_keeps_serving(tiny_disk: Path) -> None:
-    from conftest import make_config
-
-    from smtp_sink.server import ServerThread
-
+def test_disk_full_answers_451_and_keeps_serving(tiny_disk: Path, start_server: Servers) -> None:
     # min_free_space=0: no 452 up front, so the write itself fails mid-way
-    with ServerThread(make_config(tiny_disk / "mail", {"min_free_space": 0})) as server:
-        small = b"Subject: small\r\n\r\nfits\r\n"
-        big = b"Subject: big\r\n\r\n" + b"z" * 400_000 + b"\r\n"
-        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
-            assert smtp.sendmail("a@example.test", ["b@example.test"], small) == {}
-            with pytest.raises(smtplib.SMTPDataError) as refused:
-                smtp.sendmail("a@example.test", ["b@example.test"], big)
-            assert refused.value.smtp_code == 451
-            # same session, still served
-            assert smtp.noop()[0] == 250
-            assert smtp.sendmail("a@example.test", ["b@example.test"], small) == {}
-        assert len(server.store.ids()) == 2
-        assert list(server.store.tmp.iterdir()) == []  # nothing half-written left behind
-        for message_id in server.store.ids():
-            assert server.store.read(message_id).endswith(small)
+    server = start_server(tiny_disk / "mail", store_options={"min_free_space": 0})
+    small = b"Subject: small\r\n\r\nfits\r\n"
+    big = b"Subject: big\r\n\r\n" + b"z" * 400_000 + b"\r\n"
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+        assert smtp.sendmail("a@example.test", ["b@example.test"], small) == {}
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("a@example.test", ["b@example.test"], big)
+        assert refused.value.smtp_code == 451
+        # same session, still served
+        assert smtp.noop()[0] == 250
+        assert smtp.sendmail("a@example.test", ["b@example.test"], small) == {}
+    assert len(server.store.ids()) == 2
+    assert list(server.store.tmp.iterdir()) == []  # nothing half-written left behind
+    for message_id in server.store.ids():
+        assert server.store.read(message_id).endswith(small)
 
 
 def test_store_folder_removed_while_running_is_recreated(server: SinkServer) -> None:
@@ -131,46 +109,35 @@ def test_store_folder_removed_while_running_is_recreated(server: SinkServer) -> 
     assert len(server.store.ids()) == 1
 
 
-def test_short_of_min_free_space_answers_452_at_mail_and_data(tiny_disk: Path) -> None:
-    from conftest import make_config
-
-    from smtp_sink.server import ServerThread
-
-    with ServerThread(make_config(tiny_disk / "mail", {"min_free_space": 64 * 1024})) as server:
-        with connect(server.smtp_port) as wire:
-            wire.cmd("EHLO c.test")
-            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250  # more than 64 KiB free: enough
-            assert wire.cmd("RCPT TO:<b@example.test>")[0] == 250
-            stat = os.statvfs(tiny_disk)
-            (tiny_disk / "filler").write_bytes(b"f" * (stat.f_bavail * stat.f_frsize - 32 * 1024))
-            time.sleep(1.1)  # the check runs at most once a second
-            code, lines = wire.cmd("DATA")
-            assert code == 452 and "min_free_space" in lines[0]
-            assert wire.cmd("RSET")[0] == 250
-            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 452
-            (tiny_disk / "filler").unlink()
-            time.sleep(1.1)
-            assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250
-        assert server.store.ids() == []
+def test_short_of_min_free_space_answers_452_at_mail_and_data(tiny_disk: Path, start_server: Servers) -> None:
+    server = start_server(tiny_disk / "mail", store_options={"min_free_space": 64 * 1024})
+    with connect(server.smtp_port) as wire:
+        wire.cmd("EHLO c.test")
+        assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250  # more than 64 KiB free: enough
+        assert wire.cmd("RCPT TO:<b@example.test>")[0] == 250
+        stat = os.statvfs(tiny_disk)
+        (tiny_disk / "filler").write_bytes(b"f" * (stat.f_bavail * stat.f_frsize - 32 * 1024))
+        time.sleep(1.1)  # the check runs at most once a second
+        code, lines = wire.cmd("DATA")
+        assert code == 452 and "min_free_space" in lines[0]
+        assert wire.cmd("RSET")[0] == 250
+        assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 452
+        (tiny_disk / "filler").unlink()
+        time.sleep(1.1)
+        assert wire.cmd("MAIL FROM:<a@example.test>")[0] == 250
+    assert server.store.ids() == []
 
 
-def test_store_not_writable_answers_452(tmp_path: Path) -> None:
-    from conftest import make_config
-
-    from smtp_sink.server import ServerThread
-
-    readonly = tmp_path / "ro"
-    readonly.mkdir()
-    with ServerThread(make_config(readonly / "mail", {"min_free_space": 0})) as server:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(server.store.path)], check=True)
-        try:
-            time.sleep(1.1)
-            with connect(server.smtp_port) as wire:
-                wire.cmd("EHLO c.test")
-                code, lines = wire.cmd("MAIL FROM:<a@example.test>")
-                assert code == 452 and "not writable" in lines[0]
-        finally:
-            subprocess.run(["umount", "-l", str(server.store.path)], check=False)
+def test_store_not_writable_answers_452(
+    tmp_path: Path, start_server: Servers, mount_tmpfs: Callable[[Path, str], Path]  # unmounted first, then stopped
+) -> None:
+    server = start_server(tmp_path / "ro" / "mail", store_options={"min_free_space": 0})
+    mount_tmpfs(server.store.path, "ro,size=64k")
+    time.sleep(1.1)
+    with connect(server.smtp_port) as wire:
+        wire.cmd("EHLO c.test")
+        code, lines = wire.cmd("MAIL FROM:<a@example.test>")
+        assert code == 452 and "not writable" in lines[0]
 
 
 # -- an unexpected error in one session: a reply, a logged traceback, and everyone else goes on ----
@@ -199,11 +166,8 @@ class BuggyPolicy(Policy):
 
 
 @pytest.fixture
-def buggy(tmp_path: Path) -> Iterator[SinkServer]:
-    from conftest import make_config
-
-    with ServerThread(make_config(tmp_path / "mail"), policy=BuggyPolicy()) as server:
-        yield server
+def buggy(start_server: Servers) -> SinkServer:
+    return start_server(policy=BuggyPolicy())
 
 
 @pytest.mark.parametrize(
@@ -281,8 +245,6 @@ def start_within(thread: ServerThread, seconds: float) -> BaseException | None:
 
 
 def test_server_thread_reports_a_loop_it_cannot_make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import make_config
-
     monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` now fails
     thread = ServerThread(make_config(tmp_path / "mail", loop="uvloop"))
     error = start_within(thread, 10)
@@ -291,8 +253,6 @@ def test_server_thread_reports_a_loop_it_cannot_make(tmp_path: Path, monkeypatch
 
 
 def test_server_thread_start_gives_up_after_its_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import make_config
-
     thread = ServerThread(make_config(tmp_path / "mail"))
 
     async def never() -> None:

@@ -13,16 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_readme import INSTALL_AND_RUN
+from support import ROOT
+from support.readme import INSTALL_AND_RUN
+from support.wire import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # the distribution's own, not a developer's pyenv
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def copy_checkout(target: Path) -> None:

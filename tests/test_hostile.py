@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from smtp_wire import Wire, connect
+from support.servers import Servers
+from support.wire import Wire, connect
 
 from smtp_sink.protocol import AUTH_LINE_MAX
 from smtp_sink.server import SinkServer
@@ -147,8 +148,8 @@ def test_thousands_of_pipelined_commands_in_one_packet(server: SinkServer) -> No
     still_serving(server)
 
 
-def test_rcpt_flood_past_the_limit(server_factory) -> None:
-    server = server_factory(max_recipients=10)
+def test_rcpt_flood_past_the_limit(start_server: Servers) -> None:
+    server = start_server(max_recipients=10)
     with open_transaction(server.smtp_port) as wire:
         wire.send(b"".join(b"RCPT TO:<r%d@example.test>\r\n" % i for i in range(1000)))
         codes = [wire.code() for _ in range(1000)]
@@ -160,8 +161,8 @@ def test_rcpt_flood_past_the_limit(server_factory) -> None:
     assert raw.count(b"X-Original-To: ") == 10
 
 
-def test_data_without_end_is_bounded_and_stores_nothing(server_factory) -> None:
-    server = server_factory(max_message_size=1 << 20)
+def test_data_without_end_is_bounded_and_stores_nothing(start_server: Servers) -> None:
+    server = start_server(max_message_size=1 << 20)
     with open_transaction(server.smtp_port) as wire:
         assert wire.cmd("DATA")[0] == 354
         chunk = b"y" * 65534 + b"\r\n"
@@ -275,10 +276,10 @@ def test_many_hostile_sessions_at_once_do_not_disturb_a_good_one(server: SinkSer
     still_serving(server)
 
 
-def test_over_long_auth_response_split_by_tcp_ends_the_login(server_factory) -> None:
+def test_over_long_auth_response_split_by_tcp_ends_the_login(start_server: Servers) -> None:
     """Whatever the segments, an AUTH response over 12,288 octets gets 501 and ends the exchange:
     the next line is a command again, never taken as the password."""
-    server = server_factory(auth={"mode": "accept-any"})
+    server = start_server(auth={"mode": "accept-any"})
     response = b"dXNlcg" * 2200 + b"\r\n"  # 13,202 octets
     for cuts in ([], [AUTH_LINE_MAX - 1], [1000, 5000, 12000, AUTH_LINE_MAX + 1], list(range(12280, 12300))):
         with connect(server.smtp_port) as wire:
@@ -296,11 +297,11 @@ def test_over_long_auth_response_split_by_tcp_ends_the_login(server_factory) -> 
             assert wire.cmd("HELP STATUS")[1][2] == "TLS off, not authenticated"
 
 
-def test_size_limit_does_not_count_stuffing_dots(server_factory) -> None:
+def test_size_limit_does_not_count_stuffing_dots(start_server: Servers) -> None:
     """RFC 1870: a message of exactly the advertised SIZE is accepted however many of its lines
     start with a dot (the client doubles them on the wire); one octet more is refused."""
     limit = 4000
-    server = server_factory(max_message_size=limit)
+    server = start_server(max_message_size=limit)
     line = b".starts with a dot, doubled on the wire" + b"\r\n"
     head = b"Subject: dots\r\n\r\n"
     body = head + line * ((limit - len(head)) // len(line))

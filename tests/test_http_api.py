@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import smtplib
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from smtp_wire import connect
+from support import wait_until
+from support.http import request
+from support.processes import run_cli
+from support.wire import connect
 
 from smtp_sink.ids import encode
 from smtp_sink.server import SinkServer
@@ -23,14 +24,10 @@ from smtp_sink.server import SinkServer
 
 def api(server: SinkServer, path: str, method: str = "GET", body: Any = None,
         headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}", data=data, method=method,
-                                     headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw, status, got = response.read(), response.status, dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        raw, status, got = exc.read(), exc.code, dict(exc.headers)
+    """A request (``body``: bytes, or a value sent as JSON): status, the answer (parsed when JSON), headers."""
+    if body is not None and not isinstance(body, bytes):
+        body, headers = json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})}
+    status, got, raw = request(server, path, method, body, headers)
     text = raw.decode("utf-8", "replace")
     return status, json.loads(text) if text[:1] in "[{" else text, got
 
@@ -53,12 +50,8 @@ def send(server: SinkServer, subject: str = "hello", html: str | None = None,
 
 
 def wait_listed(server: SinkServer, count: int) -> dict[str, Any]:
-    for _ in range(100):
-        body = api(server, "/api/v1/messages")[1]
-        if body["total"] >= count:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"only {body['total']} messages listed")
+    wait_until(lambda: api(server, "/api/v1/messages")[1]["total"] >= count, timeout=5, what=f"{count} listed")
+    return api(server, "/api/v1/messages")[1]
 
 
 def test_messages_list_has_mailpits_shape(web_server: SinkServer) -> None:
@@ -191,8 +184,7 @@ def test_rules_cli_against_the_running_server(web_server: SinkServer) -> None:
     base = f"http://127.0.0.1:{web_server.http_port}"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "smtp_sink", "rules", "--api", base, *args],
-                              capture_output=True, text=True, timeout=30)
+        return run_cli("rules", "--api", base, *args)
 
     added = cli("add", "--stage", "rcpt", "--recipient", "bob@example.test", "--code", "550",
                 "--text", "not the second time", "--schedule", "nth", "--n", "2")
@@ -206,8 +198,7 @@ def test_rules_cli_against_the_running_server(web_server: SinkServer) -> None:
     bad = cli("add", "--stage", "rcpt", "--code", "250")
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "smtp-sink: rule: code: a fault rule replies with a failure (4xx or 5xx), not 250")
-    unreachable = subprocess.run([sys.executable, "-m", "smtp_sink", "rules", "--api", "http://127.0.0.1:1", "list"],
-                                 capture_output=True, text=True, timeout=30)
+    unreachable = run_cli("rules", "--api", "http://127.0.0.1:1", "list")
     assert unreachable.returncode == 1 and "cannot reach the HTTP API at http://127.0.0.1:1" in unreachable.stderr
 
 

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import make_config
+from support.config import make_config
 
 from smtp_sink.sink import Sink
 from smtp_sink.trace import Envelope

@@ -3,47 +3,31 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import http.client
 import logging
 import smtplib
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from support.http import Reply, request
+from support.processes import run_cli
+from support.servers import Servers
 
 from smtp_sink.config import ConfigError, load
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 CREDENTIALS = "admin:s3cret pass"
 
 
-def start(tmp_path: Path, smtp_host: str = "127.0.0.1", **http: object) -> ServerThread:
-    config = make_config(tmp_path / "mail", host=smtp_host)
-    return ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, **http)))
-
-
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[SinkServer]:
-    thread = start(tmp_path, port=0, auth=CREDENTIALS)
-    yield thread.start()
-    thread.stop()
+def guarded(start_server: Servers) -> SinkServer:
+    return start_server(http={"auth": CREDENTIALS})
 
 
-def get(server: SinkServer, path: str, credentials: str | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}", method=method)
-    if credentials is not None:
-        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+def get(server: SinkServer, path: str, credentials: str | None = None, method: str = "GET") -> Reply:
+    """A request with (or without) HTTP basic auth: ``(status, headers, body)``."""
+    basic = {} if credentials is None else {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+    return request(server, path, method, headers=basic)
 
 
 @pytest.mark.parametrize("path", ["/", "/api/v1/messages", "/api/v1/info", "/static/app.js", "/api/v1/rules"])
@@ -77,25 +61,19 @@ def test_beyond_loopback_without_auth_is_a_config_error() -> None:
 
 
 def test_serve_refuses_to_expose_mail_without_a_password(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--store", str(tmp_path / "mail"),
-         "--http-host", "0.0.0.0", "--http-port", "0"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )
+    run = run_cli("serve", "--port", "0", "--http-host", "0.0.0.0", "--http-port", "0", store=tmp_path / "mail")
     assert run.returncode == 2
     assert "[http] host '0.0.0.0' is not a loopback address" in run.stderr and "--http-auth" in run.stderr
     assert "Traceback" not in run.stderr
 
 
-def test_beyond_loopback_with_a_password_serves_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_beyond_loopback_with_a_password_serves_and_warns(start_server: Servers,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="smtp_sink")
-    thread = start(tmp_path, smtp_host="0.0.0.0", host="0.0.0.0", port=0, auth=CREDENTIALS)
-    server = thread.start()
-    try:
-        assert get(server, "/api/v1/info")[0] == 401
-        assert get(server, "/api/v1/info", CREDENTIALS)[0] == 200
-    finally:
-        thread.stop()
+    server = start_server(host="0.0.0.0", http={"host": "0.0.0.0", "auth": CREDENTIALS})
+    assert get(server, "/api/v1/info")[0] == 401
+    assert get(server, "/api/v1/info", CREDENTIALS)[0] == 200
+    start_server.stop(server)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("beyond this machine, over plain HTTP" in text for text in warnings), warnings
     assert any("SMTP listens on 0.0.0.0" in text for text in warnings), warnings

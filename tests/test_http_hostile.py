@@ -7,7 +7,6 @@ the store folder as ``<id>.eml`` files, as a process dropping mail there would.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import http.client
 import http.server
 import json
@@ -23,35 +22,21 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import make_config
-from smtp_wire import connect
+from support.browser import chromium
+from support.config import make_config
+from support.http import request, send_json
+from support.servers import Servers
+from support.wire import connect
 
 from smtp_sink.errors import NotFound
 from smtp_sink.ids import new_id
 from smtp_sink.message import part, summarize
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 from smtp_sink.sink import Sink
 from smtp_sink.web.app import create_app
 
-Reply = tuple[int, dict[str, str], bytes]
 SIMPLE = b"From: ann@example.test\r\nTo: bob@example.test\r\nSubject: small\r\n\r\nsmall body\r\n"
 FRAME_HEADERS = ("X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options", "Content-Security-Policy")
-
-
-def request(server: SinkServer, path: str, method: str = "GET", body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 60) -> Reply:
-    """One HTTP request on its own connection: ``(status, headers, body)``."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
-
-
-def send_json(server: SinkServer, path: str, method: str, value: Any) -> Reply:
-    return request(server, path, method, json.dumps(value).encode(), {"Content-Type": "application/json"})
 
 
 def drop(server: SinkServer, raw: bytes) -> str:
@@ -182,17 +167,12 @@ def test_the_fairness_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None
     assert all("NOOPs" in row for row in rows)
 
 
-def test_reader_threads_stop_with_the_server(tmp_path: Path) -> None:
+def test_reader_threads_stop_with_the_server(start_server: Servers) -> None:
     """The web app's reader threads start with its first request and end when the server stops."""
-    config = make_config(tmp_path / "mail")
-    config = dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0))
-    thread = ServerThread(config)
-    server = thread.start()
-    try:
-        assert request(server, "/api/v1/info")[0] == 200
-        assert any(t.name.startswith("smtp-sink-http") for t in threading.enumerate())
-    finally:
-        thread.stop()
+    server = start_server(http=True)
+    assert request(server, "/api/v1/info")[0] == 200
+    assert any(t.name.startswith("smtp-sink-http") for t in threading.enumerate())
+    start_server.stop(server)
     for _ in range(100):
         if not any(t.name.startswith("smtp-sink-http") for t in threading.enumerate()):
             break
@@ -239,13 +219,11 @@ def test_every_response_forbids_framing_and_sniffing(web_server: SinkServer) -> 
     stream.close()
 
 
-def test_401_carries_the_security_headers(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "mail")
-    config = dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0, auth="a:b"))
-    with ServerThread(config) as server:
-        status, headers, _ = request(server, "/api/v1/messages")
-        assert status == 401
-        assert_guarded(headers)
+def test_401_carries_the_security_headers(start_server: Servers) -> None:
+    server = start_server(http={"auth": "a:b"})
+    status, headers, _ = request(server, "/api/v1/messages")
+    assert status == 401
+    assert_guarded(headers)
 
 
 # -- requests from another site ---------------------------------------------------------------
@@ -300,17 +278,14 @@ class _AttackerSite:
 
 
 @pytest.fixture
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-    from test_web_page import ARGS, CHROMIUM
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+def browser() -> Iterator[Any]:
+    """Chromium for one test (conftest's lasts the module): Playwright's event loop must be gone
+    before this module's async tests run theirs."""
+    with chromium() as launched:
+        yield launched
 
 
-def test_a_foreign_page_can_neither_frame_the_sink_nor_mark_mail_read(web_server: SinkServer, chromium: Any) -> None:
+def test_a_foreign_page_can_neither_frame_the_sink_nor_mark_mail_read(web_server: SinkServer, browser: Any) -> None:
     """In a real browser, a page of another site frames the web page and a message's HTML view
     (clickjacking) and loads a message detail as an image: both frames are refused by the
     browser, and the image request reaches the server but does not mark the message read."""
@@ -320,7 +295,7 @@ def test_a_foreign_page_can_neither_frame_the_sink_nor_mark_mail_read(web_server
     page_html = (f"<iframe src='{sink}/'></iframe><iframe src='{sink}/view/{message_id}.html'></iframe>"
                  f"<img src='{detail}'>")
     with _AttackerSite(page_html) as site:
-        context = chromium.new_context()
+        context = browser.new_context()
         page = context.new_page()
         requested: list[str] = []
         page.on("request", lambda sent: requested.append(sent.url))

@@ -9,52 +9,34 @@ from its ``.eml`` file when it is read.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import smtplib
 import sqlite3
-import subprocess
-import sys
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from support.http import get_json
+from support.processes import cli_json
+from support.servers import Servers
 
 from smtp_sink.index import INDEX_FILE
-from smtp_sink.server import ServerThread
 
 SUBJECTS = ["alpha one", "beta two", "gamma three"]
 
 
-def server_on(store: Path) -> ServerThread:
-    config = make_config(store)
-    return ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0)))
-
-
-def get(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
-        return json.load(answer)
-
-
-def cli(store: Path, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "smtp_sink", *args, "--json", "--store", str(store)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 @pytest.fixture
-def filled(tmp_path: Path) -> tuple[Path, list[str]]:
+def filled(tmp_path: Path, start_server: Servers) -> tuple[Path, list[str]]:
     """A store of three messages (the first one read), written and indexed by the real server."""
     store = tmp_path / "mail"
-    with server_on(store) as server, smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+    server = start_server(store, http=True)
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
         for subject in SUBJECTS:
             smtp.sendmail("app@example.test", ["bob@example.test"], f"Subject: {subject}\r\n\r\nhi\r\n".encode())
+    start_server.stop(server)
     ids = sorted(path.name[:-4] for path in store.glob("*.eml"))
-    assert cli(store, "show", ids[0])["Subject"] == SUBJECTS[0]  # show marks it read
+    assert cli_json(store, "show", ids[0])["Subject"] == SUBJECTS[0]  # show marks it read
     return store, ids
 
 
@@ -99,16 +81,18 @@ def check_listing(listing: dict, search: dict, ids: list[str], flags_kept: bool)
 
 
 @pytest.mark.parametrize("case", DAMAGE)
-def test_damaged_index_is_repaired_for_the_cli_and_the_server(filled: tuple[Path, list[str]], case: str) -> None:
+def test_damaged_index_is_repaired_for_the_cli_and_the_server(filled: tuple[Path, list[str]], start_server: Servers,
+                                                              case: str) -> None:
     store, ids = filled
     damage, flags_kept = DAMAGE[case]
     damage(store, ids)
-    check_listing(cli(store, "list"), cli(store, "search", "subject:beta"), ids, flags_kept)
+    check_listing(cli_json(store, "list"), cli_json(store, "search", "subject:beta"), ids, flags_kept)
     damage(store, ids)  # the CLI repaired it: the same damage again, for the server
-    with server_on(store) as server:
-        check_listing(get(server.http_port, "/api/v1/messages"),
-                      get(server.http_port, "/api/v1/search?" + urllib.parse.urlencode({"query": "subject:beta"})),
-                      ids, flags_kept)
+    server = start_server(store, http=True)
+    check_listing(get_json(server, "/api/v1/messages"),
+                  get_json(server, "/api/v1/search?" + urllib.parse.urlencode({"query": "subject:beta"})),
+                  ids, flags_kept)
+    start_server.stop(server)
     from smtp_sink.index import inconsistency
 
     db = sqlite3.connect(store / INDEX_FILE)

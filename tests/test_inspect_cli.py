@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import mailbox
-import os
 import smtplib
 import subprocess
 import sys
@@ -14,17 +13,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from support.processes import run_cli
+from support.servers import Servers
 
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 
-def run(store: Path, *args: str, timeout: float = 30, stdin: int | None = subprocess.DEVNULL
-        ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "smtp_sink", *args, "--store", str(store)],
-        capture_output=True, timeout=timeout, stdin=stdin,
-    )
+def run(store: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return run_cli(*args, store=store, text=False, timeout=30)
 
 
 def out(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -213,20 +209,17 @@ def test_export_mbox(filled: SinkServer, tmp_path: Path) -> None:
     assert stdout.stdout.count(b"\nFrom app@example.test ") == 3 and stdout.stdout.startswith(b"From ")
 
 
-def test_commands_work_without_the_server_and_take_config(tmp_path: Path) -> None:
-    thread = ServerThread(make_config(tmp_path / "mail"))
-    server = thread.start()
+def test_commands_work_without_the_server_and_take_config(tmp_path: Path, start_server: Servers) -> None:
+    server = start_server()
     send(server, "written while running")
-    thread.stop()
+    start_server.stop(server)
     store = server.store.path
     config = tmp_path / "sink.toml"
     config.write_text(f'[store]\npath = "{store}"\n')
     # --config names the store; no --store given
-    result = subprocess.run([sys.executable, "-m", "smtp_sink", "list", "--json", "--config", str(config)],
-                            capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    result = run_cli("list", "--json", "--config", str(config), text=False)
     assert [m["Subject"] for m in json.loads(out(result))["messages"]] == ["written while running"]
-    bad = subprocess.run([sys.executable, "-m", "smtp_sink", "list", "--config", str(tmp_path / "missing.toml")],
-                         capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    bad = run_cli("list", "--config", str(tmp_path / "missing.toml"), text=False)
     assert bad.returncode == 2 and "missing.toml" in bad.stderr.decode()
 
 
@@ -278,9 +271,7 @@ def test_commands_without_a_store_name_the_folder_and_create_none(tmp_path: Path
         assert result.returncode == 1 and result.stdout == b"", command
         assert result.stderr.decode().splitlines() == [no_store_line(missing)], command
     # the default store (./mail) names the folder it looked for
-    default = subprocess.run([sys.executable, "-m", "smtp_sink", "list"], capture_output=True, text=True,
-                             timeout=30, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                             env={k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")})
+    default = run_cli("list", cwd=tmp_path)
     assert default.returncode == 1 and default.stderr.splitlines() == [no_store_line(missing)]
     assert sorted(tmp_path.iterdir()) == []  # no store, no mbox file
     missing.write_text("")
@@ -290,7 +281,7 @@ def test_commands_without_a_store_name_the_folder_and_create_none(tmp_path: Path
         f"smtp-sink: {missing} is not a folder: give the store folder with --store DIR\n")
 
 
-def test_wait_waits_for_the_store_a_server_creates(tmp_path: Path, server_factory) -> None:
+def test_wait_waits_for_the_store_a_server_creates(tmp_path: Path, start_server: Servers) -> None:
     store = tmp_path / "mail"
     waiting = subprocess.Popen([sys.executable, "-m", "smtp_sink", "wait", "--to", "late@example.test",
                                 "--timeout", "20", "--store", str(store)],
@@ -298,7 +289,7 @@ def test_wait_waits_for_the_store_a_server_creates(tmp_path: Path, server_factor
     try:
         time.sleep(1.0)
         assert waiting.poll() is None and not store.exists()  # waiting, and it did not create the store
-        server = server_factory()
+        server = start_server()
         send(server, "after the store appeared", "late@example.test")
         stdout, stderr = waiting.communicate(timeout=20)
     finally:
@@ -317,7 +308,7 @@ def test_wait_and_watch_without_a_store_give_up_naming_it(tmp_path: Path) -> Non
     assert not missing.exists()
 
 
-def test_watch_prints_the_mail_of_a_store_that_appears_later(tmp_path: Path, server_factory) -> None:
+def test_watch_prints_the_mail_of_a_store_that_appears_later(tmp_path: Path, start_server: Servers) -> None:
     store = tmp_path / "mail"
     proc = subprocess.Popen([sys.executable, "-m", "smtp_sink", "watch", "--timeout", "20", "--store", str(store)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
@@ -325,7 +316,7 @@ def test_watch_prints_the_mail_of_a_store_that_appears_later(tmp_path: Path, ser
         assert proc.stderr is not None and proc.stdout is not None
         assert proc.stderr.readline() == f"waiting for a store at {store} (Ctrl-C to stop)\n"
         assert not store.exists()
-        server = server_factory()
+        server = start_server()
         send(server, "first in a new store")
         line = proc.stdout.readline()
     finally:

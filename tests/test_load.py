@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
+from support.processes import Processes
 
 from smtp_sink.store import Store
 
@@ -20,20 +19,6 @@ MESSAGES = 10_000
 def rss_kib(pid: int) -> int:
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))
-
-
-@pytest.fixture
-def server_process(tmp_path: Path) -> Iterator:
-    procs: list[ServerProcess] = []
-
-    def start(*extra: str) -> ServerProcess:
-        proc = ServerProcess(tmp_path / "mail", *extra)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.stop()
 
 
 async def read_reply(reader: asyncio.StreamReader) -> bytes:
@@ -87,8 +72,8 @@ async def drive(port: int, messages: int = MESSAGES) -> list[str]:
 
 
 @pytest.mark.slow
-def test_500_sessions_10000_messages_exact_accounting(server_process) -> None:
-    server = server_process()
+def test_500_sessions_10000_messages_exact_accounting(start_process: Processes) -> None:
+    server = start_process()
     store_dir = server.store
     time.sleep(0.3)
     start = rss_kib(server.pid)
@@ -128,10 +113,10 @@ async def hold_idle(port: int, count: int) -> int:
 
 
 @pytest.mark.slow
-def test_1000_idle_connections_are_closed_by_the_idle_timeout(server_process, tmp_path: Path) -> None:
+def test_1000_idle_connections_are_closed_by_the_idle_timeout(start_process: Processes, tmp_path: Path) -> None:
     config = tmp_path / "idle.toml"
     config.write_text("[smtp]\nidle_timeout = 2.0\nmax_connections = 2000\n")
-    server = server_process("--config", str(config))
+    server = start_process("--config", str(config))
     started = time.monotonic()
     closed = asyncio.run(hold_idle(server.port, 1000))
     assert closed == 1000

@@ -4,65 +4,31 @@ over the cap gets 421, never a silent close, and no session's DATA fails for wan
 
 from __future__ import annotations
 
-import os
 import re
-import resource
-import signal
 import smtplib
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from smtp_wire import Wire, connect
+from support.processes import Processes, ServerProcess, clean_env
+from support.system import skip_unless_open_file_limit
+from support.wire import Wire, connect
 
 from smtp_sink.replies import Code
 
 
-class LimitedServer:
-    """``smtp-sink serve`` started with RLIMIT_NOFILE set to (soft, hard); its log in a file."""
-
-    def __init__(self, store: Path, soft: int, hard: int, **env: str) -> None:
-        self.log_path = store.parent / "serve.log"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_SINK_")}
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--no-http", "--store", str(store)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**environ, **env},
-                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            found = re.search(r"listening on [\d.]+:(\d+)", self.log())
-            if found:
-                self.port = int(found.group(1))
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"server did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(15)
-
-
 @pytest.fixture
-def limited(tmp_path: Path) -> Iterator:
-    servers: list[LimitedServer] = []
+def limited(start_process: Processes) -> Callable[..., ServerProcess]:
+    """``smtp-sink serve`` started with RLIMIT_NOFILE set to (soft, hard), without SMTP_SINK_* from our
+    environment (plus ``env``)."""
 
-    def start(soft: int, hard: int, **env: str) -> LimitedServer:
-        servers.append(LimitedServer(tmp_path / "mail", soft, hard, **env))
-        return servers[-1]
+    def start(soft: int, hard: int, **env: str) -> ServerProcess:
+        skip_unless_open_file_limit(hard)
+        return start_process(env=clean_env(**env), open_files=(soft, hard))
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def open_sessions(port: int, count: int) -> list[Wire]:

@@ -12,21 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import mailbox
-import smtplib
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_config
-from smtp_wire import Wire
+from support.http import get_json, request
+from support.mail import send as send_mail
+from support.processes import run_cli
+from support.servers import Servers
+from support.wire import Wire
 
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 HEAD = b"From: Ann <ann@example.test>\r\nTo: bob@example.test\r\nSubject: poison %s\r\n"
 
@@ -61,23 +58,8 @@ ROUTES = ["/api/v1/messages", "/api/v1/messages?limit=5&start=1", "/api/v1/searc
           "/api/v1/search?query=subject:poison", "/api/v1/info", "/api/v1/message/latest"]
 
 
-def get(server: SinkServer, path: str) -> tuple[int, bytes, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=30) as response:
-            return response.status, response.read(), dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers)
-
-
-def get_json(server: SinkServer, path: str) -> Any:
-    status, body, _ = get(server, path)
-    assert status == 200, (path, status, body[:300])
-    return json.loads(body)
-
-
 def send(server: SinkServer, raw: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
-        smtp.sendmail("sender@example.test", ["bob@example.test"], raw)
+    send_mail(server, raw, sender="sender@example.test", timeout=30)
 
 
 def wait_total(server: SinkServer, count: int) -> dict[str, Any]:
@@ -103,39 +85,28 @@ class Talker:
         self.worst = max(self.worst, time.perf_counter() - started)
 
 
-@pytest.fixture
-def web_config(tmp_path: Path):
-    config = make_config(tmp_path / "mail")
-    return dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0))
-
-
 @dataclasses.dataclass
 class Poisoned:
-    thread: ServerThread
     server: SinkServer
     ids: dict[str, str]  # POISON name -> message id
 
 
 @pytest.fixture
-def poisoned(web_config) -> Iterator[Poisoned]:
+def poisoned(start_server: Servers) -> Poisoned:
     """A running server whose store holds one good message, then each hostile one (sent over SMTP)."""
-    thread = ServerThread(web_config)
-    server = thread.start()
-    try:
-        send(server, HEAD % b"good" + b"\r\nfine\r\n")
-        ids = {}
-        for name, (rest, _) in POISON.items():
-            send(server, HEAD % name.encode() + rest)
-            ids[name] = wait_total(server, len(ids) + 2)["messages"][0]["ID"]
-        yield Poisoned(thread, server, ids)
-    finally:
-        thread.stop()
+    server = start_server(http=True)
+    send(server, HEAD % b"good" + b"\r\nfine\r\n")
+    ids = {}
+    for name, (rest, _) in POISON.items():
+        send(server, HEAD % name.encode() + rest)
+        ids[name] = wait_total(server, len(ids) + 2)["messages"][0]["ID"]
+    return Poisoned(server, ids)
 
 
 def check_server(server: SinkServer, ids: dict[str, str], talker: Talker, total: int) -> None:
     """Every route answers; each hostile message is listed, flagged as expected and downloadable."""
     for route in ROUTES:
-        status, body, _ = get(server, route)
+        status, _, body = request(server, route, timeout=30)
         assert status == 200, (route, body[:300])
         talker.noop()
     listed = {m["ID"]: m for m in get_json(server, "/api/v1/messages?limit=100")["messages"]}
@@ -149,12 +120,12 @@ def check_server(server: SinkServer, ids: dict[str, str], talker: Talker, total:
         assert bool(summary["ParseError"]) == flagged, (name, summary["ParseError"])
         detail = get_json(server, f"/api/v1/message/{message_id}")
         assert bool(detail["ParseError"]) == flagged and detail["Subject"] == f"poison {name}"
-        status, raw, _ = get(server, f"/api/v1/message/{message_id}/raw")
+        status, _, raw = request(server, f"/api/v1/message/{message_id}/raw", timeout=30)
         assert status == 200 and raw == (server.store.path / f"{message_id}.eml").read_bytes()
         headers = get_json(server, f"/api/v1/message/{message_id}/headers")
         assert headers["Subject"] == [f"poison {name}"]
         for entry in detail["Attachments"][:1] + detail["Inline"][:1]:
-            status, data, got = get(server, f"/api/v1/message/{message_id}/part/{entry['PartID']}")
+            status, got, data = request(server, f"/api/v1/message/{message_id}/part/{entry['PartID']}", timeout=30)
             assert status == 200 and data == b"DATA", (name, status, data[:200])
             assert got["Content-Type"].split(";")[0] == entry["ContentType"]
         talker.noop()
@@ -162,8 +133,7 @@ def check_server(server: SinkServer, ids: dict[str, str], talker: Talker, total:
 
 def cli(store: Path, *args: str) -> bytes:
     """Run an inspection command; it must succeed without a traceback. Returns its output."""
-    done = subprocess.run([sys.executable, "-m", "smtp_sink", *args, "--store", str(store)],
-                          capture_output=True, timeout=60)
+    done = run_cli(*args, store=store, text=False)
     stderr = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 0 and "Traceback" not in stderr, (args, stderr[-2000:])
     return done.stdout
@@ -208,20 +178,21 @@ def test_hostile_messages_never_break_the_api_the_cli_or_later_mail(poisoned: Po
     assert talker.worst < 2.0, f"a NOOP round trip took {talker.worst:.2f} s while hostile mail was read"
 
 
-def test_hostile_messages_survive_a_restart_and_an_index_rebuild(poisoned: Poisoned, web_config) -> None:
+def test_hostile_messages_survive_a_restart_and_an_index_rebuild(poisoned: Poisoned, start_server: Servers) -> None:
     store, ids = poisoned.server.store.path, poisoned.ids
-    poisoned.thread.stop()
+    start_server.stop(poisoned.server)
     check_cli(store, ids, len(POISON) + 1)  # no server running
-    with ServerThread(web_config) as again:  # a new server on the same store
-        talker = Talker(again)
-        check_server(again, ids, talker, len(POISON) + 1)
-        send(again, HEAD % b"after restart" + b"\r\nstill arriving\r\n")
-        assert get_json(again, "/api/v1/message/latest")["Subject"] == "poison after restart"
-        talker.wire.close()
+    again = start_server(http=True)  # a new server on the same store
+    talker = Talker(again)
+    check_server(again, ids, talker, len(POISON) + 1)
+    send(again, HEAD % b"after restart" + b"\r\nstill arriving\r\n")
+    assert get_json(again, "/api/v1/message/latest")["Subject"] == "poison after restart"
+    talker.wire.close()
+    start_server.stop(again)
     for index_file in store.glob("index.sqlite*"):  # the index is a cache: rebuilt from the files
         index_file.unlink()
-    with ServerThread(web_config) as rebuilt:
-        talker = Talker(rebuilt)
-        check_server(rebuilt, ids, talker, len(POISON) + 2)
-        assert get_json(rebuilt, "/api/v1/message/latest")["Subject"] == "poison after restart"
-        talker.wire.close()
+    rebuilt = start_server(http=True)
+    talker = Talker(rebuilt)
+    check_server(rebuilt, ids, talker, len(POISON) + 2)
+    assert get_json(rebuilt, "/api/v1/message/latest")["Subject"] == "poison after restart"
+    talker.wire.close()

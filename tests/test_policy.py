@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from smtp_wire import connect
+from support import ROOT
+from support.servers import Servers
+from support.wire import connect
 
 from smtp_sink.config import load
-from smtp_sink.server import ServerThread, SinkServer
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def policy_server(tmp_path: Path) -> Iterator:
-    threads: list[ServerThread] = []
-
-    def start(toml: str | Path) -> SinkServer:
-        path = Path(toml) if isinstance(toml, Path) else tmp_path / "policy.toml"
-        if not isinstance(toml, Path):
-            path.write_text(toml)
-        config = load(path, {"smtp": {"port": 0}, "store": {"path": str(tmp_path / "mail")}}, environ={})
-        config = dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=False))
-        threads.append(ServerThread(config))
-        return threads[-1].start()
-
-    yield start
-    for thread in threads:
-        thread.stop()
-
-
-def test_std10_dialogue_replayed_line_by_line(policy_server) -> None:
+def test_std10_dialogue_replayed_line_by_line(start_server: Servers) -> None:
     """RFC 821's example: Green is refused 550, the message is accepted for Jones and Brown."""
-    server = policy_server(ROOT / "examples" / "std10.toml")
+    server = start_server(toml=ROOT / "examples" / "std10.toml")
     dialogue = [
         ("MAIL FROM:<Smith@Alpha.ARPA>", 250, None),
         ("RCPT TO:<Jones@Beta.ARPA>", 250, None),
@@ -85,8 +64,8 @@ lists = { staff = ["ann@example.test", "bob@team.test"] }
         ("x@blocked.test", 553, None),
     ],
 )
-def test_rcpt_and_vrfy_agree(policy_server, address: str, code: int, text: str | None) -> None:
-    server = policy_server(POLICY)
+def test_rcpt_and_vrfy_agree(start_server: Servers, address: str, code: int, text: str | None) -> None:
+    server = start_server(toml=POLICY)
     with connect(server.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         wire.cmd("MAIL FROM:<a@example.test>")
@@ -97,8 +76,8 @@ def test_rcpt_and_vrfy_agree(policy_server, address: str, code: int, text: str |
         assert wire.cmd(f"VRFY {address}")[0] == code
 
 
-def test_forward_is_stored_for_both(policy_server) -> None:
-    server = policy_server(POLICY)
+def test_forward_is_stored_for_both(start_server: Servers) -> None:
+    server = start_server(toml=POLICY)
     with connect(server.smtp_port) as wire:
         for command in ("EHLO c.test", "MAIL FROM:<a@example.test>", "RCPT TO:<old@example.test>", "DATA"):
             wire.cmd(command)
@@ -108,8 +87,8 @@ def test_forward_is_stored_for_both(policy_server) -> None:
     assert b"X-Original-To: old@example.test\r\nX-Original-To: new@example.test\r\n" in raw
 
 
-def test_all_recipients_refused_gives_554_at_data(policy_server) -> None:
-    server = policy_server(POLICY)
+def test_all_recipients_refused_gives_554_at_data(start_server: Servers) -> None:
+    server = start_server(toml=POLICY)
     with connect(server.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         wire.cmd("MAIL FROM:<a@example.test>")
@@ -118,25 +97,25 @@ def test_all_recipients_refused_gives_554_at_data(policy_server) -> None:
         assert code == 554 and "no valid recipients" in lines[0]
 
 
-def test_expn(policy_server) -> None:
-    server = policy_server(POLICY)
+def test_expn(start_server: Servers) -> None:
+    server = start_server(toml=POLICY)
     with connect(server.smtp_port) as wire:
         assert wire.cmd("EXPN staff") == (250, ["<ann@example.test>", "<bob@team.test>"])
         assert wire.cmd("EXPN Staff")[0] == 250
         assert wire.cmd("EXPN nobody") == (550, ["nobody: no such mailing list"])
-    disabled = policy_server(POLICY + "expn = false\n")
+    disabled = start_server(toml=POLICY + "expn = false\n")
     with connect(disabled.smtp_port) as wire:
         assert wire.cmd("EXPN staff")[0] == 502
 
 
-def test_unknown_553_and_default_accept(policy_server) -> None:
-    server = policy_server('[policy]\nmailboxes = ["ann@example.test"]\nunknown = "553"\n')
+def test_unknown_553_and_default_accept(start_server: Servers) -> None:
+    server = start_server(toml='[policy]\nmailboxes = ["ann@example.test"]\nunknown = "553"\n')
     with connect(server.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         wire.cmd("MAIL FROM:<a@example.test>")
         assert wire.cmd("RCPT TO:<x@example.test>")[0] == 553
         assert wire.cmd("VRFY ann@example.test") == (250, ["<ann@example.test>"])
-    accepting = policy_server("")
+    accepting = start_server(toml="")
     with connect(accepting.smtp_port) as wire:
         wire.cmd("EHLO c.test")
         wire.cmd("MAIL FROM:<a@example.test>")

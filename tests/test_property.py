@@ -6,26 +6,12 @@ import smtplib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.data import content_strategy, expected, stuff
 
 from smtp_sink import trace
 from smtp_sink.config import Config
 from smtp_sink.protocol import MessageReceived, Settings, SMTPSession
 from smtp_sink.server import SinkServer
-
-# Bytes rich in the characters that matter: CR, LF, dots.
-_interesting = st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\r\n.", b"..", b"\r\n.\r\n", b"x", b"\x00", b"\xff"])
-content_strategy = st.lists(st.one_of(_interesting, st.binary(max_size=8)), max_size=60).map(b"".join)
-
-
-def stuff(content: bytes) -> bytes:
-    """What a correct client sends for ``content`` (RFC 5321 section 4.5.2), terminator included."""
-    if not content.endswith(b"\r\n"):
-        content += b"\r\n"
-    return (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
-
-
-def expected(content: bytes) -> bytes:
-    return content if content.endswith(b"\r\n") else content + b"\r\n"
 
 
 def run_session(wire_bytes: bytes, cuts: list[int]) -> list[MessageReceived]:

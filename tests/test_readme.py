@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
+
+from support import ROOT
+from support.readme import INSTALL_AND_RUN, TEST_COMMAND
 
 from smtp_sink.cli import build_parser
 from smtp_sink.config import Config
 from smtp_sink.replies import TABLE, Code, markdown_table
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-
-INSTALL_AND_RUN = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && smtp-sink serve"
-TEST_COMMAND = "bash scripts/setup-tests.sh && .venv/bin/python -m pytest"
 
 
 def between(text: str, start: str, end: str) -> str:

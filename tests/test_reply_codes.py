@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from smtp_wire import Wire, connect
+from support.servers import Servers
+from support.wire import Wire, connect
 
-from smtp_sink.config import load
 from smtp_sink.replies import Code
 from smtp_sink.rules import Rule
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 POLICY = """
 [smtp]
@@ -29,13 +27,8 @@ moved = { "gone@example.test" = "gone@elsewhere.test" }
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[SinkServer]:
-    path = tmp_path / "codes.toml"
-    path.write_text(POLICY)
-    config = load(path, {"smtp": {"port": 0}, "store": {"path": str(tmp_path / "mail")}}, environ={})
-    thread = ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=False)))
-    yield thread.start()
-    thread.stop()
+def sink(start_server: Servers) -> SinkServer:
+    return start_server(toml=POLICY)
 
 
 def greeted(server: SinkServer) -> Wire:
@@ -109,26 +102,23 @@ AUTH_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0s3cret").dec
 WRONG_PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0ann@example.test\0wrong").decode()
 
 
-Start = Callable[..., SinkServer]  # the server_factory fixture
-
-
-def auth_sink(start: Start, **auth: object) -> SinkServer:
+def auth_sink(start: Servers, **auth: object) -> SinkServer:
     """A server with ``[auth] mode = "users"`` (and so TLS) on."""
     return start(auth={"mode": "users", "users": {"ann@example.test": "s3cret"}, **auth})
 
 
-def a235(start: Start) -> int: return code_after(greeted(auth_sink(start)), AUTH_PLAIN)
-def a334(start: Start) -> int: return code_after(greeted(auth_sink(start)), "AUTH LOGIN")
-def a454(start: Start) -> int:
+def a235(start: Servers) -> int: return code_after(greeted(auth_sink(start)), AUTH_PLAIN)
+def a334(start: Servers) -> int: return code_after(greeted(auth_sink(start)), "AUTH LOGIN")
+def a454(start: Servers) -> int:
     server = auth_sink(start)
     server.rules.add(Rule(stage="starttls", code=454, text="TLS not available"))
     return code_after(greeted(server), "STARTTLS")
-def a530(start: Start) -> int: return code_after(greeted(auth_sink(start)), "MAIL FROM:<x@example.test>")
-def a535(start: Start) -> int: return code_after(greeted(auth_sink(start)), WRONG_PLAIN)
-def a538(start: Start) -> int: return code_after(greeted(auth_sink(start, require_tls=True)), AUTH_PLAIN)
+def a530(start: Servers) -> int: return code_after(greeted(auth_sink(start)), "MAIL FROM:<x@example.test>")
+def a535(start: Servers) -> int: return code_after(greeted(auth_sink(start)), WRONG_PLAIN)
+def a538(start: Servers) -> int: return code_after(greeted(auth_sink(start, require_tls=True)), AUTH_PLAIN)
 
 
-AUTH_PROVOKE: dict[int, Callable[[Start], int]] = {
+AUTH_PROVOKE: dict[int, Callable[[Servers], int]] = {
     int(name[1:]): func for name, func in globals().items() if name[:1] == "a" and name[1:].isdigit()
 }
 
@@ -150,8 +140,8 @@ def test_every_code_of_the_table_is_provoked_by_a_test() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(AUTH_PROVOKE))
-def test_auth_and_tls_code_is_provoked_on_purpose(server_factory: Start, code: int) -> None:
-    assert AUTH_PROVOKE[code](server_factory) == code
+def test_auth_and_tls_code_is_provoked_on_purpose(start_server: Servers, code: int) -> None:
+    assert AUTH_PROVOKE[code](start_server) == code
 
 
 @pytest.mark.parametrize("code", SMTP_CODES)

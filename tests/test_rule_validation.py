@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import math
 import smtplib
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_http_hostile import request
+from support.http import request
+from support.processes import run_cli
 
 from smtp_sink.config import ConfigError, load
 from smtp_sink.rules import MAX_LINE_BYTES, MAX_RULES, MAX_SECONDS, MAX_TEXT_LINES, Rule, RuleError
@@ -131,8 +130,7 @@ def test_a_server_holds_a_bounded_number_of_rules(web_server: SinkServer) -> Non
 
 def test_the_cli_reports_a_bad_rule_naming_the_field(web_server: SinkServer) -> None:
     base = f"http://127.0.0.1:{web_server.http_port}"
-    done = subprocess.run([sys.executable, "-m", "smtp_sink", "rules", "--api", base, "add", "--stage", "mail",
-                           "--action", "delay", "--seconds", "nan"], capture_output=True, text=True, timeout=30)
+    done = run_cli("rules", "--api", base, "add", "--stage", "mail", "--action", "delay", "--seconds", "nan")
     assert done.returncode == 2
     assert done.stderr.strip() == "smtp-sink: rule: seconds: expected a finite number, got nan"
     assert len(web_server.rules) == 0

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import select
 import smtplib
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from smtp_wire import Wire, connect
+from support.servers import Servers
+from support.wire import Wire, connect
 
 from smtp_sink.config import ConfigError, load
 from smtp_sink.rules import Rule, RuleError
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 
 
 def send(server: SinkServer, rcpt: str = "bob@example.test", sender: str = "a@example.test") -> int:
@@ -32,23 +31,6 @@ def send(server: SinkServer, rcpt: str = "bob@example.test", sender: str = "a@ex
         return 0
 
 
-@pytest.fixture
-def toml_server(tmp_path: Path) -> Iterator:
-    threads: list[ServerThread] = []
-
-    def start(text: str) -> SinkServer:
-        path = tmp_path / f"rules{len(threads)}.toml"
-        path.write_text(text)
-        config = load(path, {"smtp": {"port": 0}, "store": {"path": str(tmp_path / f"mail{len(threads)}")}},
-                      environ={})
-        threads.append(ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=False))))
-        return threads[-1].start()
-
-    yield start
-    for thread in threads:
-        thread.stop()
-
-
 BOB_SECOND_TIME = """
 [[rules]]
 stage = "rcpt"
@@ -60,8 +42,8 @@ n = 2
 """
 
 
-def test_refuse_bob_with_550_the_second_time_only(toml_server) -> None:
-    server = toml_server(BOB_SECOND_TIME)
+def test_refuse_bob_with_550_the_second_time_only(start_server: Servers) -> None:
+    server = start_server(toml=BOB_SECOND_TIME)
     assert [send(server) for _ in range(4)] == [250, 550, 250, 250]
     assert send(server, rcpt="alice@example.test") == 250  # others never match
     assert len(server.store.ids()) == 4
@@ -77,10 +59,10 @@ seed = 7
 """
 
 
-def test_drop_after_data_ten_percent_seed_7_repeats_exactly(toml_server) -> None:
+def test_drop_after_data_ten_percent_seed_7_repeats_exactly(tmp_path: Path, start_server: Servers) -> None:
     runs = []
-    for _ in range(2):
-        server = toml_server(DROP_AFTER_DATA)
+    for run in range(2):
+        server = start_server(tmp_path / f"mail{run}", toml=DROP_AFTER_DATA)
         runs.append([send(server) for _ in range(40)])
         assert len(server.store.ids()) == runs[-1].count(250)  # a dropped message is not stored
     assert runs[0] == runs[1]

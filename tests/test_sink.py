@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from support.config import make_config
+from support.servers import Servers
+from support.wire import free_port
 
 from smtp_sink.errors import ListenError
 from smtp_sink.index import INDEX_FILE
 from smtp_sink.message import Summary
-from smtp_sink.server import ServerThread
 from smtp_sink.sink import Sink
 from smtp_sink.store import Deleted, Marked, Store
 from smtp_sink.trace import Envelope, read
@@ -115,27 +116,18 @@ def busy() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize(("listener", "flag"), [
     ("SMTP", "--port"), ("implicit TLS", "--tls-port"), ("HTTP", "--http-port (or turn HTTP off with --no-http)"),
 ])
 def test_a_taken_port_names_its_listener_and_flag_and_leaves_nothing_open(
-    tmp_path: Path, busy: int, listener: str, flag: str, caplog: pytest.LogCaptureFixture
+    start_server: Servers, busy: int, listener: str, flag: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="smtp_sink")
     smtp_port = busy if listener == "SMTP" else free_port()
-    config = make_config(tmp_path / "mail", port=smtp_port, auth={"mode": "accept-any"},
-                         tls={"port": busy if listener == "implicit TLS" else 0})
-    config = dataclasses.replace(config, http=dataclasses.replace(
-        config.http, enabled=True, port=busy if listener == "HTTP" else 0))
-    thread = ServerThread(config)
     with pytest.raises(ListenError) as raised:
-        thread.start()
+        start_server(port=smtp_port, auth={"mode": "accept-any"},
+                     tls={"port": busy if listener == "implicit TLS" else 0},
+                     http={"port": busy if listener == "HTTP" else 0})
     error = raised.value
     assert (error.listener, error.address, error.flag) == (listener, f"127.0.0.1:{busy}", flag)
     assert str(error) == (f"cannot listen on 127.0.0.1:{busy} ({listener}): address already in use; "
@@ -150,21 +142,19 @@ def test_a_taken_port_names_its_listener_and_flag_and_leaves_nothing_open(
 
 
 def test_shutdown_goes_on_past_a_tls_session_the_server_already_closed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, start_server: Servers, caplog: pytest.LogCaptureFixture
 ) -> None:
     """After QUIT the server closes an implicit-TLS connection; a client that never answers the TLS
     close keeps it open. Stopping must still go all the way and index what is pending (asyncio's
     TLS transport raised AttributeError there, and the shutdown stopped half-way)."""
     caplog.set_level(logging.INFO, logger="smtp_sink")
-    config = make_config(tmp_path / "mail", loop="asyncio", auth={"mode": "accept-any"})
-    thread = ServerThread(config)
-    server = thread.start()
+    server = start_server(loop="asyncio", auth={"mode": "accept-any"})
     failures: list[BaseException] = []
     hook, threading.excepthook = threading.excepthook, lambda args: failures.append(args.exc_value)
     context = ssl.create_default_context(cafile=server.tls_ca)
     try:
         with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as raw, \
-                context.wrap_socket(raw, server_hostname=config.smtp.hostname) as quiet:
+                context.wrap_socket(raw, server_hostname=server.config.smtp.hostname) as quiet:
             assert quiet.recv(1024).startswith(b"220 ")
             with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as other:
                 other.sendmail("a@example.test", ["b@example.test"], b"Subject: pending\r\n\r\nx\r\n")
@@ -172,7 +162,7 @@ def test_shutdown_goes_on_past_a_tls_session_the_server_already_closed(
             assert quiet.recv(1024).startswith(b"221 ")  # then nothing: no close_notify back
             time.sleep(0.2)
             assert len(server.connections) == 1  # closed by the server, still waiting for the client
-            thread.stop()
+            start_server.stop(server)
     finally:
         threading.excepthook = hook
     assert failures == []

@@ -9,7 +9,8 @@ import smtplib
 import threading
 import time
 
-from smtp_wire import Wire, connect
+from support.servers import Servers
+from support.wire import Wire, connect
 
 from smtp_sink.replies import Code
 from smtp_sink.rules import Rule
@@ -58,8 +59,8 @@ def wait_for(outcome: list, count: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def test_clients_trickling_a_command_line_lose_their_sessions(server_factory) -> None:
-    server: SinkServer = server_factory(max_connections=5, command_timeout=1.5, idle_timeout=30)
+def test_clients_trickling_a_command_line_lose_their_sessions(start_server: Servers) -> None:
+    server: SinkServer = start_server(max_connections=5, command_timeout=1.5, idle_timeout=30)
     outcome, stop = slow_clients(server.smtp_port, 5, b"EHLO ")
     try:
         time.sleep(0.5)
@@ -75,8 +76,8 @@ def test_clients_trickling_a_command_line_lose_their_sessions(server_factory) ->
         assert smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: in\r\n\r\nx\r\n") == {}
 
 
-def test_quick_command_lines_and_idle_pauses_are_not_cut(server_factory) -> None:
-    server: SinkServer = server_factory(command_timeout=1.0, idle_timeout=30)
+def test_quick_command_lines_and_idle_pauses_are_not_cut(start_server: Servers) -> None:
+    server: SinkServer = start_server(command_timeout=1.0, idle_timeout=30)
     with connect(server.smtp_port) as wire:
         for _ in range(3):
             time.sleep(0.7)  # silent between commands: only idle_timeout applies
@@ -91,8 +92,8 @@ def test_quick_command_lines_and_idle_pauses_are_not_cut(server_factory) -> None
 DATA_OPENING = b"EHLO s.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
 
 
-def test_message_data_slower_than_the_minimum_rate_is_cut(server_factory) -> None:
-    server: SinkServer = server_factory(max_connections=4, data_min_rate=1000, data_rate_grace=1.0,
+def test_message_data_slower_than_the_minimum_rate_is_cut(start_server: Servers) -> None:
+    server: SinkServer = start_server(max_connections=4, data_min_rate=1000, data_rate_grace=1.0,
                                         command_timeout=1.0, idle_timeout=30)
     outcome, stop = slow_clients(server.smtp_port, 3, DATA_OPENING)
     try:
@@ -112,8 +113,8 @@ def test_message_data_slower_than_the_minimum_rate_is_cut(server_factory) -> Non
     assert len(server.store.ids()) == 1  # only the fast one; nothing of the slow ones
 
 
-def test_a_throttle_rule_slower_than_the_minimum_rate_is_not_the_clients_fault(server_factory) -> None:
-    server: SinkServer = server_factory(data_min_rate=4_000_000, data_rate_grace=0.5)
+def test_a_throttle_rule_slower_than_the_minimum_rate_is_not_the_clients_fault(start_server: Servers) -> None:
+    server: SinkServer = start_server(data_min_rate=4_000_000, data_rate_grace=0.5)
     server.rules.add(Rule(stage="data", action="throttle", rate=400_000))  # we read slowly on purpose
     body = b"Subject: throttled\r\n\r\n" + (b"t" * 98 + b"\r\n") * 12_000  # 1.2 MB: about 3 s
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=20) as smtp:
@@ -121,8 +122,8 @@ def test_a_throttle_rule_slower_than_the_minimum_rate_is_not_the_clients_fault(s
     assert len(server.store.ids()) == 1
 
 
-def test_a_delay_rule_longer_than_the_command_deadline_does_not_cut_the_session(server_factory) -> None:
-    server: SinkServer = server_factory(command_timeout=0.5)
+def test_a_delay_rule_longer_than_the_command_deadline_does_not_cut_the_session(start_server: Servers) -> None:
+    server: SinkServer = start_server(command_timeout=0.5)
     server.rules.add(Rule(stage="mail", action="delay", seconds=1.5))
     with connect(server.smtp_port) as wire:
         assert wire.cmd("EHLO d.test")[0] == Code.OK

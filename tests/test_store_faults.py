@@ -6,91 +6,48 @@ Real servers, real files (a real tmpfs filled up, as in tests/test_faults.py), t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
-import smtplib
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from support import wait_until
+from support.http import get_json, send_json
+from support.mail import send as send_mail
+from support.processes import cli_json
+from support.servers import Servers
 
 from smtp_sink.index import INDEX_FILE
-from smtp_sink.server import ServerThread, SinkServer
+from smtp_sink.server import SinkServer
 from smtp_sink.sink import save_message
 from smtp_sink.store import Store
 from smtp_sink.trace import Envelope
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def small_disk(tmp_path: Path, mount_tmpfs: Callable[[Path, str], Path]) -> Path:
     """A real 1 MiB filesystem (tmpfs, mounted as root) to fill up."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def with_http(store: Path, **store_options: object) -> ServerThread:
-    config = make_config(store, store_options)
-    return ServerThread(dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0)))
-
-
-def get(server: SinkServer, path: str) -> dict:
-    """A GET on the HTTP API; any status but 200 fails the test with the answer's text."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=10) as answer:
-            return json.load(answer)
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"GET {path}: {exc.code} {exc.read()[:300]!r}") from None
+    return mount_tmpfs(tmp_path / "small", "size=1m")
 
 
 def put_read(server: SinkServer, read: bool) -> tuple[int, dict]:
     """``PUT /api/v1/messages {"Read": read}``: (status, JSON error or {})."""
-    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/v1/messages", method="PUT",
-                                     data=json.dumps({"Read": read}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, {}
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, _, body = send_json(server, "/api/v1/messages", "PUT", {"Read": read})
+    return status, json.loads(body) if status != 200 else {}
 
 
 def search(server: SinkServer, query: str) -> dict:
-    return get(server, "/api/v1/search?" + urllib.parse.urlencode({"query": query}))
-
-
-def cli(store: Path, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "smtp_sink", *args, "--json", "--store", str(store)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return get_json(server, "/api/v1/search?" + urllib.parse.urlencode({"query": query}))
 
 
 def send(server: SinkServer, subject: str, content_type: str = "text/plain") -> None:
-    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
-        smtp.sendmail("app@example.test", ["bob@example.test"],
-                      f"Subject: {subject}\r\nContent-Type: {content_type}\r\n\r\nhello {subject}\r\n".encode())
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.05)
+    send_mail(server, f"Subject: {subject}\r\nContent-Type: {content_type}\r\n\r\nhello {subject}\r\n")
 
 
 def fill(disk: Path, leave: int = 0) -> Path:
@@ -108,48 +65,49 @@ def subjects(listing: dict) -> list[str]:
 # -- a full disk -------------------------------------------------------------------------
 
 
-def test_reads_keep_working_on_a_full_disk(small_disk: Path) -> None:
+def test_reads_keep_working_on_a_full_disk(small_disk: Path, start_server: Servers) -> None:
     store = small_disk / "mail"
-    with with_http(store, min_free_space=0) as server:
-        for subject in ("one", "two", "three"):
-            send(server, subject)
-        first = get(server, "/api/v1/messages")["messages"][-1]["ID"]
-        assert get(server, f"/api/v1/message/{first}")["Read"] is True  # marks it read
-        filler = fill(small_disk, leave=4096)
-        send(server, "late")  # its file fits; its index row does not
-        assert len(list(store.glob("*.eml"))) == 4 and os.statvfs(small_disk).f_bavail == 0
-        listing = get(server, "/api/v1/messages")  # the index as it is: the late one is pending
-        assert (listing["total"], listing["unread"], subjects(listing)) == (3, 2, ["three", "two", "one"])
-        assert get(server, "/api/v1/info")["Messages"] == 3
-        assert subjects(search(server, "hello")) == ["three", "two", "one"]
-        assert get(server, f"/api/v1/message/{first}")["Subject"] == "one"  # marking read fails quietly
-        assert get(server, "/api/v1/message/latest")["Subject"] == "three"
-        status, error = put_read(server, True)  # an explicit change that cannot be saved is not an "ok"
-        assert status == 507 and "read flags not saved" in error["Error"], (status, error)
-        by_cli = cli(store, "list")  # another process opens the index on the full disk
-        assert (by_cli["total"], by_cli["unread"], subjects(by_cli)) == (3, 2, ["three", "two", "one"])
-        assert subjects(cli(store, "search", "subject:two")) == ["two"]
-        filler.unlink()  # space again: the pending message is indexed, nothing was lost
-        eventually(lambda: get(server, "/api/v1/messages")["total"] == 4)
-        listing = get(server, "/api/v1/messages")
-        assert subjects(listing) == ["late", "three", "two", "one"] and listing["unread"] == 3
-        assert put_read(server, True) == (200, {}) and get(server, "/api/v1/messages")["unread"] == 0
+    server = start_server(store, http=True, store_options={"min_free_space": 0})
+    for subject in ("one", "two", "three"):
+        send(server, subject)
+    first = get_json(server, "/api/v1/messages")["messages"][-1]["ID"]
+    assert get_json(server, f"/api/v1/message/{first}")["Read"] is True  # marks it read
+    filler = fill(small_disk, leave=4096)
+    send(server, "late")  # its file fits; its index row does not
+    assert len(list(store.glob("*.eml"))) == 4 and os.statvfs(small_disk).f_bavail == 0
+    listing = get_json(server, "/api/v1/messages")  # the index as it is: the late one is pending
+    assert (listing["total"], listing["unread"], subjects(listing)) == (3, 2, ["three", "two", "one"])
+    assert get_json(server, "/api/v1/info")["Messages"] == 3
+    assert subjects(search(server, "hello")) == ["three", "two", "one"]
+    assert get_json(server, f"/api/v1/message/{first}")["Subject"] == "one"  # marking read fails quietly
+    assert get_json(server, "/api/v1/message/latest")["Subject"] == "three"
+    status, error = put_read(server, True)  # an explicit change that cannot be saved is not an "ok"
+    assert status == 507 and "read flags not saved" in error["Error"], (status, error)
+    by_cli = cli_json(store, "list")  # another process opens the index on the full disk
+    assert (by_cli["total"], by_cli["unread"], subjects(by_cli)) == (3, 2, ["three", "two", "one"])
+    assert subjects(cli_json(store, "search", "subject:two")) == ["two"]
+    filler.unlink()  # space again: the pending message is indexed, nothing was lost
+    wait_until(lambda: get_json(server, "/api/v1/messages")["total"] == 4)
+    listing = get_json(server, "/api/v1/messages")
+    assert subjects(listing) == ["late", "three", "two", "one"] and listing["unread"] == 3
+    assert put_read(server, True) == (200, {}) and get_json(server, "/api/v1/messages")["unread"] == 0
 
 
-def test_the_cli_reads_a_full_disk_without_an_index(small_disk: Path) -> None:
+def test_the_cli_reads_a_full_disk_without_an_index(small_disk: Path, start_server: Servers) -> None:
     store = small_disk / "mail"
-    with with_http(store, min_free_space=0) as server:
-        for subject in ("one", "two"):
-            send(server, subject)
+    server = start_server(store, http=True, store_options={"min_free_space": 0})
+    for subject in ("one", "two"):
+        send(server, subject)
+    start_server.stop(server)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store / INDEX_FILE}{suffix}").unlink(missing_ok=True)
     filler = fill(small_disk)
-    listing = cli(store, "list")  # no room for an index file: one in memory, built from the files
+    listing = cli_json(store, "list")  # no room for an index file: one in memory, built from the files
     assert (listing["total"], subjects(listing)) == (2, ["two", "one"])
-    assert subjects(cli(store, "search", "hello two")) == ["two"]
-    assert cli(store, "show", "latest")["Subject"] == "two"
+    assert subjects(cli_json(store, "search", "hello two")) == ["two"]
+    assert cli_json(store, "show", "latest")["Subject"] == "two"
     filler.unlink()
-    assert subjects(cli(store, "list")) == ["two", "one"]
+    assert subjects(cli_json(store, "list")) == ["two", "one"]
     assert (store / INDEX_FILE).stat().st_size > 0  # with room again, the file index is built
 
 
@@ -157,32 +115,32 @@ def test_the_cli_reads_a_full_disk_without_an_index(small_disk: Path) -> None:
 
 
 @pytest.mark.parametrize("removed", ["store-folder", "index-file"])
-def test_index_removed_while_running_is_reopened(tmp_path: Path, removed: str) -> None:
+def test_index_removed_while_running_is_reopened(tmp_path: Path, start_server: Servers, removed: str) -> None:
     """The server notices that its index file is no longer the one at the path (within
     INDEX_CHECK_INTERVAL) and reopens it: what it writes (a read flag) another process sees."""
     store = tmp_path / "mail"
-    with with_http(store) as server:
-        send(server, "before")
-        send(server, "also before")
-        assert get(server, "/api/v1/messages")["total"] == 2
-        if removed == "store-folder":
-            shutil.rmtree(store)
-        else:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{store / INDEX_FILE}{suffix}").unlink(missing_ok=True)
-        send(server, "after")
-        expected = ["after"] if removed == "store-folder" else ["after", "also before", "before"]
-        eventually(lambda: subjects(get(server, "/api/v1/messages")) == expected)
-        assert subjects(search(server, "hello")) == expected
-        time.sleep(0.5)  # INDEX_CHECK_INTERVAL: whatever the server does about it, it did by now
-        latest = get(server, "/api/v1/messages")["messages"][0]["ID"]
-        assert get(server, f"/api/v1/message/{latest}")["Read"] is True  # the server marks it read
-        by_cli = cli(store, "list")  # the index on disk is the one the server writes
-        assert (subjects(by_cli), by_cli["unread"]) == (expected, len(expected) - 1)
-        assert by_cli["messages"][0]["Read"] is True
-        send(server, "later")
-        eventually(lambda: get(server, "/api/v1/messages")["total"] == len(expected) + 1)
-        assert subjects(cli(store, "list"))[0] == "later"
+    server = start_server(store, http=True)
+    send(server, "before")
+    send(server, "also before")
+    assert get_json(server, "/api/v1/messages")["total"] == 2
+    if removed == "store-folder":
+        shutil.rmtree(store)
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store / INDEX_FILE}{suffix}").unlink(missing_ok=True)
+    send(server, "after")
+    expected = ["after"] if removed == "store-folder" else ["after", "also before", "before"]
+    wait_until(lambda: subjects(get_json(server, "/api/v1/messages")) == expected)
+    assert subjects(search(server, "hello")) == expected
+    time.sleep(0.5)  # INDEX_CHECK_INTERVAL: whatever the server does about it, it did by now
+    latest = get_json(server, "/api/v1/messages")["messages"][0]["ID"]
+    assert get_json(server, f"/api/v1/message/{latest}")["Read"] is True  # the server marks it read
+    by_cli = cli_json(store, "list")  # the index on disk is the one the server writes
+    assert (subjects(by_cli), by_cli["unread"]) == (expected, len(expected) - 1)
+    assert by_cli["messages"][0]["Read"] is True
+    send(server, "later")
+    wait_until(lambda: get_json(server, "/api/v1/messages")["total"] == len(expected) + 1)
+    assert subjects(cli_json(store, "list"))[0] == "later"
 
 
 # -- saves racing the indexer ------------------------------------------------------------
@@ -221,18 +179,19 @@ def test_saves_on_one_thread_while_another_rescans(tmp_path: Path) -> None:
 # -- one message the display parser fails on --------------------------------------------
 
 
-def test_a_message_the_parser_fails_on_is_listed_and_indexing_goes_on(tmp_path: Path) -> None:
+def test_a_message_the_parser_fails_on_is_listed_and_indexing_goes_on(tmp_path: Path, start_server: Servers) -> None:
     store = tmp_path / "mail"
-    with with_http(store) as server:
-        send(server, "before")
-        send(server, "odd", "text/plain; charset=undefined")  # the 'undefined' codec raises on any decode
-        send(server, "after")
-        eventually(lambda: get(server, "/api/v1/messages")["total"] == 3)
-        listing = get(server, "/api/v1/messages")
-        assert [m["RcptTo"] for m in listing["messages"]] == [["bob@example.test"]] * 3
-        assert subjects(listing)[0] == "after" and subjects(listing)[2] == "before"
-        assert subjects(search(server, "hello after")) == ["after"]
-        assert subjects(search(server, "to:bob")) == subjects(listing)
+    server = start_server(store, http=True)
+    send(server, "before")
+    send(server, "odd", "text/plain; charset=undefined")  # the 'undefined' codec raises on any decode
+    send(server, "after")
+    wait_until(lambda: get_json(server, "/api/v1/messages")["total"] == 3)
+    listing = get_json(server, "/api/v1/messages")
+    assert [m["RcptTo"] for m in listing["messages"]] == [["bob@example.test"]] * 3
+    assert subjects(listing)[0] == "after" and subjects(listing)[2] == "before"
+    assert subjects(search(server, "hello after")) == ["after"]
+    assert subjects(search(server, "to:bob")) == subjects(listing)
+    start_server.stop(server)
     for suffix in ("", "-wal", "-shm"):  # and a rebuild from the files goes past it too
         Path(f"{store / INDEX_FILE}{suffix}").unlink(missing_ok=True)
-    assert cli(store, "list")["total"] == 3
+    assert cli_json(store, "list")["total"] == 3

@@ -9,21 +9,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
+from support import ROOT
+from support.servers import Servers
 
 from smtp_sink.server import SinkServer
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -121,32 +111,24 @@ def test_screenshot(page: Page, web_server: SinkServer, tmp_path: Path) -> None:
     expect(page.frame_locator("#html").locator("h2")).to_have_text("Welcome!")
     out = tmp_path / "screenshot.png"
     if os.environ.get("SMTP_SINK_UPDATE_SCREENSHOT"):
-        out = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+        out = ROOT / "docs" / "screenshot.png"
     page.screenshot(path=str(out))
     assert out.stat().st_size > 10_000
 
 
-def test_page_works_behind_basic_auth(browser: Browser, tmp_path: Path) -> None:
+def test_page_works_behind_basic_auth(browser: Browser, start_server: Servers) -> None:
     """With [http] auth the browser logs in once; the list, the event stream and the HTML frame work."""
-    import dataclasses
-
-    from conftest import make_config
-
-    from smtp_sink.server import ServerThread
-
-    config = make_config(tmp_path / "mail")
-    config = dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0, auth="dev:pw"))
-    with ServerThread(config) as server:
-        anonymous = browser.new_context()
-        assert anonymous.request.get(f"http://127.0.0.1:{server.http_port}/").status == 401
-        anonymous.close()
-        context = browser.new_context(http_credentials={"username": "dev", "password": "pw"})
-        page = context.new_page()
-        page.goto(f"http://127.0.0.1:{server.http_port}/")
-        page.wait_for_selector("body[data-live]")  # the event stream opened with the credentials
-        send(server, "Behind a password", "<p id='p'>protected</p>")
-        item = page.locator("#messages li", has_text="Behind a password")
-        expect(item).to_be_visible(timeout=10_000)
-        item.click()
-        expect(page.frame_locator("#html").locator("#p")).to_have_text("protected")
-        context.close()
+    server = start_server(http={"auth": "dev:pw"})
+    anonymous = browser.new_context()
+    assert anonymous.request.get(f"http://127.0.0.1:{server.http_port}/").status == 401
+    anonymous.close()
+    context = browser.new_context(http_credentials={"username": "dev", "password": "pw"})
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{server.http_port}/")
+    page.wait_for_selector("body[data-live]")  # the event stream opened with the credentials
+    send(server, "Behind a password", "<p id='p'>protected</p>")
+    item = page.locator("#messages li", has_text="Behind a password")
+    expect(item).to_be_visible(timeout=10_000)
+    item.click()
+    expect(page.frame_locator("#html").locator("#p")).to_have_text("protected")
+    context.close()

@@ -62,6 +62,13 @@ class Wire:
         self.close()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def connect(port: int) -> Wire:
     """Connect and consume the 220 greeting."""
     wire = Wire(port)

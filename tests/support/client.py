@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from smtp_sink.server import SinkServer
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "smtp_client.py"
 
 
@@ -32,14 +32,6 @@ def only_message(server: SinkServer) -> email.message.EmailMessage:
     """The single message in the server's store, parsed."""
     (message_id,) = server.store.ids()
     return email.message_from_bytes(server.store.read(message_id), policy=email.policy.default)
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 class StubServer:
