@@ -6,7 +6,6 @@ the store folder as ``<id>.eml`` files, as a process dropping mail there would.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import http.server
 import json
@@ -28,6 +27,7 @@ from support.http import request, send_json
 from support.servers import Servers
 from support.wire import connect
 
+from bench.http_fairness import big_attachment
 from smtp_sink.errors import NotFound
 from smtp_sink.ids import new_id
 from smtp_sink.message import part, summarize
@@ -78,24 +78,15 @@ def assert_guarded(headers: dict[str, str], *, framed_by_page: bool = False) -> 
 # -- one slow request holds up nobody ---------------------------------------------------------
 
 
-def attachment_message(size: int) -> bytes:
-    """A text part and a base64 attachment of ``size`` bytes."""
-    data = base64.encodebytes(bytes(range(256)) * (size // 256)).replace(b"\n", b"\r\n")
-    return (b"From: a@example.test\r\nSubject: big attachment\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
-            b"--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b\r\nContent-Type: application/octet-stream\r\n"
-            b"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=big.bin\r\n\r\n"
-            + data + b"--b--\r\n")
-
-
 def slow_download(seconds: float = 2.0) -> bytes:
     """A message whose attachment takes about ``seconds`` to extract on this machine (measured on
     :func:`smtp_sink.message.part` with a small one; at most 160 MB): bounded parsing still has
     to read every byte of a part it hands out."""
-    probe = attachment_message(4_000_000)
+    probe = big_attachment(4_000_000)
     start = time.perf_counter()
     part(probe, "2")
     scale = min(max(seconds / (time.perf_counter() - start), 1.0), 40.0)
-    return attachment_message(int(4_000_000 * scale))
+    return big_attachment(int(4_000_000 * scale))
 
 
 DROPPED = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: dropped\r\n\r\n" + b"text " * 400 + b"\r\n"
