@@ -1,0 +1,94 @@
+"""One message: detail, raw source, headers, parts and the HTML view."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import urllib.parse
+
+from aiohttp import web
+
+from ..message import headers
+from .common import json_off_loop, off_loop, sink
+from .security import DOWNLOAD_CSP, MESSAGE_CSP
+
+MAX_FILENAME = 200  # characters of a part's file name sent in Content-Disposition
+_MEDIA_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits
+_FORBIDDEN_IN_NAME = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi), surrogate, line breaks
+
+
+async def message(request: web.Request) -> web.Response:
+    """The message detail; opening it marks it read."""
+    store = sink(request).store
+    return await json_off_loop(request, lambda: store.open_message(request.match_info["id"]))
+
+
+def _read(request: web.Request) -> bytes:
+    """The stored bytes of the message the URL names (in a reader thread)."""
+    store = sink(request).store
+    return store.read(store.resolve(request.match_info["id"]))
+
+
+async def raw(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/raw``: the stored bytes, as plain text."""
+    return web.Response(body=await off_loop(request, lambda: _read(request)), content_type="text/plain",
+                        charset="utf-8")
+
+
+async def message_headers(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/headers``: every header, as stored."""
+    return await json_off_loop(request, lambda: headers(_read(request)))
+
+
+async def message_part(request: web.Request) -> web.Response:
+    """``GET /api/v1/message/{id}/part/{part}``: one part's content, as a download."""
+    store, match = sink(request).store, request.match_info
+    content_type, filename, body = await off_loop(request, lambda: store.part(match["id"], match["part"]))
+    return web.Response(body=body, headers={
+        "Content-Type": media_type(content_type),
+        "Content-Disposition": content_disposition(filename),
+        "Content-Security-Policy": DOWNLOAD_CSP,
+    })
+
+
+def media_type(value: str) -> str:
+    """``type/subtype`` when ``value`` is one (RFC 6838 names), else ``application/octet-stream``:
+    a folded or control-laden Content-Type from a message never reaches the response headers."""
+    value = value.strip().lower()
+    return value if len(value) <= 255 and _MEDIA_TYPE_RE.fullmatch(value) else "application/octet-stream"
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the file name: ``filename="..."`` in ASCII, plus RFC 6266's
+    ``filename*=UTF-8''...`` (RFC 5987 encoding) when the name is not plain ASCII."""
+    name = _clean_filename(filename) or "part"
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    if fallback == name:
+        return f'attachment; filename="{name}"'
+    encoded = urllib.parse.quote(name.encode("utf-8", "replace"), safe=_ATTR_CHARS)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def _clean_filename(filename: str) -> str:
+    """The name as text (8-bit bytes read as UTF-8), without control, format or separator
+    characters, path separators or surrounding blanks, at most :data:`MAX_FILENAME` characters."""
+    try:
+        filename = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        filename = filename.encode("utf-8", "replace").decode("utf-8")
+    if not (filename.isascii() and filename.isprintable()):
+        filename = "".join(c for c in filename if unicodedata.category(c) not in _FORBIDDEN_IN_NAME)
+    return filename.replace("/", "_").replace("\\", "_").strip()[:MAX_FILENAME]
+
+
+async def message_html(request: web.Request) -> web.Response:
+    """The HTML body for the page's sandboxed iframe: scripts and remote loads blocked by CSP."""
+    store = sink(request).store
+
+    def work() -> bytes:
+        html: str = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
+        return html.encode("utf-8", "replace")
+
+    return web.Response(body=await off_loop(request, work), content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": MESSAGE_CSP, "X-Frame-Options": "SAMEORIGIN"})
