@@ -98,6 +98,15 @@ class TLSMode(Choice):
     OFF = "off"
 
 
+class RelayAuth(Choice):
+    """``[relay] auth``: how smtp-sink logs in to the upstream server (none, plain, login, cram-md5)."""
+
+    NONE = "none"
+    PLAIN = "plain"
+    LOGIN = "login"
+    CRAM_MD5 = "cram-md5"
+
+
 class LogLevel(Choice):
     """``[log] level``."""
 
@@ -187,6 +196,60 @@ class LogConfig(_Section):
 
 
 @dataclass(frozen=True)
+class TagsConfig(_Section):
+    """``[tags]``: the tags a message gets when it arrives (as Mailpit gives them)."""
+
+    x_tags: bool = True  # the comma-separated tags of an X-Tags header
+    plus_addresses: bool = True  # "tag" of user+tag@domain in From, To, Cc and Bcc
+    title_case: bool = False  # X-Tags and plus-address tags written in Title Case
+    username: bool = False  # the AUTH user name as a tag
+    filters: dict[str, str] = field(default_factory=dict)  # search query -> comma-separated tags
+
+
+@dataclass(frozen=True)
+class RelayConfig(_Section):
+    """``[relay]``: the upstream SMTP server that release (and auto-relay) sends to (Mailpit's
+    ``--smtp-relay-*``). Off while ``host`` is empty."""
+
+    host: str = _opt("", empty=True)
+    port: int = _opt(25, low=1, high=65535)
+    starttls: bool = False
+    tls: bool = False  # implicit TLS
+    allow_insecure: bool = False  # do not verify the upstream's certificate
+    auth: RelayAuth = RelayAuth.NONE
+    username: str = _opt("", empty=True)
+    password: str = _opt("", empty=True)
+    secret: str = _opt("", empty=True)  # for cram-md5
+    return_path: str = _opt("", empty=True)  # envelope sender and Return-Path of released mail
+    override_from: str = _opt("", empty=True)  # the From address of every relayed message
+    allowed_recipients: str = _opt("", empty=True)  # regular expression a released recipient must match
+    blocked_recipients: str = _opt("", empty=True)  # regular expression no relayed recipient may match
+    preserve_message_ids: bool = False  # keep the Message-ID of released mail
+    forward_smtp_errors: bool = False  # a refused recipient fails the relay
+    relay_all: bool = False  # auto-relay: every message, to its envelope recipients
+    relay_matching: str = _opt("", empty=True)  # auto-relay: recipients matching this expression
+
+
+@dataclass(frozen=True)
+class WebhookConfig(_Section):
+    """``[webhook]``: a URL that receives each new message's summary (Mailpit's ``--webhook-url``)."""
+
+    url: str = _opt("", empty=True)
+    timeout: float = _opt(5.0, low=0.1)
+    retries: int = _opt(3, low=0, high=10)
+    rate: float = _opt(5.0, low=0)  # at most this many calls a second (0: no limit)
+
+
+@dataclass(frozen=True)
+class ChecksConfig(_Section):
+    """``[checks]``: the message checks of the API (HTML, links, SpamAssassin)."""
+
+    spamassassin: str = _opt("", empty=True)  # "host:port" of a spamd; empty: sa-check is off (404)
+    allow_internal: bool = False  # the link check may reach loopback and private addresses
+    link_timeout: float = _opt(5.0, low=0.1)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections are the TOML tables."""
 
@@ -197,6 +260,10 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    tags: TagsConfig = field(default_factory=TagsConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     source: str = field(default="(defaults)", compare=False)
 

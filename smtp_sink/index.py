@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .ids import encode
-from .message import Summary
+from .summary import Summary
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.sqlite"

@@ -1,6 +1,6 @@
 """Which message a wait is for: one meaning for the pytest plugin's ``wait_for`` and ``smtp-sink wait``.
 
-A :class:`Criteria` is checked against a message :class:`~smtp_sink.message.Summary` (what the
+A :class:`Criteria` is checked against a message :class:`~smtp_sink.summary.Summary` (what the
 index holds), so every reader decides alike:
 
 - ``to``: an address, compared whole and ignoring case, with every envelope recipient (Bcc
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .message import Summary
+from .summary import Summary
 
 __all__ = ["Criteria", "SubjectMatcher"]
 

@@ -39,10 +39,11 @@ from . import trace
 from .config import Config, ConfigError, assemble, validate
 from .errors import ListenError, NotFound
 from .matching import Criteria, SubjectMatcher
-from .message import Summary, detail, summarize
+from .message import detail, summarize
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
 from .sink import Sink
+from .summary import Summary
 
 __all__ = ["CapturedMessage", "SinkFixture", "build_config"]
 

@@ -137,7 +137,7 @@ class Sink:
         return bool(self._subscribers)
 
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` for each new message (its :class:`~smtp_sink.message.Summary`,
+        """Call ``callback(event)`` for each new message (its :class:`~smtp_sink.summary.Summary`,
         once indexed), each deletion (:class:`~smtp_sink.store.Deleted`) and read-flag change
         (:class:`~smtp_sink.store.Marked`), in the thread that indexed, deleted or marked.
         Returns a function that unsubscribes."""

@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 from .errors import NotFound
 from .ids import is_id, new_id
 from .index import Index, IndexUnavailable, Page, damaged, id_floor, transient
-from .message import Summary, detail, envelope_summary, part, summarize
+from .message import detail, envelope_summary, part, summarize
+from .summary import Summary
 
 __all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
 log = logging.getLogger("smtp_sink")

@@ -11,9 +11,9 @@ import pytest
 
 from smtp_sink.errors import NotFound
 from smtp_sink.index import INDEX_FILE, id_floor, parse_query
-from smtp_sink.message import Summary
 from smtp_sink.sink import save_message
 from smtp_sink.store import Deleted, Marked, Store
+from smtp_sink.summary import Summary
 from smtp_sink.trace import Envelope
 
 COUNT = 5000

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from smtp_sink.matching import Criteria
-from smtp_sink.message import Summary, summarize
+from smtp_sink.message import summarize
 from smtp_sink.sink import save_message
 from smtp_sink.store import Store
+from smtp_sink.summary import Summary
 from smtp_sink.trace import Envelope, trace_headers
 
 MESSAGE_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"

@@ -22,9 +22,9 @@ from support.wire import free_port
 
 from smtp_sink.errors import ListenError
 from smtp_sink.index import INDEX_FILE
-from smtp_sink.message import Summary
 from smtp_sink.sink import Sink
 from smtp_sink.store import Deleted, Marked, Store
+from smtp_sink.summary import Summary
 from smtp_sink.trace import Envelope, read
 
 ENVELOPE = Envelope(helo="c.test", esmtp=True, mail_from="ann@example.test", rcpt_to=["bob@example.test"],

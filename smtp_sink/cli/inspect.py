@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFound
 from ..index import Page
 from ..matching import Criteria
-from ..message import Summary, headers, part
+from ..message import headers, part
 from ..store import Store
+from ..summary import Summary
 from ..web.mailpit import page_json
 from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, load
 

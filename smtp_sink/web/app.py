@@ -17,7 +17,7 @@ from ..config import HTTPConfig, is_loopback
 from ..sink import Sink
 from . import events, listing, message, rules
 from .common import AUTH_KEY, READERS_KEY, SINK_KEY, SMTP_PORT_KEY, Readers
-from .security import MARKS_READ, guard, security_headers
+from .security import guard, security_headers
 
 log = logging.getLogger("smtp_sink")
 STATIC = Path(__file__).parent / "static"
@@ -38,25 +38,9 @@ def create_app(sink: Sink, http: HTTPConfig, *, smtp_port: int = 0) -> web.Appli
     app[READERS_KEY] = Readers()
     app.on_response_prepare.append(security_headers)
     app.on_cleanup.append(_stop_readers)
-    message_route = "/api/v1/message/{id}"
-    app.add_routes([
-        web.get("/api/v1/messages", listing.list_messages),
-        web.put("/api/v1/messages", listing.set_read),
-        web.delete("/api/v1/messages", listing.delete),
-        web.get("/api/v1/search", listing.search),
-        web.get(message_route, message.message, name=MARKS_READ),
-        web.get(message_route + "/raw", message.raw),
-        web.get(message_route + "/headers", message.message_headers),
-        web.get(message_route + "/part/{part}", message.message_part),
-        web.get("/view/{id}.html", message.message_html),
-        web.get("/api/v1/info", listing.info),
-        web.get("/api/v1/rules", rules.list_rules),
-        web.post("/api/v1/rules", rules.add_rule),
-        web.delete("/api/v1/rules", rules.clear_rules),
-        web.get("/api/events", events.events),
-        web.get("/", index_page),
-        web.static("/static", STATIC),
-    ])
+    for area in (listing, message, rules, events):  # each area module lists its own routes
+        app.add_routes(area.ROUTES)
+    app.add_routes([web.get("/", index_page), web.static("/static", STATIC)])
     return app
 
 

@@ -7,8 +7,8 @@ import json
 
 from aiohttp import web
 
-from ..message import Summary
 from ..store import Deleted, Marked
+from ..summary import Summary
 from .common import sink
 
 
@@ -60,3 +60,6 @@ def _offer(queue: asyncio.Queue[bytes], item: bytes) -> None:
     """Queue an event for a stream; a client too slow to take 1000 misses the newer ones."""
     if not queue.full():
         queue.put_nowait(item)
+
+
+ROUTES = [web.get("/api/events", events)]

@@ -53,3 +53,12 @@ async def info(request: web.Request) -> web.Response:
     """``GET /api/v1/info``: version, store and counts."""
     store, smtp_port = sink(request).store, request.app[SMTP_PORT_KEY]
     return await json_off_loop(request, lambda: info_json(*store.counts(), str(store.path), smtp_port))
+
+
+ROUTES = [
+    web.get("/api/v1/messages", list_messages),
+    web.put("/api/v1/messages", set_read),
+    web.delete("/api/v1/messages", delete),
+    web.get("/api/v1/search", search),
+    web.get("/api/v1/info", info),
+]

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..message import headers
 from .common import json_off_loop, off_loop, sink
-from .security import DOWNLOAD_CSP, MESSAGE_CSP
+from .security import DOWNLOAD_CSP, MARKS_READ, MESSAGE_CSP
 
 MAX_FILENAME = 200  # characters of a part's file name sent in Content-Disposition
 _MEDIA_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -92,3 +92,13 @@ async def message_html(request: web.Request) -> web.Response:
 
     return web.Response(body=await off_loop(request, work), content_type="text/html", charset="utf-8",
                         headers={"Content-Security-Policy": MESSAGE_CSP, "X-Frame-Options": "SAMEORIGIN"})
+
+
+MESSAGE = "/api/v1/message/{id}"
+ROUTES = [
+    web.get(MESSAGE, message, name=MARKS_READ),
+    web.get(MESSAGE + "/raw", raw),
+    web.get(MESSAGE + "/headers", message_headers),
+    web.get(MESSAGE + "/part/{part}", message_part),
+    web.get("/view/{id}.html", message_html),
+]

@@ -28,3 +28,10 @@ async def clear_rules(request: web.Request) -> web.Response:
     """``DELETE /api/v1/rules``: remove every fault rule."""
     sink(request).rules.clear()
     return web.Response(text="ok", content_type="text/plain")
+
+
+ROUTES = [
+    web.get("/api/v1/rules", list_rules),
+    web.post("/api/v1/rules", add_rule),
+    web.delete("/api/v1/rules", clear_rules),
+]
