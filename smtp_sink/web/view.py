@@ -26,6 +26,8 @@ from .security import MESSAGE_CSP, VIEW_HTML, VIEW_TEXT
 
 MAX_CID = 256  # characters of a Content-ID looked for after "cid:" (longer ones are not rewritten)
 _SLASH_TRIES = 8  # "/" inside a Content-ID: how many are tried as part of it
+MAX_LINKS = 10_000  # <a> tags given a target by embed=1; the rest of a hostile page is left as it is
+MAX_ATTRIBUTES = 1_000  # attributes read in one <a> tag; a tag with more ends the rewriting there
 _CID_REF_RE = re.compile(r"""=(["']?)cid:""", re.IGNORECASE)
 _CID_END_RE = re.compile(r"""["'\\|/>;\s]""")  # what may follow a Content-ID (Mailpit's set, with real white space)
 _A_START_RE = re.compile(r"<a(?=[\s/>])", re.IGNORECASE)
@@ -126,11 +128,16 @@ def _cid_at(window: str, urls: dict[str, str]) -> tuple[str, int] | None:
 def link_targets(html: str) -> str:
     """Every ``<a ...>`` start tag with ``target="_blank" rel="noreferrer noopener"`` (replacing
     its own target and rel), as Mailpit's ``embed=1`` sets them. A tag left open (no ``>``, or a
-    quote that never closes) ends the scan: the rest is inside it, as a browser reads it."""
-    pieces, pos = [], 0
+    quote that never closes) ends the scan: the rest is inside it, as a browser reads it. Past
+    :data:`MAX_LINKS` tags, or at a tag of more than :data:`MAX_ATTRIBUTES` attributes, the rest
+    is left as it is (hostile input only: the Python scan stays short)."""
+    pieces, pos, done = [], 0, 0
     for start in _A_START_RE.finditer(html):
         if start.start() < pos:
             continue
+        done += 1
+        if done > MAX_LINKS:
+            break
         tag = _attributes(html, start.end())
         if tag is None:
             break
@@ -144,10 +151,10 @@ def link_targets(html: str) -> str:
 
 def _attributes(html: str, pos: int) -> tuple[list[tuple[str, str]], int] | None:
     """The attributes of a start tag from ``pos`` as ``(name, text)`` and where the tag ends (after
-    its ``>``); None when it never ends."""
+    its ``>``); None when it never ends (or has more than :data:`MAX_ATTRIBUTES`)."""
     found: list[tuple[str, str]] = []
     size = len(html)
-    while True:
+    while len(found) <= MAX_ATTRIBUTES:
         pos = _SPACES_RE.match(html, pos).end()  # type: ignore[union-attr]  # \s* always matches
         if pos >= size:
             return None
@@ -173,6 +180,7 @@ def _attributes(html: str, pos: int) -> tuple[list[tuple[str, str]], int] | None
         else:
             found.append((html[pos:name_end], html[pos:name_end]))
             pos = name_end
+    return None
 
 
 ROUTES = [
