@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, relay
 from ..config import Config
 from .common import json_off_loop, off_loop, sink
 from .security import LIVEZ, READYZ
@@ -24,20 +24,9 @@ _PARAMETER_RE = re.compile(r"\{(\w+)")
 def webui_json(config: Config, chaos: bool) -> dict[str, Any]:
     """Mailpit's ``WebUIConfiguration``: the relay (every field at its zero value when off),
     whether a spam check is configured and whether chaos is offered."""
-    relay = config.relay
-    enabled = bool(relay.host)
     return {
         "Label": "",
-        "MessageRelay": {
-            "Enabled": enabled,
-            "SMTPServer": f"{relay.host}:{relay.port}" if enabled else "",
-            "ReturnPath": relay.return_path if enabled else "",
-            "AllowedRecipients": relay.allowed_recipients if enabled else "",
-            "BlockedRecipients": relay.blocked_recipients if enabled else "",
-            "OverrideFrom": relay.override_from if enabled else "",
-            "PreserveMessageIDs": relay.preserve_message_ids if enabled else False,
-            "RecipientAllowlist": relay.allowed_recipients if enabled else "",  # Mailpit's deprecated name
-        },
+        "MessageRelay": relay.webui_json(config.relay),
         "SpamAssassin": bool(config.checks.spamassassin),
         "ChaosEnabled": chaos,
         "DuplicatesIgnored": False,
