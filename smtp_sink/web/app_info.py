@@ -91,7 +91,7 @@ def _operation(path: str, handler: Any) -> dict[str, Any]:
     if doc.startswith("``") and "``: " in doc:  # "``GET /path``: what it does" -> "what it does"
         doc = doc.split("``: ", 1)[1]
     return {
-        "summary": doc,
+        "summary": doc.replace("``", "`"),  # reStructuredText literals as Markdown (OpenAPI's mark-up)
         "parameters": [{"name": name, "in": "path", "required": True, "type": "string"}
                        for name in _PARAMETER_RE.findall(path)],
         "responses": {"200": {"description": "OK"}},
