@@ -7,23 +7,33 @@ than :data:`MAX_PIXELS` pixels gives a blank white thumbnail. Pillow reads the i
 before decoding it, so a small file that declares a huge size is refused before memory is spent;
 JPEGs are decoded at a reduced scale when that is enough (``draft``). Only the formats Mailpit
 reads (and WebP) are tried, whatever the part's type says: never one that Pillow would hand to an
-outside program (EPS to Ghostscript). Call it off the event loop.
+outside program (EPS to Ghostscript). Call it off the event loop: :func:`submit` runs it in the
+renderer thread, so at most :data:`RENDERERS` images are decoded at once whatever the number of
+requests (each may hold :data:`MAX_PIXELS` decoded pixels, about 250 MB at the cap).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import io
 import warnings
 
 from PIL import Image, ImageOps
 
-__all__ = ["HEIGHT", "MAX_PIXELS", "WIDTH", "blank", "thumbnail"]
+__all__ = ["HEIGHT", "MAX_PIXELS", "RENDERERS", "WIDTH", "blank", "submit", "thumbnail"]
 
 WIDTH, HEIGHT = 180, 120
 MAX_PIXELS = 20_000_000  # Mailpit's limit: a larger image gets the blank thumbnail
 QUALITY = 70  # JPEG quality, as Mailpit's
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # decoders tried (Pillow's names)
+RENDERERS = 1  # thumbnails decoded at once in the process (the others wait their turn, off the loop)
+_renderers = concurrent.futures.ThreadPoolExecutor(RENDERERS, thread_name_prefix="smtp-sink-thumbnail")
+
+
+def submit(content_type: str, data: bytes) -> concurrent.futures.Future[bytes]:
+    """:func:`thumbnail` in the renderer thread (await it with ``asyncio.wrap_future``)."""
+    return _renderers.submit(thumbnail, content_type, data)
 
 
 def thumbnail(content_type: str, data: bytes) -> bytes:

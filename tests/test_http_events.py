@@ -96,8 +96,3 @@ async def test_marking_all_read_sends_only_stats_and_the_same_path_still_streams
             event = [await asyncio.wait_for(stream.content.readline(), 5) for _ in range(2)]
             assert event[0] == b"event: new\n" and json.loads(event[1][6:])["Subject"] == "two"
 
-
-async def test_a_plain_get_without_upgrade_or_accept_is_still_the_stream(web_server: SinkServer) -> None:
-    url = f"http://127.0.0.1:{web_server.http_port}/api/events"
-    async with aiohttp.ClientSession() as session, session.get(url) as stream:
-        assert stream.status == 200 and stream.headers["Content-Type"] == "text/event-stream"

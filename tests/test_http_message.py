@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import io
 import json
+import os
 import re
 import smtplib
+import struct
+import threading
 import time
+import zlib
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -246,3 +251,72 @@ def test_the_part_route_and_view_read_big_messages_off_the_loop(web_server: Sink
     status, headers, body = request(web_server, f"/api/v1/message/{message_id}/part/1/thumb")
     assert status == 200 and Image.open(io.BytesIO(body)).size == (180, 120)
     assert re.fullmatch(r'inline; filename="big\.png"', headers["Content-Disposition"])
+
+
+def lying_png(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    data = bytearray(png(1, 1))
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height, then its CRC
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def stored(server: SinkServer, image: bytes, name: str = "big.png") -> str:
+    """A message dropped into the store by hand with ``image`` as its only part (part 1)."""
+    raw = (b"Subject: big image\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: image/png; name=" + name.encode() + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(image) + b"--b--\r\n")
+    message_id = new_id()
+    Path(server.store.path, f"{message_id}.eml").write_bytes(raw)
+    return message_id
+
+
+def test_an_image_claiming_too_many_pixels_gets_the_blank_thumbnail_at_once(web_server: SinkServer) -> None:
+    message_id = stored(web_server, lying_png(100_000, 100_000))
+    started = time.perf_counter()
+    status, _, body = request(web_server, f"/api/v1/message/{message_id}/part/1/thumb")
+    assert status == 200 and time.perf_counter() - started < 2
+    thumb = Image.open(io.BytesIO(body))
+    assert thumb.size == (180, 120) and thumb.getpixel((90, 60)) == (255, 255, 255)
+
+
+def resident() -> int:
+    """This process's resident memory now, in bytes (the servers of the test run in it)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_huge_thumbnails_are_made_one_at_a_time_while_a_second_client_is_answered(web_server: SinkServer) -> None:
+    """Four thumbnails of a 20-megapixel transparent PNG (80 MB decoded, 90 kB sent) asked at once:
+    memory grows by about one decoding, not four, and another client's list answers meanwhile."""
+    out = io.BytesIO()
+    Image.new("RGBA", (5000, 4000), (0, 0, 255, 255)).save(out, "PNG")
+    message_id = stored(web_server, out.getvalue())
+    get_json(web_server, "/api/v1/messages")  # the index has read the message: no rescan while measuring
+    baseline, peak, done = resident(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            thumbs = [pool.submit(request, web_server, f"/api/v1/message/{message_id}/part/1/thumb")
+                      for _ in range(4)]
+            answered = 0
+            while not all(thumb.done() for thumb in thumbs):
+                started = time.perf_counter()
+                assert get_json(web_server, "/api/v1/messages")["total"] == 1
+                assert time.perf_counter() - started < 2, "a list waited for thumbnails"
+                answered += 1
+            replies = [thumb.result() for thumb in thumbs]
+    finally:
+        done.set()
+        sampler.join()
+    assert answered >= 1
+    for status, _, body in replies:
+        thumb = Image.open(io.BytesIO(body)).convert("RGB")
+        assert status == 200 and thumb.size == (180, 120) and thumb.getpixel((90, 60))[2] > 200
+    assert peak[0] - baseline < 400 * 2**20, f"memory grew by {(peak[0] - baseline) >> 20} MB"

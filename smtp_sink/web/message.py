@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 import urllib.parse
 
 from aiohttp import web
 
+from .. import thumbnail
 from ..errors import NotFound
 from ..message import headers
-from ..thumbnail import thumbnail
 from .common import APIError, json_off_loop, off_loop, sink
 from .security import DOWNLOAD_CSP, MARKS_READ
 
@@ -70,14 +71,11 @@ async def part_thumbnail(request: web.Request) -> web.Response:
     white for anything else); an unknown message or part is 400, as Mailpit answers."""
     store, part_id = sink(request).store, request.match_info["part"]
 
-    def work() -> tuple[str, bytes]:
-        content_type, filename, data = store.part(message_id(request), part_id)
-        return filename, thumbnail(content_type, data)
-
     try:
-        filename, jpeg = await off_loop(request, work)
+        content_type, filename, data = await off_loop(request, lambda: store.part(message_id(request), part_id))
     except NotFound as exc:
         raise APIError(400, str(exc)) from None
+    jpeg = await asyncio.wrap_future(thumbnail.submit(content_type, data))  # one image decoded at a time
     return web.Response(body=jpeg, headers={
         "Content-Type": "image/jpeg",
         "Content-Disposition": content_disposition(filename, "inline"),
