@@ -43,7 +43,7 @@ from .unsubscribe import list_unsubscribe
 
 T = TypeVar("T")
 
-SNIPPET_LENGTH = 250
+SNIPPET_BYTES = 200  # Mailpit's Snippet: at most this many UTF-8 bytes, then "..."
 TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
 # A summary reads at most this many body bytes of each MIME part (enough for the snippet and the
 # searched text in any transfer encoding); the rest of a big part is never parsed or decoded.
@@ -92,6 +92,17 @@ _PARAM_SPLIT_RE = re.compile(r'[;"]')
 # it), so each match attempt ends at the next ">" and the scans are linear; script/style/head
 # elements are found with one forward search per closing tag (_drop_elements), never a lazy ".*?".
 _DROP_START_RE = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
+# Mailpit's html2text.Strip (the Snippet of an HTML message): a space between a closing block tag
+# and the next tag, <br> as a space, a space before <img>; the text of every node but these
+# elements', tags removed without a space (text nodes are joined as they are).
+_SNIPPET_DROP_RE = re.compile(r"<(script|style|head|title|noscript)\b", re.IGNORECASE)
+_SNIPPET_BLOCK_RE = re.compile(r"</(div|p|td|th|h[1-6]|ul|ol|li|address|article|aside|blockquote|dl|dt|footer"
+                               r"|header|hr|main|nav|pre|table|thead|tfoot|video)><", re.IGNORECASE)
+_SNIPPET_BR_RE = re.compile(r"<(?:br /|br)>", re.IGNORECASE)
+_SNIPPET_IMG_RE = re.compile(r"<img", re.IGNORECASE)
+_MARKUP_RE = re.compile(r"<[A-Za-z/!?][^>]*>")  # what an HTML parser reads as a tag or comment
+_GO_SPACE_RE = re.compile(r"[\t\n\f\r ]+")  # Go's \s (ASCII white space)
+_SNIPPET_CHUNK = 4096  # characters of stripped HTML cleaned at a time (the snippet needs only its start)
 _BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
 _BLANK_RE = re.compile(rb"\r?\n\r?\n")
 # A header line the stdlib parser reads as a header (its headerRE) or a continuation.
@@ -560,12 +571,13 @@ def _end_tag(name: str) -> re.Pattern[str]:
     return re.compile(rf"</{re.escape(name)}\s*>", re.IGNORECASE)
 
 
-def _drop_elements(markup: str) -> str:
-    """``markup`` with each script, style and head element (start tag to the first matching end
-    tag) replaced by a space. One forward search per end tag, and none again for a name whose end
-    tag is missing: linear, where a lazy ``.*?`` regex rescanned to the end for every start tag."""
+def _drop_elements(markup: str, starts: re.Pattern[str] = _DROP_START_RE) -> str:
+    """``markup`` with each element whose start tag ``starts`` finds (script, style and head by
+    default; start tag to the first matching end tag) replaced by a space. One forward search per
+    end tag, and none again for a name whose end tag is missing: linear, where a lazy ``.*?``
+    regex rescanned to the end for every start tag."""
     pieces, pos, search, unclosed = [], 0, 0, set()
-    while (start := _DROP_START_RE.search(markup, search)) is not None:
+    while (start := starts.search(markup, search)) is not None:
         name = start.group(1).lower()
         end = None if name in unclosed else _end_tag(name).search(markup, start.end())
         if end is None:
@@ -578,10 +590,54 @@ def _drop_elements(markup: str) -> str:
     return "".join(pieces)
 
 
-def snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
-    """The first ``length`` characters of ``text`` with whitespace collapsed (``...`` if cut)."""
-    text = _SPACE_RE.sub(" ", text).strip()
-    return text if len(text) <= length else text[:length].rstrip() + "..."
+def snippet(text: str, html_body: str = "") -> str:
+    """Mailpit's ``Snippet`` (``tools.CreateSnippet``): the HTML body as text when there is one
+    (even when that text is empty), else the text body, white space collapsed, cut at
+    :data:`SNIPPET_BYTES` UTF-8 bytes with ``...`` added. Linear in the bodies' length."""
+    html_body = html_body.strip()
+    if html_body:
+        return _truncated(_clean_snippet(strip_html(html_body)))
+    text = _GO_SPACE_RE.sub(" ", text.strip().replace("\ufeff", " ")).strip()
+    return _truncated(text)
+
+
+def strip_html(markup: str) -> str:
+    """Mailpit's ``html2text.Strip`` of the first :data:`HTML_TEXT_LIMIT` characters (before its
+    clean-up of white space): the text of the nodes, entities decoded."""
+    markup = _SNIPPET_BLOCK_RE.sub(lambda found: f"</{found.group(1)}> <", markup[:HTML_TEXT_LIMIT])
+    markup = _SNIPPET_IMG_RE.sub(lambda found: " " + found.group(), _SNIPPET_BR_RE.sub(" ", markup))
+    markup = _drop_elements(markup, _SNIPPET_DROP_RE)
+    return html.unescape(_sub_tags(_MARKUP_RE, "", markup))
+
+
+def _clean_snippet(text: str) -> str:
+    """Mailpit's ``clean``: non-printable characters as spaces, ASCII white space collapsed,
+    trimmed; only as much of ``text`` as the snippet can show is cleaned."""
+    pieces, shown = [], 0
+    for start in range(0, len(text), _SNIPPET_CHUNK):
+        chunk = text[start:start + _SNIPPET_CHUNK]
+        if not chunk.isprintable():
+            chunk = "".join(char if char.isprintable() else " " for char in chunk)
+        pieces.append(chunk)
+        shown += len(chunk) - chunk.count(" ")
+        if shown > SNIPPET_BYTES:  # more than the cut keeps, whatever the spaces collapse to
+            break
+    return _GO_SPACE_RE.sub(" ", "".join(pieces)).strip()
+
+
+def _truncated(text: str) -> str:
+    """``text`` when it is at most :data:`SNIPPET_BYTES` UTF-8 bytes, else cut as Go's ``truncate``
+    cuts it (never inside a character, and one whole character earlier at a character's end)
+    followed by ``...``."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= SNIPPET_BYTES:
+        return text
+    end = SNIPPET_BYTES
+    while end > 0 and data[end - 1] & 0xC0 == 0x80:  # back to the first byte of the character
+        end -= 1
+    if end > 0 and data[end - 1] & 0xC0 == 0xC0:  # and before it
+        end -= 1
+    return data[:end].decode("utf-8", "surrogatepass") + "..."
 
 
 def _is_multipart(part: Message) -> bool:
@@ -875,7 +931,7 @@ def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list
         created=_created(message_id),
         size=size,
         attachments=parts.attachment_count,
-        snippet=snippet(text),
+        snippet=snippet(parts.text, parts.html),
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),

@@ -252,3 +252,38 @@ def test_the_detail_of_an_unreadable_part_still_lists_the_rest() -> None:
                     + base64.b64encode(b"PNG")[:-1])
     detail = message.detail(new_id(), raw)
     assert detail["Text"] == "hello" and [p["FileName"] for p in detail["Inline"]] == ["a.png"]
+
+
+SNIPPETS = [  # (text body, HTML body, Mailpit's Snippet), worked out from tools.CreateSnippet and html2text.Strip
+    ("text", "<p>a</p><p>b</p> <b>c</b>d<br>e<img src=x>f &amp; 1 < 2 <!-- note --><title>t</title>",
+     "a b cd e f & 1 < 2"),
+    ("the text is not used", '<html><head><style>p{}</style></head><body><img src="cid:x"></body></html>', ""),
+    ("", "<div>one</div> <div>two</div><div>three</div><script>x()</script><noscript>n</noscript>",
+     "one two three"),
+    (" a\ufeff  b\n\u00a0c ", "", "a b \u00a0c"),  # only ASCII white space collapses in the text
+    ("", "<p>tab\there\u00a0nbsp\u200bzero</p>", "tab here nbsp zero"),  # non-printable: a space
+    ("é" * 150, "", "é" * 99 + "..."),  # 200 bytes end on a whole é: Go's truncate drops it too
+    ("x" + "é" * 150, "", "x" + "é" * 99 + "..."),  # byte 200 is inside an é: cut before it
+    ("word " * 100, "", "word " * 40 + "..."),  # the cut is not trimmed
+    ("", "<p>" + "y" * 300 + "</p>", "y" * 200 + "..."),
+]
+
+
+@pytest.mark.parametrize(("text", "html", "expected"), SNIPPETS)
+def test_snippet_is_built_as_mailpit_builds_it(text: str, html: str, expected: str) -> None:
+    assert message.snippet(text, html) == expected
+
+
+def test_a_summary_snippet_prefers_the_html_body() -> None:
+    raw = (b"Subject: both\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: text/plain\r\n\r\nthe text\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+           b"<p>the</p><p>html</p>\r\n--b--\r\n")
+    assert message.summarize(new_id(), raw).snippet == "the html"
+
+
+@pytest.mark.parametrize("html", ["<p>" * 300_000, "<title>" * 300_000, "&" * 1_000_000, "<a " * 300_000,
+                                  "\x01" * 1_000_000 + "end", "</p><" * 300_000])
+def test_the_snippet_of_hostile_html_costs_linear_time(html: str) -> None:
+    started = time.perf_counter()
+    message.snippet("", html)
+    assert time.perf_counter() - started < 1.5
