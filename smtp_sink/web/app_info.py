@@ -1,7 +1,8 @@
 """The app's own routes: ``GET /api/v1/webui`` (what the server offers, Mailpit's
 ``WebUIConfiguration``), the probes ``/livez`` and ``/readyz`` and the OpenAPI (Swagger 2.0)
 document ``/api/v1/swagger.json``, made from the routes the app registers so it can never leave
-one out. (``OPTIONS /api/v1/...`` is answered by the security middleware.)"""
+one out. ``OPTIONS /api/v1/`` is registered as Mailpit registers it; the security middleware
+answers every ``OPTIONS`` under ``/api/v1/`` the same way (200, empty, no CORS headers)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ async def webui(request: web.Request) -> web.Response:
     chaos = any(resource.canonical == CHAOS_PATH for resource in request.app.router.resources())
     config = sink(request).config
     return await json_off_loop(request, lambda: webui_json(config, chaos))
+
+
+async def options(request: web.Request) -> web.Response:
+    """``OPTIONS /api/v1/``: 200 with an empty body, as Mailpit answers (no CORS headers here)."""
+    return web.Response(text="", content_type="text/plain")
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -101,6 +107,7 @@ def _operation(path: str, handler: Any) -> dict[str, Any]:
 ROUTES = [
     web.get("/api/v1/webui", webui),
     web.get("/api/v1/swagger.json", swagger),
+    web.route("OPTIONS", "/api/v1/", options),
     web.get("/livez", livez, name=LIVEZ),
     web.get("/readyz", readyz, name=READYZ),
 ]
