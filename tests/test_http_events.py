@@ -96,3 +96,17 @@ async def test_marking_all_read_sends_only_stats_and_the_same_path_still_streams
             event = [await asyncio.wait_for(stream.content.readline(), 5) for _ in range(2)]
             assert event[0] == b"event: new\n" and json.loads(event[1][6:])["Subject"] == "two"
 
+
+
+async def test_a_websocket_from_another_site_is_refused(web_server: SinkServer) -> None:
+    """A WebSocket is not bound by the same-origin policy: a page of another site must not listen."""
+    url = f"http://127.0.0.1:{web_server.http_port}/api/events"
+    async with aiohttp.ClientSession() as session:
+        for headers in ({"Origin": "https://elsewhere.test"}, {"Sec-Fetch-Site": "cross-site"}):
+            try:
+                async with session.ws_connect(url, headers=headers):
+                    raise AssertionError("the upgrade was accepted")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 403
+        async with session.ws_connect(url, headers={"Origin": f"http://127.0.0.1:{web_server.http_port}"}) as socket:
+            assert (await next_frame(socket, "stats", []))["Data"]["Total"] == 0
