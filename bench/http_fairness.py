@@ -33,7 +33,9 @@ SMALL = b"From: ann@example.test\r\nTo: bob@example.test\r\nSubject: small\r\n\r
 
 
 def many_parts(count: int) -> bytes:
-    head = b"From: a@example.test\r\nSubject: many parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    """An HTML part (so /view/{id}.html has something to show), then ``count`` text parts."""
+    head = (b"From: a@example.test\r\nSubject: many parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/html\r\n\r\n<p>many parts</p>\r\n")
     return head + b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" * count + b"--b--\r\n"
 
 

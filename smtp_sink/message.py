@@ -21,12 +21,14 @@ import contextlib
 import email.header
 import email.utils
 import functools
+import hashlib
 import html
 import itertools
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
 from email import policy
 from email.feedparser import FeedParser
 from email.message import Message
@@ -36,11 +38,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import trace
 from .errors import NotFound
 from .ids import id_time
-from .summary import Address, Summary, rfc3339
+from .summary import Address, Summary, rfc3339  # noqa: F401  (rfc3339: re-exported, the tests use it)
+from .unsubscribe import list_unsubscribe
 
 T = TypeVar("T")
 
-SNIPPET_LENGTH = 250
+SNIPPET_BYTES = 200  # Mailpit's Snippet: at most this many UTF-8 bytes, then "..."
 TEXT_SEARCH_LENGTH = 65536  # characters of body text kept for search
 # A summary reads at most this many body bytes of each MIME part (enough for the snippet and the
 # searched text in any transfer encoding); the rest of a big part is never parsed or decoded.
@@ -80,13 +83,26 @@ _BOUNDARY_LIMIT = 200  # characters of a multipart boundary (RFC 2046: at most 7
 _REFUSED_CODECS = {"idna", "punycode", "undefined"}  # not for text bodies: raise or quadratic time
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a % that Go's url.QueryUnescape refuses
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_LINE_BREAK_RE = re.compile(r"\r?\n")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 7230 token characters (Go's validHeaderFieldByte)
 _PARAM_SPLIT_RE = re.compile(r'[;"]')
 # HTML to text: _TAG_RE and _BLOCK_RE see only markup up to the last ">" (a tag needs one after
 # it), so each match attempt ends at the next ">" and the scans are linear; script/style/head
 # elements are found with one forward search per closing tag (_drop_elements), never a lazy ".*?".
 _DROP_START_RE = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
+# Mailpit's html2text.Strip (the Snippet of an HTML message): a space between a closing block tag
+# and the next tag, <br> as a space, a space before <img>; the text of every node but these
+# elements', tags removed without a space (text nodes are joined as they are).
+_SNIPPET_DROP_RE = re.compile(r"<(script|style|head|title|noscript)\b", re.IGNORECASE)
+_SNIPPET_BLOCK_RE = re.compile(r"</(div|p|td|th|h[1-6]|ul|ol|li|address|article|aside|blockquote|dl|dt|footer"
+                               r"|header|hr|main|nav|pre|table|thead|tfoot|video)><", re.IGNORECASE)
+_SNIPPET_BR_RE = re.compile(r"<(?:br /|br)>", re.IGNORECASE)
+_SNIPPET_IMG_RE = re.compile(r"<img", re.IGNORECASE)
+_MARKUP_RE = re.compile(r"<[A-Za-z/!?][^>]*>")  # what an HTML parser reads as a tag or comment
+_GO_SPACE_RE = re.compile(r"[\t\n\f\r ]+")  # Go's \s (ASCII white space)
+_SNIPPET_CHUNK = 4096  # characters of stripped HTML cleaned at a time (the snippet needs only its start)
 _BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
 _BLANK_RE = re.compile(rb"\r?\n\r?\n")
 # A header line the stdlib parser reads as a header (its headerRE) or a continuation.
@@ -110,10 +126,13 @@ _header_factory = policy.default.header_factory
 
 @dataclass
 class _Parts:
+    """A message's bodies and parts as Mailpit (enmime) files them."""
+
     text: str = ""
     html: str = ""
-    inline: list[dict[str, Any]] = field(default_factory=list)
-    attachments: list[dict[str, Any]] = field(default_factory=list)
+    inline: list[dict[str, Any]] = field(default_factory=list)  # listed: with a file name or Content-ID
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # listed: with a file name or Content-ID
+    attachment_count: int = 0  # every attachment, listed or not (a summary's ``Attachments``)
 
 
 @dataclass
@@ -129,6 +148,8 @@ class _Head:
     subject: str = ""
     mail_from: str = ""
     rcpt_to: list[str] = field(default_factory=list)
+    username: str = ""  # the AUTH user of the session that sent it ("" without AUTH)
+    return_path: str = ""  # the envelope sender, else the Return-Path header, else the From address
 
 
 # -- The bounded parser ----------------------------------------------------------------------------
@@ -498,18 +519,27 @@ def _bcc(msg: Message, rcpt_to: list[str], to: list[Address], cc: list[Address])
 
 def _head(msg: Message, notes: list[str]) -> _Head:
     """The display headers and the envelope; a header that cannot be read is left empty and noted."""
-    mail_from, rcpt_to = _guarded(notes, "envelope", lambda: envelope(msg), ("", list[str]()))
+    found = _guarded(notes, "envelope", lambda: trace.read(msg), trace.Trace())
+    mail_from, rcpt_to = found.mail_from, list(found.rcpt_to)
     to = _guarded(notes, "To", lambda: addresses(msg, "To"), list[Address]())
     cc = _guarded(notes, "Cc", lambda: addresses(msg, "Cc"), list[Address]())
     senders = _guarded(notes, "From", lambda: addresses(msg, "From"), list[Address]())
+    sender = senders[0] if senders else None
     return _Head(
         message_id=_guarded(notes, "Message-ID", lambda: _message_id(msg), ""),
-        sender=senders[0] if senders else None,
+        sender=sender,
         to=to, cc=cc, bcc=_guarded(notes, "Bcc", lambda: _bcc(msg, rcpt_to, to, cc), []),
         reply_to=_guarded(notes, "Reply-To", lambda: addresses(msg, "Reply-To"), []),
         subject=_guarded(notes, "Subject", lambda: _decoded(msg, "Subject"), ""),
-        mail_from=mail_from, rcpt_to=rcpt_to,
+        mail_from=mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
+        return_path=mail_from or _return_path_header(msg) or (sender.address if sender else ""),
     )
+
+
+def _return_path_header(msg: Message) -> str:
+    """The first Return-Path header without its ``<>`` (ours when the server wrote a trace block)."""
+    values = _raw_values(msg, "Return-Path")
+    return values[0].strip().strip("<>").strip() if values else ""
 
 
 def _bare_head(raw: bytes, notes: list[str]) -> _Head:
@@ -541,12 +571,13 @@ def _end_tag(name: str) -> re.Pattern[str]:
     return re.compile(rf"</{re.escape(name)}\s*>", re.IGNORECASE)
 
 
-def _drop_elements(markup: str) -> str:
-    """``markup`` with each script, style and head element (start tag to the first matching end
-    tag) replaced by a space. One forward search per end tag, and none again for a name whose end
-    tag is missing: linear, where a lazy ``.*?`` regex rescanned to the end for every start tag."""
+def _drop_elements(markup: str, starts: re.Pattern[str] = _DROP_START_RE) -> str:
+    """``markup`` with each element whose start tag ``starts`` finds (script, style and head by
+    default; start tag to the first matching end tag) replaced by a space. One forward search per
+    end tag, and none again for a name whose end tag is missing: linear, where a lazy ``.*?``
+    regex rescanned to the end for every start tag."""
     pieces, pos, search, unclosed = [], 0, 0, set()
-    while (start := _DROP_START_RE.search(markup, search)) is not None:
+    while (start := starts.search(markup, search)) is not None:
         name = start.group(1).lower()
         end = None if name in unclosed else _end_tag(name).search(markup, start.end())
         if end is None:
@@ -559,32 +590,77 @@ def _drop_elements(markup: str) -> str:
     return "".join(pieces)
 
 
-def snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
-    """The first ``length`` characters of ``text`` with whitespace collapsed (``...`` if cut)."""
-    text = _SPACE_RE.sub(" ", text).strip()
-    return text if len(text) <= length else text[:length].rstrip() + "..."
+def snippet(text: str, html_body: str = "") -> str:
+    """Mailpit's ``Snippet`` (``tools.CreateSnippet``): the HTML body as text when there is one
+    (even when that text is empty), else the text body, white space collapsed, cut at
+    :data:`SNIPPET_BYTES` UTF-8 bytes with ``...`` added. Linear in the bodies' length."""
+    html_body = html_body.strip()
+    if html_body:
+        return _truncated(_clean_snippet(strip_html(html_body)))
+    text = _GO_SPACE_RE.sub(" ", text.strip().replace("\ufeff", " ")).strip()
+    return _truncated(text)
+
+
+def strip_html(markup: str) -> str:
+    """Mailpit's ``html2text.Strip`` of the first :data:`HTML_TEXT_LIMIT` characters (before its
+    clean-up of white space): the text of the nodes, entities decoded."""
+    markup = _SNIPPET_BLOCK_RE.sub(lambda found: f"</{found.group(1)}> <", markup[:HTML_TEXT_LIMIT])
+    markup = _SNIPPET_IMG_RE.sub(lambda found: " " + found.group(), _SNIPPET_BR_RE.sub(" ", markup))
+    markup = _drop_elements(markup, _SNIPPET_DROP_RE)
+    return html.unescape(_sub_tags(_MARKUP_RE, "", markup))
+
+
+def _clean_snippet(text: str) -> str:
+    """Mailpit's ``clean``: non-printable characters as spaces, ASCII white space collapsed,
+    trimmed; only as much of ``text`` as the snippet can show is cleaned."""
+    pieces, shown = [], 0
+    for start in range(0, len(text), _SNIPPET_CHUNK):
+        chunk = text[start:start + _SNIPPET_CHUNK]
+        if not chunk.isprintable():
+            chunk = "".join(char if char.isprintable() else " " for char in chunk)
+        pieces.append(chunk)
+        shown += len(chunk) - chunk.count(" ")
+        if shown > SNIPPET_BYTES:  # more than the cut keeps, whatever the spaces collapse to
+            break
+    return _GO_SPACE_RE.sub(" ", "".join(pieces)).strip()
+
+
+def _truncated(text: str) -> str:
+    """``text`` when it is at most :data:`SNIPPET_BYTES` UTF-8 bytes, else cut as Go's ``truncate``
+    cuts it (never inside a character, and one whole character earlier at a character's end)
+    followed by ``...``."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= SNIPPET_BYTES:
+        return text
+    end = SNIPPET_BYTES
+    while end > 0 and data[end - 1] & 0xC0 == 0x80:  # back to the first byte of the character
+        end -= 1
+    if end > 0 and data[end - 1] & 0xC0 == 0xC0:  # and before it
+        end -= 1
+    return data[:end].decode("utf-8", "surrogatepass") + "..."
 
 
 def _is_multipart(part: Message) -> bool:
     return part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), list)
 
 
-def leaves(msg: Message) -> Iterator[tuple[str, Message, bool]]:
-    """``(part_id, part, in_related)`` for every leaf part of a message, in order (iterative:
-    the depth of the tree costs no stack)."""
+def leaves(msg: Message) -> Iterator[tuple[str, Message, int]]:
+    """``(part_id, part, depth)`` for every leaf part of a message, depth first (iterative: the
+    depth of the tree costs no stack). Ids as enmime numbers them: a message that is not
+    multipart is the one part ``"0"``; the children of the top multipart are ``"1"``, ``"2"``...;
+    those of a nested multipart ``"2"`` are ``"2.1"``, ``"2.2"``...; ``depth`` is 1 for the top's."""
     if not _is_multipart(msg):
-        yield "0", msg, False
+        yield "0", msg, 0
         return
-    stack = [(iter(enumerate(msg.get_payload(), 1)), "", msg.get_content_subtype() == "related")]
+    stack = [(iter(enumerate(msg.get_payload(), 1)), "")]
     while stack:
-        children, prefix, related = stack[-1]
+        children, prefix = stack[-1]
         for number, child in children:
             child_id = f"{prefix}{number}"
             if _is_multipart(child):
-                stack.append((iter(enumerate(child.get_payload(), 1)), child_id + ".",
-                              related or child.get_content_subtype() == "related"))
+                stack.append((iter(enumerate(child.get_payload(), 1)), child_id + "."))
                 break
-            yield child_id, child, related
+            yield child_id, child, len(stack)
         else:
             stack.pop()
 
@@ -674,51 +750,150 @@ def _filename(part: Message) -> str:
     return _CONTROL_RE.sub("", _text(_unescape(name)))
 
 
-def _part_entry(part_id: str, part: Message, in_related: bool, sizes: bool, found: _Parts,
-                problems: list[str]) -> None:
-    """File one leaf part under text, HTML, inline or attachments."""
+@dataclass
+class _Leaf:
+    """One leaf part with what filing it needs (enmime's ``Part`` fields)."""
+
+    part_id: str
+    part: Message
+    order: tuple[int, int]  # (depth, position depth first): sorting by it gives breadth-first order
+    content_type: str
+    disposition: str  # "attachment", "inline", ... or ""
+    filename: str
+    content_id: str
+
+
+def _leaf(part_id: str, part: Message, order: tuple[int, int], problems: list[str]) -> _Leaf:
     note = getattr(part, "sink_note", "")
     if note:
         problems.append(note)
-    ctype = _content_type(part)
-    disposition = (part.get_content_disposition() or "").lower()
-    filename = _filename(part)
-    if disposition != "attachment" and not filename:
-        if ctype == "text/plain" and not found.text:
-            found.text = _decoded_text(part, problems)
-            return
-        if ctype == "text/html" and not found.html:
-            found.html = _decoded_text(part, problems)
-            return
-        if ctype.startswith("text/") or ctype.startswith("multipart/"):
-            return
-    content_id = (_raw_values(part, "Content-ID") or [""])[0].strip("<>")
-    entry = {
-        "PartID": part_id,
-        "FileName": filename,
-        "ContentType": ctype,
-        "ContentID": content_id,
-        "Size": len(_payload(part)) if sizes else 0,
-    }
-    inline = disposition == "inline" or (disposition != "attachment" and in_related and content_id)
-    (found.inline if inline else found.attachments).append(entry)
+    return _Leaf(part_id, part, order, _content_type(part), (part.get_content_disposition() or "").lower(),
+                 _filename(part), _content_id(part))
+
+
+def _content_id(part: Message) -> str:
+    """The Content-ID as enmime reads it: ``<>`` trimmed, then %-escapes and ``+`` decoded (kept
+    as it is when an escape is malformed)."""
+    values = _raw_values(part, "Content-ID")
+    if not values:
+        return ""
+    value = values[0].strip().lstrip("<").rstrip(">")
+    if ("%" in value or "+" in value) and _BAD_ESCAPE_RE.search(value) is None:
+        value = urllib.parse.unquote_plus(value, errors="replace")
+    return _CONTROL_RE.sub("", value)
 
 
 def _parts(msg: Message, notes: list[str], sizes: bool = True) -> _Parts:
-    """Split a message into its text, HTML, inline parts and attachments (``sizes``: decode each
-    inline part and attachment to report its size; a summary only counts them). A part that
-    cannot be read is noted and skipped; the others are still filed."""
+    """Split a message into its text, HTML, inline parts and attachments as Mailpit (enmime)
+    does (``sizes``: decode each listed part for its size and checksums; a summary only counts
+    and names them). A part that cannot be read is noted and skipped; the others are still filed."""
     found = _Parts()
-    for part_id, part, in_related in leaves(msg):
+    leaves_found: list[_Leaf] = []
+    for position, (part_id, part, depth) in enumerate(leaves(msg)):
         problems: list[str] = []
         try:
-            _part_entry(part_id, part, in_related, sizes, found, problems)
+            leaves_found.append(_leaf(part_id, part, (depth, position), problems))
         except Exception as exc:
             problems.append(_describe(exc))
         notes += [f"part {part_id}: {problem}" for problem in problems]
+    inline: list[_Leaf] = []
+    attachments: list[_Leaf] = []
+    if _is_multipart(msg):
+        inline, attachments = _file_multipart(msg, leaves_found, found, notes)
+    elif leaves_found:
+        inline, attachments = _file_single_part(leaves_found[0], found, notes)
+    found.attachment_count = len(attachments)
+    found.inline = [_entry(leaf, sizes) for leaf in inline if leaf.filename or leaf.content_id]
+    found.attachments = [_entry(leaf, sizes) for leaf in attachments if leaf.filename or leaf.content_id]
     if not found.text and found.html:
         found.text = _SPACE_RE.sub(" ", html_to_text(found.html)).strip()
     return found
+
+
+def _body(leaf: _Leaf, notes: list[str]) -> str:
+    problems: list[str] = []
+    try:
+        return _decoded_text(leaf.part, problems)
+    except Exception as exc:
+        problems.append(_describe(exc))
+        return ""
+    finally:
+        notes += [f"part {leaf.part_id}: {problem}" for problem in problems]
+
+
+def _file_single_part(leaf: _Leaf, found: _Parts, notes: list[str]) -> tuple[list[_Leaf], list[_Leaf]]:
+    """A message that is not multipart: its body is the text or HTML, unless it is an
+    attachment (a text part marked so, or anything not text/plain or text/html). Returns the
+    ``(inline, attachments)`` leaves."""
+    if leaf.content_type in ("text/plain", "text/html") and leaf.disposition != "attachment":
+        body = _body(leaf, notes)
+        if leaf.content_type == "text/html":
+            found.html = body
+        else:
+            found.text = body
+        return [], []
+    return ([leaf], []) if leaf.disposition == "inline" else ([], [leaf])
+
+
+def _file_multipart(msg: Message, leaves_found: list[_Leaf], found: _Parts, notes: list[str]
+                    ) -> tuple[list[_Leaf], list[_Leaf]]:
+    """enmime's ``parseMultiPartBody``: Text is the first text/plain part (breadth first) of a
+    multipart/alternative, else every text/plain part (depth first) joined by ``\n--\n``; HTML
+    the first text/html part (depth first); neither may be an attachment. Attachments are the parts
+    marked attachment or typed application/octet-stream; inline parts those marked inline, then
+    those with no disposition that are not text/plain, text/html or octet-stream (breadth first).
+    Returns the ``(inline, attachments)`` leaves."""
+    breadth = sorted(leaves_found, key=lambda leaf: leaf.order)
+    plain = [leaf for leaf in leaves_found if leaf.content_type == "text/plain" and leaf.disposition != "attachment"]
+    if msg.get_content_subtype() == "alternative":
+        first = min(plain, key=lambda leaf: leaf.order, default=None)
+        found.text = _body(first, notes) if first is not None else ""
+    else:
+        found.text = "\n--\n".join(_body(leaf, notes) for leaf in plain)
+    html_part = next((leaf for leaf in leaves_found
+                      if leaf.content_type == "text/html" and leaf.disposition != "attachment"), None)
+    if html_part is not None:
+        found.html = _body(html_part, notes)
+    octet = "application/octet-stream"
+    attachments = [leaf for leaf in breadth if leaf.disposition == "attachment" or leaf.content_type == octet]
+    inline = [leaf for leaf in breadth if leaf.disposition == "inline"] + [
+        leaf for leaf in breadth
+        if not leaf.disposition and leaf.content_type not in (octet, "text/plain", "text/html")]
+    return inline, attachments
+
+
+def _entry(leaf: _Leaf, sizes: bool) -> dict[str, Any]:
+    """Mailpit's ``Attachment``: the file name falls back to the Content-ID; ``Size`` and
+    ``Checksums`` are of the decoded content (computed only with ``sizes``)."""
+    content = _content(leaf.part) if sizes else b""
+    return {
+        "PartID": leaf.part_id,
+        "FileName": leaf.filename or leaf.content_id,
+        "ContentType": leaf.content_type,
+        "ContentID": leaf.content_id,
+        "Size": len(content),
+        "Checksums": {
+            "MD5": hashlib.md5(content).hexdigest() if sizes else "",
+            "SHA1": hashlib.sha1(content).hexdigest() if sizes else "",
+            "SHA256": hashlib.sha256(content).hexdigest() if sizes else "",
+        },
+    }
+
+
+def _content(part: Message) -> bytes:
+    """A part's content as Mailpit serves it: transfer encoding undone and, for a text part in
+    another charset than UTF-8, converted to UTF-8 (as enmime does); never raises."""
+    data = _payload(part)
+    if part.get_content_maintype() != "text":
+        return data
+    charset, _ = _charset(part)
+    name, problem = _codec(charset)
+    if problem or name in ("utf-8", "ascii"):
+        return data
+    try:
+        return data.decode(name, "replace").encode("utf-8", "surrogatepass")
+    except Exception:
+        return data
 
 
 def _created(message_id: str) -> float:
@@ -755,8 +930,8 @@ def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list
         subject=head.subject,
         created=_created(message_id),
         size=size,
-        attachments=len(parts.attachments),
-        snippet=snippet(text),
+        attachments=parts.attachment_count,
+        snippet=snippet(parts.text, parts.html),
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),
@@ -776,67 +951,121 @@ def envelope_summary(message_id: str, raw: bytes, size: int) -> Summary:
 
 
 def _date(msg: Message, message_id: str) -> str:
-    """The Date header as RFC 3339 (the arrival time when it is missing or unparseable)."""
+    """The Date header as Go writes it, keeping its offset (the arrival time, UTC, when the
+    header is missing or unparseable)."""
     try:
         when = email.utils.parsedate_to_datetime(_decoded(msg, "Date"))
-        if when.tzinfo is None:
+        if when.tzinfo is None:  # "-0000": no zone information
             when = when.replace(tzinfo=timezone.utc)
-        return when.isoformat().replace("+00:00", "Z")
+        return go_time(when)
     except Exception:
-        return rfc3339(_created(message_id))
+        return go_time(datetime.fromtimestamp(_created(message_id), timezone.utc))
 
 
-def detail(message_id: str, raw: bytes, *, read: bool = False) -> dict[str, Any]:
-    """Mailpit's ``GET /api/v1/message/{ID}`` for a stored message, plus ``ParseError`` (what
-    could not be read, ``""`` when all was). Never raises."""
+def go_time(when: datetime) -> str:
+    """An aware time as Go's ``encoding/json`` writes a ``time.Time`` (RFC 3339, the fraction only
+    when not zero and without trailing zeros, ``Z`` for a zero offset)."""
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if when.microsecond:
+        text += f".{when.microsecond:06d}".rstrip("0")
+    offset = when.utcoffset()
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def detail(message_id: str, raw: bytes, *, read: bool = False, tags: list[str] | None = None) -> dict[str, Any]:
+    """Mailpit's ``GET /api/v1/message/{ID}`` (its ``Message``, key by key) for a stored message,
+    plus ``Read``, the envelope (``MailFrom``, ``RcptTo``) and ``ParseError`` (what could not be
+    read, ``""`` when all was). ``tags``: the message's tags (from the index). Never raises."""
     notes: list[str] = []
     try:
         msg, notes = _parse(raw)
         head = _head(msg, notes)
         parts = _guarded(notes, "parts", lambda: _parts(msg, notes), _Parts())
         date = _date(msg, message_id)
+        unsubscribe = _guarded(notes, "List-Unsubscribe", lambda: list_unsubscribe(
+            _decoded(msg, "List-Unsubscribe"), _decoded(msg, "List-Unsubscribe-Post")), list_unsubscribe("", ""))
     except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
-        head, parts, date = _bare_head(raw, notes), _Parts(), rfc3339(_created(message_id))
-    data = _summary(message_id, head, parts, len(raw), notes).to_json()
-    del data["Snippet"]  # a list's field
-    data.update({
-        "Read": read,
-        "ReturnPath": head.mail_from,
+        head, parts, unsubscribe = _bare_head(raw, notes), _Parts(), list_unsubscribe("", "")
+        date = go_time(datetime.fromtimestamp(_created(message_id), timezone.utc))
+    return {
+        "ID": message_id,
+        "MessageID": head.message_id,
+        "From": (head.sender or Address("", "")).to_json(),
+        "To": [a.to_json() for a in head.to],
+        "Cc": [a.to_json() for a in head.cc],
+        "Bcc": [a.to_json() for a in head.bcc],
+        "ReplyTo": [a.to_json() for a in head.reply_to],
+        "ReturnPath": head.return_path,
+        "Subject": head.subject,
+        "ListUnsubscribe": unsubscribe,
         "Date": date,
+        "Tags": list(tags or []),
+        "Username": head.username,
         "Text": parts.text,
         "HTML": parts.html,
+        "Size": len(raw),
         "Inline": parts.inline,
-        "Attachments": parts.attachments,  # the parts themselves, where a summary counts them
-    })
-    return data
+        "Attachments": parts.attachments,
+        "Read": read,
+        "MailFrom": head.mail_from,
+        "RcptTo": list(head.rcpt_to),
+        "ParseError": _parse_error(notes),
+    }
 
 
 def part(raw: bytes, part_id: str, within: str = "") -> tuple[str, str, bytes]:
-    """``(content_type, filename, decoded bytes)`` of one part: the type is always a clean
-    ``type/subtype``, the name has no control characters. :class:`NotFound` if there is no such
-    part (or it lies past the display limits), naming it ``within`` (e.g. ``message <id>``);
-    nothing else is raised."""
+    """``(content_type, filename, content)`` of one part, any leaf part by its id (Mailpit serves
+    only listed parts): the type is always a clean ``type/subtype``, the name has no control
+    characters and falls back to the Content-ID, the content is as :func:`_content` gives it.
+    :class:`NotFound` if there is no such part (or it lies past the display limits), naming it
+    ``within`` (e.g. ``message <id>``); nothing else is raised."""
     try:
         for leaf_id, leaf, _ in leaves(parse(raw)):
             if leaf_id == part_id:
-                return _content_type(leaf), _filename(leaf), _payload(leaf)
+                return _content_type(leaf), _filename(leaf) or _content_id(leaf), _content(leaf)
     except Exception as exc:  # a part that cannot be reached is not there
         raise NotFound("part", part_id, within) from exc
     raise NotFound("part", part_id, within)
 
 
 def headers(raw: bytes) -> dict[str, list[str]]:
-    """Header name -> values in order, as stored (unfolded, not decoded; 8-bit bytes read as
-    UTF-8); names keep their first spelling. Reads the first :data:`MAX_HEADER_BYTES` of the
-    header block only; never raises.
-
-    Folding (a line break before white space) becomes one space, as Go's textproto does."""
+    """Mailpit's ``/headers``: canonical name (:func:`canonical_header`) -> values in order of
+    appearance, names sorted; values as stored (unfolded as Go's textproto does, not decoded;
+    8-bit bytes read as UTF-8). Reads the first :data:`MAX_HEADER_BYTES` of the header block
+    only; never raises."""
     found: dict[str, list[str]] = {}
-    names: dict[str, str] = {}
     msg, _ = _parse_chunks(_capped(raw)[0], headers_only=True)
     for name, value in msg.raw_items():
-        key = names.setdefault(name.lower(), name)
         text = value if isinstance(value, str) else str(value)
-        found.setdefault(key, []).append(_unescape(_FOLD_RE.sub(" ", text).strip()))
+        lines = [line.strip(" \t") for line in _LINE_BREAK_RE.split(text)]
+        found.setdefault(canonical_header(name), []).append(_unescape(" ".join(lines).strip(" \t")))
+    return {name: found[name] for name in sorted(found)}
+
+
+def canonical_header(name: str) -> str:
+    """A header name in Go's canonical form (``textproto.CanonicalMIMEHeaderKey``): the first
+    letter and each letter after ``-`` upper case, the others lower case (``Message-Id``,
+    ``Mime-Version``); a name with a character that is no token character is left as it is."""
+    if not _TOKEN_RE.fullmatch(name):
+        return name
+    return "-".join(word[:1].upper() + word[1:].lower() for word in name.split("-"))
+
+
+def contents(raw: bytes, part_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+    """``part_id -> (content_type, content)`` of these parts (as :func:`part` gives them) from one
+    parse; ids that name no part are left out. Never raises."""
+    wanted, found = set(part_ids), {}
+    if not wanted:
+        return {}
+    try:
+        for leaf_id, leaf, _ in leaves(parse(raw)):
+            if leaf_id in wanted:
+                found[leaf_id] = (_content_type(leaf), _content(leaf))
+    except Exception:  # what could be read is given
+        pass
     return found

@@ -199,7 +199,8 @@ def test_every_response_forbids_framing_and_sniffing(web_server: SinkServer) -> 
         status, got, _ = request(web_server, path, method, body, headers)
         assert status == expected, (method, path, status)
         assert_guarded(got)
-    status, got, _ = request(web_server, f"/view/{message_id}.html")
+    html_id = drop(web_server, SIMPLE.replace(b"\r\n\r\n", b"\r\nContent-Type: text/html\r\n\r\n"))
+    status, got, _ = request(web_server, f"/view/{html_id}.html")
     assert status == 200
     assert_guarded(got, framed_by_page=True)
     stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from email.message import EmailMessage
@@ -39,6 +40,11 @@ def rich_message() -> bytes:
     return TRACE + msg.as_bytes()
 
 
+def checksums(data: bytes) -> dict[str, str]:
+    return {"MD5": hashlib.md5(data).hexdigest(), "SHA1": hashlib.sha1(data).hexdigest(),
+            "SHA256": hashlib.sha256(data).hexdigest()}
+
+
 def test_summary_fields_and_mailpit_json() -> None:
     message_id = new_id()
     raw = rich_message()
@@ -59,7 +65,7 @@ def test_summary_fields_and_mailpit_json() -> None:
     assert data["Subject"] == "Héllo wörld"
     assert data["Size"] == len(raw)
     assert data["Attachments"] == 1
-    assert data["Snippet"] == "Hello world, this is the text part."
+    assert data["Snippet"] == "Hello HTML"  # the HTML body wins, as in Mailpit
     assert data["Read"] is False and data["Tags"] == []
     assert data["MailFrom"] == "sender@example.test"
     assert data["RcptTo"] == ["bob@example.test", "hidden@example.test"]
@@ -75,11 +81,15 @@ def test_detail_parts_numbered_like_mailpit() -> None:
     assert detail["ReturnPath"] == "sender@example.test"
     assert detail["Date"] == "2024-01-02T10:20:30+01:00"
     # multipart/mixed -> 1: multipart/alternative (1.1 text, 1.2 related (1.2.1 html, 1.2.2 png)), 2: pdf
+    pdf, png = b"%PDF-1.4 report", b"\x89PNG fake"
     assert detail["Attachments"] == [
-        {"PartID": "2", "FileName": "réport.pdf", "ContentType": "application/pdf", "ContentID": "", "Size": 15}
+        {"PartID": "2", "FileName": "réport.pdf", "ContentType": "application/pdf", "ContentID": "", "Size": 15,
+         "Checksums": checksums(pdf)}
     ]
+    # a related image without a file name is listed by its Content-ID, which is also its name
     assert detail["Inline"] == [
-        {"PartID": "1.2.2", "FileName": "", "ContentType": "image/png", "ContentID": "logo", "Size": 9}
+        {"PartID": "1.2.2", "FileName": "logo", "ContentType": "image/png", "ContentID": "logo", "Size": 9,
+         "Checksums": checksums(png)}
     ]
     assert message.part(raw, "2") == ("application/pdf", "réport.pdf", b"%PDF-1.4 report")
     assert message.part(raw, "1.2.2")[2] == b"\x89PNG fake"
@@ -104,8 +114,7 @@ def test_html_only_message_gets_text_and_snippet_from_html() -> None:
 def test_snippet_is_cut_and_collapsed() -> None:
     raw = b"Subject: long\r\n\r\n" + b"word  \r\n" * 200
     summary = message.summarize(new_id(), raw)
-    assert message.SNIPPET_LENGTH <= len(summary.snippet) <= message.SNIPPET_LENGTH + 3
-    assert summary.snippet.endswith("...")
+    assert summary.snippet == "word " * 40 + "..."  # 200 bytes, then "..." (Go's cut keeps the space)
     assert "  " not in summary.snippet
 
 
@@ -117,14 +126,29 @@ def test_message_without_trace_headers_or_from() -> None:
     assert message.part(raw, "0") == ("text/plain", "", b"hi\r\n")
 
 
-def test_headers_unfolded_in_order_not_decoded() -> None:
+def test_headers_unfolded_canonical_sorted_not_decoded() -> None:
+    """As Go's ``mail.ReadMessage`` + ``json.Encode`` give them (Mailpit's ``/headers``)."""
     raw = rich_message()
     found = message.headers(raw)
     assert found["X-Original-To"] == ["bob@example.test", "hidden@example.test"]
     assert found["Received"][0].startswith("from client ([127.0.0.1]) by sink")
     assert "\n" not in found["Received"][0]
     assert found["Subject"][0].startswith("=?utf-8?")  # as stored, not decoded
-    assert list(found)[:3] == ["Return-Path", "Received", "X-Original-To"]
+    assert list(found) == sorted(found)
+    assert {"Message-Id", "Mime-Version", "Content-Type", "Reply-To", "Cc"} <= set(found)
+    assert "Message-ID" not in found and "MIME-Version" not in found
+    # names that differ in case only are one header; folding: each line trimmed, joined by one space
+    raw = b"X-A: one  \r\n \t two\r\nx-a: three\r\nDKIM-Signature: v=1;\r\n\tb=x\r\n\r\nbody\r\n"
+    assert message.headers(raw) == {"Dkim-Signature": ["v=1; b=x"], "X-A": ["one two", "three"]}
+
+
+@pytest.mark.parametrize(("name", "canonical"), [
+    ("message-id", "Message-Id"), ("MIME-VERSION", "Mime-Version"), ("x-original-to", "X-Original-To"),
+    ("cc", "Cc"), ("x--y", "X--Y"), ("x_y", "X_y"), ("1st-a", "1st-A"), ("bad name", "bad name"),
+    ("grüße", "grüße"),
+])
+def test_header_names_take_gos_canonical_form(name: str, canonical: str) -> None:
+    assert message.canonical_header(name) == canonical
 
 
 def test_eight_bit_headers_and_bad_charset_do_not_crash() -> None:
@@ -180,7 +204,7 @@ def test_summary_of_a_big_message_reads_a_bounded_prefix_of_each_part() -> None:
     assert (summary.subject, summary.size) == ("quarterly export", len(raw))
     assert summary.sender == message.Address("Big Sender", "big@example.test")
     assert [a.address for a in summary.to] == ["bob@example.test"]
-    assert summary.snippet == message.snippet(full["Text"])
+    assert summary.snippet == message.snippet(full["Text"], full["HTML"])
     assert summary.text == full["Text"][:message.TEXT_SEARCH_LENGTH]
 
 

@@ -1,7 +1,7 @@
 """The HTTP side (aiohttp, on the SMTP server's event loop), built from a :class:`~smtp_sink.sink.Sink`:
 a Mailpit-compatible JSON API (``/api/v1/...``), run-time fault rules, a Server-Sent Events stream
 and the web page. The route table is here; the handlers live in one module per area
-(:mod:`.listing`, :mod:`.message`, :mod:`.rules`, :mod:`.events`), what they share in
+(:mod:`.listing`, :mod:`.message`, :mod:`.view`, :mod:`.rules`, :mod:`.events`, :mod:`.app_info`), what they share in
 :mod:`.common` and every response's security in :mod:`.security`.
 """
 
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..config import HTTPConfig, is_loopback
 from ..sink import Sink
-from . import chaos, events, listing, message, release, rules, send
+from . import app_info, chaos, events, listing, message, release, rules, send, view
 from .common import AUTH_KEY, READERS_KEY, SINK_KEY, SMTP_PORT_KEY, Readers
 from .security import guard, security_headers
 
@@ -24,7 +24,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 async def index_page(request: web.Request) -> web.FileResponse:
-    """``GET /``: the web page."""
+    """``GET /``: the web page (``GET /view/{id}``: the page, showing that message)."""
     return web.FileResponse(STATIC / "index.html")
 
 
@@ -38,9 +38,10 @@ def create_app(sink: Sink, http: HTTPConfig, *, smtp_port: int = 0) -> web.Appli
     app[READERS_KEY] = Readers()
     app.on_response_prepare.append(security_headers)
     app.on_cleanup.append(_stop_readers)
-    for area in (listing, message, rules, events, send, release, chaos):  # each area module lists its routes
+    for area in (listing, message, view, rules, events, send, release, chaos, app_info):  # each lists its routes
         app.add_routes(area.ROUTES)
-    app.add_routes([web.get("/", index_page), web.static("/static", STATIC)])
+    app.add_routes([web.get("/", index_page), web.get("/view/{id}", index_page), web.static("/static", STATIC)])
+    events.setup(app)
     return app
 
 

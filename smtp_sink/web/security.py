@@ -5,8 +5,10 @@ Message HTML is only ever served with a Content-Security-Policy that forbids scr
 loads (the page shows it in a sandboxed iframe); downloads carry ``Content-Disposition:
 attachment`` and ``nosniff``; every response forbids framing (``frame-ancestors``,
 ``X-Frame-Options``; only the page may frame a message's HTML view); calls that change state, and
-the message detail (it marks the message read), are refused from another site
-(``Origin``/``Sec-Fetch-Site``); with ``[http] auth`` every request needs HTTP basic auth
+the message detail and views (they mark the message read), are refused from another site
+(``Origin``/``Sec-Fetch-Site``), and so is the event stream (a WebSocket is not bound by the
+same-origin policy); no CORS header is ever sent, so no other site can read an answer (a
+preflight ``OPTIONS`` gets none either); with ``[http] auth`` every request needs HTTP basic auth
 (required when not bound to loopback).
 """
 
@@ -38,7 +40,16 @@ SECURITY_HEADERS = {  # on every response (a handler may set its own CSP and X-F
     "X-Frame-Options": "DENY",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-MARKS_READ = "message"  # the route name of the one GET that changes state
+# Route names. GETs that change state (they mark the message read) and the event stream (a
+# WebSocket is not bound by the same-origin policy) are refused from another site, like PUT,
+# POST and DELETE; the probes answer without auth or Host check (they tell nothing else).
+MARKS_READ = "message"  # GET /api/v1/message/{id}
+VIEW_HTML = "view-html"  # GET /view/{id}.html
+VIEW_TEXT = "view-text"  # GET /view/{id}.txt
+EVENTS = "events"  # GET /api/events
+SAME_SITE_ONLY = frozenset({MARKS_READ, VIEW_HTML, VIEW_TEXT, EVENTS})
+LIVEZ, READYZ = "livez", "readyz"
+PROBES = frozenset({LIVEZ, READYZ})
 
 
 @web.middleware
@@ -50,6 +61,8 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     refused = _refusal(request)
     if refused is not None:
         return refused
+    if request.method == "OPTIONS" and request.path.startswith("/api/v1/"):
+        return web.Response(text="", content_type="text/plain")  # Mailpit's answer, without CORS headers
     try:
         response = await handler(request)
     except NotFound as exc:
@@ -73,6 +86,8 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
 def _refusal(request: web.Request) -> web.Response | None:
     """401 without the password, 403 for a foreign Host (no password set) or a cross-site
     request that changes state; None when the request may go on."""
+    if request.match_info.route.name in PROBES:
+        return None
     expected = request.app[AUTH_KEY]
     if expected and not _authorized(request.headers.get("Authorization", ""), expected):
         return error(401, "authentication required",
@@ -86,10 +101,10 @@ def _refusal(request: web.Request) -> web.Response | None:
 
 
 def _changes_state(request: web.Request) -> bool:
-    """PUT, POST, DELETE..., and GET or HEAD of a message detail (it marks the message read)."""
+    """PUT, POST, DELETE..., and GET or HEAD of a route in :data:`SAME_SITE_ONLY`."""
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         return True
-    return request.match_info.route.name == MARKS_READ
+    return request.match_info.route.name in SAME_SITE_ONLY
 
 
 def _cross_site(request: web.Request) -> bool:
