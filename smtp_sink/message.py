@@ -129,6 +129,8 @@ class _Head:
     subject: str = ""
     mail_from: str = ""
     rcpt_to: list[str] = field(default_factory=list)
+    username: str = ""  # the AUTH user (from the trace block)
+    x_tags: str = ""  # the first X-Tags header, decoded (tags at arrival)
 
 
 # -- The bounded parser ----------------------------------------------------------------------------
@@ -509,6 +511,8 @@ def _head(msg: Message, notes: list[str]) -> _Head:
         reply_to=_guarded(notes, "Reply-To", lambda: addresses(msg, "Reply-To"), []),
         subject=_guarded(notes, "Subject", lambda: _decoded(msg, "Subject"), ""),
         mail_from=mail_from, rcpt_to=rcpt_to,
+        username=_guarded(notes, "envelope", lambda: trace.read(msg).auth_user or "", ""),
+        x_tags=_guarded(notes, "X-Tags", lambda: _decoded(msg, "X-Tags"), ""),
     )
 
 
@@ -760,6 +764,8 @@ def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),
+        username=head.username, inline=len(parts.inline), x_tags=head.x_tags,
+        attachment_names=[entry["FileName"] for entry in parts.attachments if entry["FileName"]],
     )
 
 
@@ -771,7 +777,7 @@ def envelope_summary(message_id: str, raw: bytes, size: int) -> Summary:
     return Summary(
         id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
         reply_to=[], subject="", created=_created(message_id), size=size, attachments=0, snippet="",
-        mail_from=found.mail_from, rcpt_to=rcpt_to,
+        mail_from=found.mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
     )
 
 

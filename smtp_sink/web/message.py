@@ -9,7 +9,8 @@ import urllib.parse
 from aiohttp import web
 
 from ..message import headers
-from .common import json_off_loop, off_loop, sink
+from ..search import SearchError
+from .common import APIError, json_off_loop, off_loop, sink
 from .security import DOWNLOAD_CSP, MARKS_READ, MESSAGE_CSP
 
 MAX_FILENAME = 200  # characters of a part's file name sent in Content-Disposition
@@ -18,16 +19,25 @@ _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits
 _FORBIDDEN_IN_NAME = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi), surrogate, line breaks
 
 
+def message_id(request: web.Request) -> str:
+    """The id the URL names, ``latest`` resolved: the newest message, or the newest that the
+    search ``?query=`` matches (``?tz=``: the zone of its dates). In a reader thread."""
+    query = request.query
+    try:
+        return sink(request).store.resolve(request.match_info["id"], query.get("query"), query.get("tz"))
+    except SearchError as exc:
+        raise APIError(400, str(exc)) from None
+
+
 async def message(request: web.Request) -> web.Response:
     """The message detail; opening it marks it read."""
     store = sink(request).store
-    return await json_off_loop(request, lambda: store.open_message(request.match_info["id"]))
+    return await json_off_loop(request, lambda: store.open_message(message_id(request)))
 
 
 def _read(request: web.Request) -> bytes:
     """The stored bytes of the message the URL names (in a reader thread)."""
-    store = sink(request).store
-    return store.read(store.resolve(request.match_info["id"]))
+    return sink(request).store.read(message_id(request))
 
 
 async def raw(request: web.Request) -> web.Response:
@@ -44,7 +54,7 @@ async def message_headers(request: web.Request) -> web.Response:
 async def message_part(request: web.Request) -> web.Response:
     """``GET /api/v1/message/{id}/part/{part}``: one part's content, as a download."""
     store, match = sink(request).store, request.match_info
-    content_type, filename, body = await off_loop(request, lambda: store.part(match["id"], match["part"]))
+    content_type, filename, body = await off_loop(request, lambda: store.part(message_id(request), match["part"]))
     return web.Response(body=body, headers={
         "Content-Type": media_type(content_type),
         "Content-Disposition": content_disposition(filename),
@@ -87,7 +97,7 @@ async def message_html(request: web.Request) -> web.Response:
     store = sink(request).store
 
     def work() -> bytes:
-        html: str = store.detail(store.resolve(request.match_info["id"])).get("HTML", "")
+        html: str = store.detail(message_id(request)).get("HTML", "")
         return html.encode("utf-8", "replace")
 
     return web.Response(body=await off_loop(request, work), content_type="text/html", charset="utf-8",
