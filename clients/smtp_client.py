@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hmac
 import json
 import mimetypes
 import os
@@ -284,17 +285,21 @@ class Session:
             raise SMTPClientError(f"TLS handshake with {self.host}:{self.port} failed: {reason}",
                                   EXIT_CONNECTION) from None
 
-    def login(self, user: str, password: str) -> None:
-        """AUTH PLAIN (or LOGIN when PLAIN is not offered)."""
+    def login(self, user: str, password: str, mechanism: str | None = None) -> None:
+        """AUTH PLAIN (or LOGIN when PLAIN is not offered); ``mechanism`` (PLAIN, LOGIN or CRAM-MD5,
+        where ``password`` is the shared secret) is used whether offered or not."""
         mechanisms = self.extensions.get("AUTH", "").upper().split()
-        if "PLAIN" in mechanisms:
+        chosen = mechanism.upper() if mechanism else next((m for m in ("PLAIN", "LOGIN") if m in mechanisms), None)
+        if chosen == "PLAIN":
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
             reply = self.command(f"AUTH PLAIN {token}")
-        elif "LOGIN" in mechanisms:
-            reply = self.command("AUTH LOGIN")
-            for secret in (user, password):
+        elif chosen in ("LOGIN", "CRAM-MD5"):
+            reply = self.command(f"AUTH {chosen}")
+            for secret in ((user, password) if chosen == "LOGIN" else (None,)):
                 if reply.code != 334:
                     break
+                if secret is None:  # CRAM-MD5 (RFC 2195): the user and the HMAC-MD5 of the challenge
+                    secret = f"{user} {hmac.new(password.encode(), _challenge(reply), 'md5').hexdigest()}"
                 self.send_line(base64.b64encode(secret.encode()).decode(), secret=True)
                 reply = self.read_reply()
         else:
@@ -338,6 +343,14 @@ class Session:
             pass
 
 
+def _challenge(reply: Response) -> bytes:
+    """The decoded base64 challenge of a 334 reply."""
+    try:
+        return base64.b64decode(reply.text, validate=True)
+    except ValueError:  # binascii.Error
+        raise SMTPClientError(f"not a base64 challenge: {reply}", EXIT_CONNECTION) from None
+
+
 def to_wire(content: bytes) -> bytes:
     """CRLF line endings whatever the input has (LF, CRLF or lone CR), dot-stuffing, the final dot."""
     content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
@@ -377,11 +390,13 @@ def serialize(message: EmailMessage, extensions: dict[str, str], utf8: bool = Fa
     return message.as_bytes(policy=chosen)
 
 
-def deliver(session: Session, sender: str, recipients: Sequence[str], content: bytes | EmailMessage) -> Result:
+def deliver(session: Session, sender: str, recipients: Sequence[str], content: bytes | EmailMessage,
+            *, all_or_nothing: bool = False) -> Result:
     """One transaction on a greeted session: MAIL, RCPT for each recipient, DATA.
 
     An :class:`EmailMessage` is serialized for what the server advertised (see :func:`serialize`);
-    bytes are sent as they are (line endings made CRLF, dots stuffed).
+    bytes are sent as they are (line endings made CRLF, dots stuffed). ``all_or_nothing``: a refused
+    recipient cancels the transaction (RSET; the result has no final reply).
     """
     result = Result()
     utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
@@ -418,7 +433,7 @@ def deliver(session: Session, sender: str, recipients: Sequence[str], content: b
             result.accepted.append(recipient)
         else:
             result.refused[recipient] = reply
-    if not result.accepted:
+    if not result.accepted or (all_or_nothing and result.refused):
         session.command("RSET")
         return result
     reply = session.command("DATA")

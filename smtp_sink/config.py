@@ -11,16 +11,21 @@ The config file is the one given by ``--config``, else ``$SMTP_SINK_CONFIG``, el
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import ipaddress
 import math
 import os
+import re
+import ssl
 import sys
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .addresses import AddressError, parse_mailbox
 from .choices import Choice
 from .rules import Rule, RuleError
 
@@ -220,11 +225,11 @@ class RelayConfig(_Section):
     username: str = _opt("", empty=True)
     password: str = _opt("", empty=True)
     secret: str = _opt("", empty=True)  # for cram-md5
-    return_path: str = _opt("", empty=True)  # envelope sender and Return-Path of released mail
+    ca_file: str = _opt("", empty=True)  # PEM authorities to trust for the upstream (empty: the system's)
+    return_path: str = _opt("", empty=True)  # envelope sender of released mail
     override_from: str = _opt("", empty=True)  # the From address of every relayed message
     allowed_recipients: str = _opt("", empty=True)  # regular expression a released recipient must match
     blocked_recipients: str = _opt("", empty=True)  # regular expression no relayed recipient may match
-    preserve_message_ids: bool = False  # keep the Message-ID of released mail
     forward_smtp_errors: bool = False  # a refused recipient fails the relay
     relay_all: bool = False  # auto-relay: every message, to its envelope recipients
     relay_matching: str = _opt("", empty=True)  # auto-relay: recipients matching this expression
@@ -447,6 +452,54 @@ def check_http(http: HTTPConfig) -> None:
         )
 
 
+def check_relay(relay: RelayConfig) -> None:
+    """Rules across ``[relay]`` keys: one kind of TLS, credentials for the login, regular expressions
+    that compile, addresses that are addresses, a host for auto-relay, a readable ``ca_file``."""
+    if relay.tls and relay.starttls:
+        raise ConfigError("[relay] tls and starttls: choose one (tls is TLS from the first byte, as on port 465; "
+                          "starttls upgrades a plain connection after EHLO)")
+    secret = "secret" if relay.auth is RelayAuth.CRAM_MD5 else "password"
+    if relay.auth is not RelayAuth.NONE and not (relay.username and getattr(relay, secret)):
+        raise ConfigError(f'[relay] auth = "{relay.auth}" needs [relay] username and {secret}')
+    for key in ("allowed_recipients", "blocked_recipients", "relay_matching"):
+        try:
+            re.compile(getattr(relay, key))
+        except re.error as exc:
+            raise ConfigError(f"[relay] {key}: not a valid regular expression: {exc}") from None
+    for key in ("return_path", "override_from"):
+        value = getattr(relay, key)
+        if value and not relay_address(value):
+            raise ConfigError(f"[relay] {key}: expected an email address such as noreply@example.test, got {value!r}")
+    if (relay.relay_all or relay.relay_matching) and not relay.host:
+        key = "relay_all" if relay.relay_all else "relay_matching"
+        raise ConfigError(f"[relay] {key}: auto-relay needs the upstream server: set [relay] host")
+    if relay.ca_file:
+        try:
+            ssl.create_default_context(cafile=relay.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f"[relay] ca_file: {relay.ca_file}: not a readable PEM certificate file "
+                              f"({reason})") from None
+
+
+def relay_address(text: str) -> str:
+    """The mailbox of ``text`` (``a@b`` or ``Name <a@b>``), or "" when it is none."""
+    address = email.utils.parseaddr(text)[1]
+    try:
+        return parse_mailbox(address) if address else ""
+    except AddressError:
+        return ""
+
+
+def check_webhook(webhook: WebhookConfig) -> None:
+    """``[webhook] url``: an http:// or https:// URL with a host."""
+    if not webhook.url:
+        return
+    parts = urllib.parse.urlsplit(webhook.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"[webhook] url: expected an http:// or https:// URL, got {webhook.url!r}")
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -477,7 +530,8 @@ def load(
 
 def assemble(layers: list[dict[str, dict[str, Any]]], source: str) -> Config:
     """One :class:`Config` from validated layers (see :func:`validate`), later ones winning key by
-    key (a later ``rules`` replaces earlier ones); cross-key rules checked (:func:`check_http`)."""
+    key (a later ``rules`` replaces earlier ones); cross-key rules checked (:func:`check_http`,
+    :func:`check_relay`, :func:`check_webhook`)."""
     known = sections()
     merged: dict[str, dict[str, Any]] = {name: {} for name in [*known, "rules"]}
     for layer in layers:
@@ -486,4 +540,6 @@ def assemble(layers: list[dict[str, dict[str, Any]]], source: str) -> Config:
     built = {name: known[name](**merged[name]) for name in known}
     config = Config(**built, rules=merged["rules"].get("rules", ()), source=source)
     check_http(config.http)
+    check_relay(config.relay)
+    check_webhook(config.webhook)
     return config

@@ -9,6 +9,10 @@ Occurrences are counted per rule across all sessions of a server. Rules come fro
 What a rule does is its :attr:`Rule.outcome`, a typed value the session carries out in one
 place: :class:`Refuse` (send a reply; 421 also closes), :class:`Disconnect`, :class:`Delay` or
 :class:`Throttle`.
+
+Mailpit's chaos triggers (``GET/PUT /api/v1/chaos``: an error code and a percentage for the
+sender, the recipient and authentication) are rules too, marked ``chaos``: :meth:`RuleSet.chaos`
+reads them back, :meth:`RuleSet.set_chaos` replaces them and leaves every other rule alone.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class Schedule(Choice):
 
 
 STAGES, ACTIONS, SCHEDULES = Stage.words(), Action.words(), Schedule.words()  # for --help choices
+# Mailpit's chaos triggers: name -> the stage it fires at (Mailpit's MAIL, RCPT and AUTH checks)
+CHAOS_STAGES = {"Sender": Stage.MAIL, "Recipient": Stage.RCPT, "Authentication": Stage.AUTH}
+CHAOS_CODES = {"Sender": 451, "Recipient": 451, "Authentication": 535}  # Mailpit's default codes
+CHAOS_TEXTS = {"Sender": "Chaos sender error", "Recipient": "Chaos recipient error",
+               "Authentication": "Chaos authentication error"}  # Mailpit's reply texts
 BEFORE_MAIL = (Stage.CONNECT, Stage.HELO, Stage.STARTTLS, Stage.AUTH)  # stages with no sender yet
 WITH_RECIPIENTS = (Stage.RCPT, Stage.DATA, Stage.AFTER_DATA)
 # Bounds of a rule's values (not defaults): they keep a rule from hanging a session for ever,
@@ -127,11 +136,13 @@ class Rule:
     n: int = 1
     probability: float = 1.0
     seed: int = -1  # -1: a different sequence every run
+    chaos: bool = False  # made by PUT /api/v1/chaos (replaced by the next one)
 
     def __post_init__(self) -> None:
         self._check_choices()
         self._check_numbers()
         self._check_texts()
+        self._check_chaos()
         if self.action is Action.REPLY:
             if not 200 <= self.code <= 599:
                 raise RuleError(f"code: {self.code} is not an SMTP reply code (200-599)")
@@ -190,6 +201,15 @@ class Rule:
             if len(value) > MAX_GLOB_LENGTH:
                 raise RuleError(f"{name}: at most {MAX_GLOB_LENGTH} characters, got {len(value)}")
             _printable(name, value)
+
+    def _check_chaos(self) -> None:
+        """A chaos rule is what PUT /api/v1/chaos makes: a reply at mail, rcpt or auth, by probability."""
+        if not isinstance(self.chaos, bool):
+            raise RuleError(f"chaos: expected true or false, got {_show(self.chaos)}")
+        if self.chaos and (self.stage not in CHAOS_STAGES.values() or self.action is not Action.REPLY
+                           or self.schedule is not Schedule.PROBABILITY):
+            raise RuleError("chaos: only a rule that replies at stage mail, rcpt or auth with schedule "
+                            "probability can be a chaos trigger")
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -286,6 +306,33 @@ def _printable(where: str, text: str) -> None:
                             f"found U+{ord(char):04X}")
 
 
+CHAOS_STAGES_BY_STAGE = {stage: name for name, stage in CHAOS_STAGES.items()}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One Mailpit chaos trigger: reply ``code`` ``probability`` percent of the time (0: never)."""
+
+    code: int
+    probability: int = 0
+
+    def __post_init__(self) -> None:  # Mailpit's checks and texts, the code first
+        if not _is_int(self.code) or not 400 <= self.code <= 599:
+            raise RuleError("error code must be between 400 and 599")
+        if not _is_int(self.probability) or not 0 <= self.probability <= 100:
+            raise RuleError("probability must be between 0 and 100")
+
+    def to_json(self) -> dict[str, int]:
+        """Mailpit's ``{"ErrorCode", "Probability"}``."""
+        return {"ErrorCode": self.code, "Probability": self.probability}
+
+
+def chaos_rule(name: str, trigger: Trigger) -> Rule:
+    """The fault rule of chaos trigger ``name`` (a key of :data:`CHAOS_STAGES`): Mailpit's reply."""
+    return Rule(stage=CHAOS_STAGES[name], code=trigger.code, text=CHAOS_TEXTS[name],
+                schedule=Schedule.PROBABILITY, probability=trigger.probability / 100, chaos=True)
+
+
 @dataclass
 class _Counter:
     """A rule with its count of matching occurrences (and its random sequence)."""
@@ -319,6 +366,7 @@ class RuleSet:
     def __init__(self, rules: tuple[Rule, ...] | list[Rule] = ()) -> None:
         self._lock = threading.Lock()
         self._counters = [_Counter(rule) for rule in rules]
+        self._chaos_codes: dict[str, int] = {}  # codes of chaos triggers set to 0% (they have no rule)
 
     def add(self, rule: Rule) -> Rule:
         """Add a rule; :class:`RuleError` when the server already holds :data:`MAX_RULES`."""
@@ -333,9 +381,33 @@ class RuleSet:
         return [counter.rule for counter in self._counters]
 
     def clear(self) -> None:
-        """Remove every rule (and its counter)."""
+        """Remove every rule (and its counter), chaos triggers included."""
         with self._lock:
             self._counters = []
+            self._chaos_codes = {}
+
+    def chaos(self) -> dict[str, Trigger]:
+        """Mailpit's chaos triggers as the chaos rules make them (see :meth:`set_chaos`)."""
+        with self._lock:
+            found = {CHAOS_STAGES_BY_STAGE[c.rule.stage]: c.rule for c in self._counters if c.rule.chaos}
+            codes = dict(self._chaos_codes)
+        triggers = {}
+        for name, default in CHAOS_CODES.items():
+            rule = found.get(name)
+            triggers[name] = (Trigger(rule.code, round(rule.probability * 100)) if rule is not None
+                              else Trigger(codes.get(name, default)))
+        return triggers
+
+    def set_chaos(self, triggers: dict[str, Trigger]) -> None:
+        """Replace the chaos rules with one per trigger above 0% (appended after the other rules);
+        a trigger left out is reset to Mailpit's default code at 0%."""
+        rules = {name: chaos_rule(name, t) for name, t in triggers.items() if t.probability}
+        with self._lock:
+            kept = [counter for counter in self._counters if not counter.rule.chaos]
+            if len(kept) + len(rules) > MAX_RULES:
+                raise RuleError(f"too many rules: a server holds at most {MAX_RULES} (clear some first)")
+            self._counters = kept + [_Counter(rule) for rule in rules.values()]
+            self._chaos_codes = {name: t.code for name, t in triggers.items() if not t.probability}
 
     def __len__(self) -> int:
         return len(self._counters)

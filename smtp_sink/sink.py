@@ -5,6 +5,11 @@ each received message, the web app (:mod:`smtp_sink.web.app`) reads the store an
 through it and subscribes to its events, the pytest plugin reaches it through its server. It
 opens no port, so it is built and tested on its own.
 
+Messages made by the HTTP API (``POST /api/v1/send``) are saved the same way (:meth:`Sink.save`,
+from any thread). After a message is stored, auto-relay (``[relay] relay_all``/``relay_matching``)
+queues it for the upstream and the webhook (``[webhook] url``) posts its summary once indexed: both
+in threads of their own (:mod:`smtp_sink.relay`, :mod:`smtp_sink.webhook`), never on the reply path.
+
 Indexing (parsing each message for its summary) costs more CPU than receiving it, and the
 indexer thread competes with the SMTP thread for the GIL. So it waits until mail stops flowing,
 unless someone watches (event subscribers) or the backlog grows large. Queries never wait: they
@@ -18,6 +23,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +31,11 @@ from .config import Config
 from .ids import new_id
 from .policy import Capacity, MailboxPolicy
 from .protocol import Policy
+from .relay import Relay
 from .rules import RuleSet
 from .store import Store, StoredMessage, StoreError, StoreEvent
 from .trace import Envelope, trace_headers
+from .webhook import Webhook
 
 __all__ = ["Sink", "save_message"]
 log = logging.getLogger("smtp_sink")
@@ -60,14 +68,20 @@ class Sink:
         # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
         self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the thread running the loop (saves from others schedule through it)
         self._index_scheduled = False
         self._last_saved = 0.0
         self._capacity_task: asyncio.Task[None] | None = None
+        # [relay]: release and auto-relay (None: no upstream configured)
+        self.relay = Relay(config.relay, self.store.read, config.smtp.hostname) if config.relay.host else None
+        self.webhook: Webhook | None = None  # [webhook] url: started with the sink
+        self._unsubscribe_webhook: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Open the store and its index (rebuilt from the files if needed), look at the free space
         and start watching it. Raises RuntimeError when the store folder cannot be used."""
         self._loop = loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         try:
             self.store.open()
         except OSError as exc:
@@ -78,23 +92,33 @@ class Sink:
             log.exception("opening the index failed")
         self.refresh_capacity()
         self._capacity_task = loop.create_task(self._watch_capacity())
+        if self.config.webhook.url:
+            self.webhook = Webhook(self.config.webhook)
+            self._unsubscribe_webhook = self.subscribe(self.webhook.offer)
 
     async def stop(self) -> None:
-        """Stop watching, index what is pending and close the index."""
+        """Stop watching, relaying and posting webhooks, index what is pending and close the index."""
         if self._capacity_task is not None:
             self._capacity_task.cancel()
+        if self._unsubscribe_webhook is not None:
+            self._unsubscribe_webhook()
+        if self.relay is not None:
+            self.relay.close()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._indexer, self.store.close)
         except Exception:  # the .eml files are safe; the next start rescans them
             log.exception("indexing at shutdown failed")
         self._indexer.shutdown(wait=False)
+        if self.webhook is not None:  # after the last summaries were announced (none is sent any more)
+            await loop.run_in_executor(None, self.webhook.close)
 
     # -- messages -------------------------------------------------------------------------------
 
     def save(self, envelope: Envelope, data: bytes | bytearray) -> StoredMessage:
-        """Store a received message and schedule its indexing. Raises :class:`StoreError` (after
-        looking at the capacity again: on a full disk the next MAIL gets 452 at once)."""
+        """Store a received message (from the loop's thread or any other), schedule its indexing and
+        queue it for auto-relay. Raises :class:`StoreError` (after looking at the capacity again: on
+        a full disk the next MAIL gets 452 at once)."""
         try:
             stored = save_message(self.store, envelope, data, self.config.smtp.hostname)
         except StoreError as exc:
@@ -102,9 +126,16 @@ class Sink:
             self.refresh_capacity()
             raise
         if log.isEnabledFor(logging.INFO):  # a line per message: build it only when it is written
-            log.info("stored %s size=%d from=<%s> to=%s",
-                     stored.id, stored.size, envelope.mail_from, ",".join(envelope.rcpt_to))
-        self._schedule_index()
+            log.info("stored %s size=%d from=<%s> to=%s%s", stored.id, stored.size, envelope.mail_from,
+                     ",".join(envelope.rcpt_to), " (HTTP API)" if envelope.api else "")
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: a query indexes it
+                loop.call_soon_threadsafe(self._schedule_index)
+        else:
+            self._schedule_index()
+        if self.relay is not None and self.relay.auto:
+            self.relay.submit(stored.id, envelope.mail_from, envelope.rcpt_to)
         return stored
 
     def _schedule_index(self) -> None:

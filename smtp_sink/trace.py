@@ -9,6 +9,10 @@ Every ``.eml`` file starts with a block the server writes (the order of Postfix'
     \tby host (smtp-sink 1.2) with ESMTPSA id <message id>[ for <rcpt>];
     \t<date>
 
+A message made by the HTTP API (``POST /api/v1/send``) gets the same block, its ``Received`` line
+saying so: ``from api ([peer]) by host (smtp-sink 1.2) with HTTP id ...`` (``X-Sink-Auth`` names
+the HTTP basic-auth user).
+
 and then exactly what the client sent. The reader takes the envelope from the top and stops at
 the first ``Received:``, which in this layout is always the server's own (at least one
 ``X-Original-To`` comes before it): header lines in the client's data, the same names
@@ -53,6 +57,7 @@ class Envelope:
     peer: str = ""
     tls: bool = False
     auth_user: str | None = None
+    api: bool = False  # made by the HTTP API, not received over SMTP
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ def _date(when: float | None) -> str:
 
 def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: float | None = None) -> bytes:
     """The block written before the client's data: ``Return-Path``, one ``X-Original-To`` per
-    recipient, ``X-Sink-Auth`` after AUTH, and the server's ``Received`` (RFC 5321 section 4.4) last.
+    recipient, ``X-Sink-Auth`` after AUTH, and the server's ``Received`` (RFC 5321 section 4.4) last
+    (``from api ... with HTTP`` for a message of the HTTP API).
 
     Addresses cannot hold CR or LF (``addresses.py`` refuses control characters); the HELO name
     and the AUTH user are cleaned here."""
@@ -107,6 +113,8 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
         protocol += ("S" if envelope.tls else "") + ("A" if envelope.auth_user is not None else "")
     rcpt_to = envelope.rcpt_to
     helo = envelope.helo
+    if envelope.api:
+        protocol, helo = "HTTP", "api"
     if not (helo.isascii() and helo.isprintable()):
         helo = _clean(helo)
     if len(rcpt_to) == 1:

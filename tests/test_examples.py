@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from support import ROOT
+from support.npm import npm_modules
 from support.processes import Processes
 from support.servers import Servers
 
@@ -35,7 +36,6 @@ EXAMPLES = ROOT / "examples"
 SENDER = "app@example.test"
 RCPT = "bob@example.test"  # not the examples' default, so the recipient argument is tested too
 PASSWORD = "hunter2"
-NPM_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smtp-sink-tests" / "npm"
 # Variables from the calling shell that would change what an example does.
 CLEARED = ("SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "SMTP_USER", "SMTP_PASSWORD", "SMTP_CAFILE", "SSL_CERT_FILE",
            "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "DJANGO_SETTINGS_MODULE", "NODE_PATH", "PYTHONPATH")
@@ -93,22 +93,7 @@ VERIFYING = ("smtplib", "aiosmtplib", "django", "nodemailer", "curl")
 def node_path() -> str:
     """A ``node_modules`` folder with the nodemailer version ``examples/nodemailer/package.json`` asks for."""
     spec = json.loads((EXAMPLES / "nodemailer" / "package.json").read_text())["dependencies"]["nodemailer"]
-    folder = NPM_CACHE / ("nodemailer@" + re.sub(r"[^\w.-]", "_", spec))
-    modules = folder / "node_modules"
-    if not (modules / "nodemailer" / "package.json").is_file():
-        assert shutil.which("npm"), "npm is not installed: run scripts/setup-tests.sh"
-        staging = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        done = subprocess.run(
-            ["npm", "install", "--prefix", str(staging), "--no-audit", "--no-fund", "--no-save",
-             "--no-package-lock", f"nodemailer@{spec}"],
-            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-        )
-        assert done.returncode == 0, f"npm install nodemailer@{spec} failed:\n{done.stdout}{done.stderr}"
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    return str(modules)
+    return str(npm_modules("nodemailer", spec))
 
 
 def run(example: Example, env: dict[str, str], node_path: str) -> subprocess.CompletedProcess[str]:

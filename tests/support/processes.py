@@ -39,26 +39,28 @@ def cli_json(store: Path, *args: str) -> Any:
 
 class ServerProcess:
     """``smtp-sink serve`` on free ports, started and ready (its "smtp-sink ready" line logged):
-    ``port`` and ``tls_port`` (0: no implicit TLS) are read from its log.
+    ``port``, ``tls_port`` (0: no implicit TLS) and ``http_port`` (0: ``--no-http``, the default;
+    ``http=True`` serves the web page and API on a free port) are read from its log.
 
     ``env`` replaces the inherited environment; ``open_files`` sets RLIMIT_NOFILE to (soft, hard)
     in the child before it starts.
     """
 
     def __init__(self, store: Path, *extra: str, log: Path | None = None, env: Mapping[str, str] | None = None,
-                 open_files: tuple[int, int] | None = None) -> None:
+                 open_files: tuple[int, int] | None = None, http: bool = False) -> None:
         self.log_path = log or store.parent / f"serve-{time.monotonic_ns()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # a file, not a pipe: a full pipe would block the server
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         limit = None if open_files is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+        web = ("--http-port", "0") if http else ("--no-http",)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", "--no-http", "--store", str(store), *extra],
+            [sys.executable, "-m", "smtp_sink", "serve", "--port", "0", *web, "--store", str(store), *extra],
             stderr=self._log, stdout=self._log, stdin=subprocess.DEVNULL, env=env, preexec_fn=limit,
         )
         self.pid = self.proc.pid
         self.store = store
-        self.port = self.tls_port = 0
+        self.port = self.tls_port = self.http_port = 0
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and self.proc.poll() is None:
             log = self.log()
@@ -67,6 +69,8 @@ class ServerProcess:
                 self.port = int(found.group(1))
                 tls = re.search(r"implicit TLS on [\d.]+:(\d+)", log)
                 self.tls_port = int(tls.group(1)) if tls else 0
+                page = re.search(r"web page and API on http://[\d.]+:(\d+)/", log)
+                self.http_port = int(page.group(1)) if page else 0
                 return
             time.sleep(0.05)
         self.stop()
