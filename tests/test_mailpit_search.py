@@ -211,9 +211,9 @@ def test_delete_search_deletes_only_the_matches(mailbox: SinkServer) -> None:
 
 def test_cli_search_uses_the_same_syntax(mailbox: SinkServer, tmp_path: Path) -> None:
     store = tmp_path / "mail"
-    found_cli = cli_json(store, "search", "-welcome has:inline", "--json")
+    found_cli = cli_json(store, "search", "-welcome has:inline")
     assert [m["Subject"] for m in found_cli["messages"]] == [INVOICE]
-    assert [m["Subject"] for m in cli_json(store, "list", "--tag", "ALPHA", "--json")["messages"]] == [WELCOME]
+    assert [m["Subject"] for m in cli_json(store, "list", "--tag", "ALPHA")["messages"]] == [WELCOME]
 
 
 # -- the parser, on its own ------------------------------------------------------------------------

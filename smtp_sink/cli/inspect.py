@@ -1,4 +1,4 @@
-"""The store inspection commands: ``list``, ``show``, ``search``, ``wait``, ``watch``, ``clear``, ``export``.
+"""The store inspection commands: ``list``, ``show``, ``search``, ``tag``, ``wait``, ``watch``, ``clear``, ``export``.
 
 They read the store folder and its index directly, so they work with the server running or not;
 they never create a store (a missing one is an error naming the folder and ``--store``), and
@@ -84,6 +84,14 @@ def register(commands: Commands) -> None:
     search.add_argument("--limit", type=int, default=50, metavar="N", help="at most N messages (default 50; 0: all)")
     search.add_argument("--start", type=int, default=0, metavar="N", help="skip the N newest matches (paging)")
     search.add_argument("--json", action="store_true", help="print JSON (Mailpit's message list shape)")
+
+    tag = add("tag", cmd_tag, "show or change the tags of a message (no ID: every tag and its message count)")
+    tag.add_argument("id", nargs="?", metavar="ID|latest", help="message id, or 'latest' for the newest")
+    tag.add_argument("names", nargs="*", metavar="TAG", help="tags to add (cleaned as Mailpit cleans them)")
+    how = tag.add_mutually_exclusive_group()
+    how.add_argument("--remove", action="store_true", help="remove the TAGs instead of adding them")
+    how.add_argument("--set", action="store_true", help="give the message exactly the TAGs (none: remove all)")
+    tag.add_argument("--json", action="store_true", help='print {"ID": id, "Tags": [...]} ({tag: count} without ID)')
 
     wait = add("wait", cmd_wait, "wait until a matching message is in the store, print its id (exit 1 on timeout)")
     # the meaning of the pytest plugin's wait_for (smtp_sink.matching.Criteria), not word prefixes
@@ -428,6 +436,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
         time.sleep(POLL_INTERVAL)
     if not _appeared(store):
         raise CommandError(f"{_no_store(store.path)} (waited {args.timeout:g} s)")
+    return EXIT_OK
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Print every tag with its count, or a message's tags after adding, removing or setting some."""
+    store = _store(args)
+    if args.id is None:
+        if args.names or args.remove or args.set:
+            raise UsageError("tag: give the message ID (or latest) before the tags")
+        counts = store.tag_counts()
+        _json(counts) if args.json else print("\n".join(printable(f"{name}  {n}") for name, n in counts.items()))
+        return EXIT_OK
+    message_id = _resolve(store, args.id)
+    tags = store.tags_of(message_id)
+    if args.names or args.set:
+        wanted = [name.casefold() for name in args.names]
+        kept = [name for name in tags if name.casefold() not in wanted] if args.remove else [] if args.set else tags
+        tags = store.set_tags([message_id], kept if args.remove else [*kept, *args.names]).get(message_id, [])
+    _json({"ID": message_id, "Tags": tags}) if args.json else print("\n".join(map(printable, tags)))
     return EXIT_OK
 
 
