@@ -60,6 +60,7 @@ async def list_messages(request: web.Request) -> web.Response:
     def work() -> dict[str, Any]:
         page = store.query(0 if limit == 0 else start, None if limit == 0 else limit, before=before)
         page.start = start
+        page.matched, page.matched_unread = page.total, page.unread  # before= does not change a list's counts
         return page_json(page)
 
     return await json_off_loop(request, work)
