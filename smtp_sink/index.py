@@ -691,7 +691,7 @@ class Index:
         rewritten. None when it cannot be (the message is gone)."""
         try:
             data = json.loads(text) if text is not None else None
-            if _well_formed(data, message_id):
+            if isinstance(data, dict) and _well_formed(data, message_id):
                 return Summary.from_json(data, read=bool(read))
         except (ValueError, TypeError, KeyError, AttributeError):
             pass

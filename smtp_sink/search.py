@@ -77,7 +77,9 @@ class Term:
 
 def tokens(query: str) -> list[str]:
     """Mailpit's ``ArgsParser``: split on ASCII spaces outside double quotes, drop the quotes."""
-    found, current, quoted = [], [], False
+    found: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in query:
         if char == '"':
             quoted = not quoted

@@ -606,7 +606,12 @@ class Store:
     def rename_tag(self, old: str, new: str) -> None:
         """Rename a tag everywhere; :class:`~smtp_sink.tags.TagError` as Mailpit refuses it."""
         self.refresh()
-        if self._softly(lambda: self.index.rename_tag(old, new) or True, None) is None:
+
+        def rename() -> bool:
+            self.index.rename_tag(old, new)
+            return True
+
+        if self._softly(rename, None) is None:
             raise self._unwritable("tags")
         self._notify(Tagged((), everywhere=True))
 

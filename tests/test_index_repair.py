@@ -72,9 +72,9 @@ DAMAGE: dict[str, tuple[Callable[[Path, list[str]], None], bool]] = {
                                                        f"WHERE n = {ROW.format(ids[1])}"), True),
     "summary-incomplete": (lambda store, ids: sql(store, f"UPDATE summaries SET summary = json_remove(summary, "
                                                          f"'$.Subject') WHERE n = {ROW.format(ids[1])}"), True),
-    "summary-wrong-types": (lambda store, ids: sql(store, f"UPDATE summaries SET summary = json_set(summary, "
-                                                          f"'$.To', 5, '$.Size', 'big') WHERE n = {ROW.format(ids[0])}"),
-                            True),
+    "summary-wrong-types": (lambda store, ids: sql(store, "UPDATE summaries SET summary = json_set(summary, "
+                                                          f"'$.To', 5, '$.Size', 'big') "
+                                                          f"WHERE n = {ROW.format(ids[0])}"), True),
     "summary-missing": (lambda store, ids: sql(store, f"DELETE FROM summaries WHERE n = {ROW.format(ids[2])}"), True),
     "index-is-a-folder": (lambda store, ids: to_folder(store), False),
 }

@@ -87,8 +87,8 @@ def test_put_messages_read_defaults_to_false(five: SinkServer) -> None:
     assert (status, body) == (200, b"ok")
     assert set(read_flags(five).values()) == {False}  # {} marks everything unread, as Mailpit
     wanted = ids(five)
-    assert send_json(five, "/api/v1/messages", "PUT", {"read": True, "ids": [wanted["m0"], "01ARZ3NDEKTSV4RRFFQ69G5FAV"]}
-                     )[0] == 200  # keys in any case; an unknown id ignored
+    body = {"read": True, "ids": [wanted["m0"], "01ARZ3NDEKTSV4RRFFQ69G5FAV"]}
+    assert send_json(five, "/api/v1/messages", "PUT", body)[0] == 200  # keys in any case; an unknown id ignored
     assert [s for s, r in read_flags(five).items() if r] == ["m0"]
 
 
@@ -119,7 +119,8 @@ def test_form_bodies_as_the_pypi_client_sends(five: SinkServer) -> None:
 
 def test_delete_messages_json(five: SinkServer) -> None:
     wanted = ids(five)
-    status, _, answer = request(five, "/api/v1/messages", "DELETE", b'{"IDs": "x"}', {"Content-Type": "application/json"})
+    json_type = {"Content-Type": "application/json"}
+    status, _, answer = request(five, "/api/v1/messages", "DELETE", b'{"IDs": "x"}', json_type)
     assert status == 400 and "IDs" in json.loads(answer)["Error"] and len(ids(five)) == 5  # strict: nothing deleted
     assert send_json(five, "/api/v1/messages", "DELETE", {"ids": [wanted["m2"]]})[0] == 200
     assert sorted(ids(five)) == ["m0", "m1", "m3", "m4"]

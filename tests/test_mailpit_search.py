@@ -18,8 +18,8 @@ from support.http import get_json, request, send_json
 from support.processes import cli_json
 
 from smtp_sink.config import AuthMode
-from smtp_sink.server import SinkServer
 from smtp_sink.search import clean, parse, parse_date, size_to_bytes, tokens
+from smtp_sink.server import SinkServer
 
 WELCOME, INVOICE, LUNCH = "Welcome aboard", "Invoice 100%_done", "Re: lunch"
 ALL = {WELCOME, INVOICE, LUNCH}

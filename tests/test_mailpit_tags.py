@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from support import wait_until
+from support.config import toml_config
 from support.http import get_json, request, send_json
 from support.mail import send
-from support.config import toml_config
 from support.processes import cli_json, run_cli
 
 from smtp_sink.server import SinkServer
@@ -65,7 +65,8 @@ def test_set_tags_replaces_them_and_ignores_unknown_ids(tagged: SinkServer) -> N
     assert send_json(tagged, "/api/v1/tags", "PUT", {"ids": [ids["three"]], "tags": None})[0] == 200
     assert tags_by_subject(tagged)["three"] == []
     # unknown ids make no tag (Mailpit's bug, decision 13)
-    assert send_json(tagged, "/api/v1/tags", "PUT", {"IDs": ["01ARZ3NDEKTSV4RRFFQ69G5FAV"], "Tags": ["ghost"]})[0] == 200
+    unknown = {"IDs": ["01ARZ3NDEKTSV4RRFFQ69G5FAV"], "Tags": ["ghost"]}
+    assert send_json(tagged, "/api/v1/tags", "PUT", unknown)[0] == 200
     assert "ghost" not in get_json(tagged, "/api/v1/tags")
 
 
@@ -125,14 +126,16 @@ def test_new_message_event_carries_its_tags(web_server: SinkServer) -> None:
             event = json.loads(line[6:])
             data = event.get("Data", event) if isinstance(event, dict) else {}
     connection.close()
-    assert data["Subject"] == "evented" and data["Tags"] == ["Alpha", "beta", "vip"]  # vip: the envelope recipient (Bcc)
+    # vip: from the envelope recipient (in Bcc, as Mailpit adds it)
+    assert data["Subject"] == "evented" and data["Tags"] == ["Alpha", "beta", "vip"]
 
 
 def test_tags_config(start_server: Any, tmp_path: Path) -> None:
     """``[tags]``: Title Case, plus addresses off, filters (a search query -> tags)."""
     config = toml_config('[tags]\ntitle_case = true\nplus_addresses = false\n'
                          '[tags.filters]\n"subject:invoice" = "Billing, money"\n', tmp_path / "mail")
-    server = start_server(config=dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True, port=0)))
+    web = dataclasses.replace(config.http, enabled=True, port=0)
+    server = start_server(config=dataclasses.replace(config, http=web))
     send(server, message("Invoice 7", "x-tag1, fOO bar"), to=["bob+plus@example.test"])
     wait_until(lambda: get_json(server, "/api/v1/messages")["total"] == 1, what="listed")
     assert tags_by_subject(server) == {"Invoice 7": ["Billing", "FOO Bar", "money", "X-Tag1"]}

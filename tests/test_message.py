@@ -112,7 +112,8 @@ def test_snippet_is_cut_and_collapsed() -> None:
 def test_message_without_trace_headers_or_from() -> None:
     raw = b"Subject: dropped by hand\r\n\r\nhi\r\n"
     data = message.summarize(new_id(), raw).to_json()
-    assert data["From"] == {"Name": "", "Address": ""} and data["MailFrom"] == "" and data["Bcc"] == [] and data["To"] == []
+    assert data["From"] == {"Name": "", "Address": ""} and data["MailFrom"] == ""
+    assert data["Bcc"] == [] and data["To"] == []
     assert message.detail(new_id(), raw)["Attachments"] == []
     assert message.part(raw, "0") == ("text/plain", "", b"hi\r\n")
 

@@ -6,15 +6,31 @@ from __future__ import annotations
 import os
 import resource
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from .. import __version__
 from ..index import INDEX_FILE, Page
 
-if TYPE_CHECKING:
-    from ..store import Store
+__all__ = ["Counted", "info_json", "page_json"]
 
-__all__ = ["info_json", "page_json"]
+
+class Counted(Protocol):
+    """What ``/api/v1/info`` reads of a store (:class:`smtp_sink.store.Store`)."""
+
+    path: Path
+    started: float  # Unix time the counters start at
+    deleted: int  # messages deleted since then
+    saved_bytes: int  # bytes of the messages saved since then
+
+    @property
+    def saved(self) -> int: ...  # messages saved since then
+
+    def counts(self) -> tuple[int, int]: ...  # (total, unread)
+
+    def index_size(self) -> int: ...
+
+    def tag_counts(self) -> dict[str, int]: ...
 
 
 def page_json(page: Page) -> dict[str, Any]:
@@ -34,7 +50,7 @@ def page_json(page: Page) -> dict[str, Any]:
     }
 
 
-def info_json(store: Store, now: float | None = None) -> dict[str, Any]:
+def info_json(store: Counted, now: float | None = None) -> dict[str, Any]:
     """``GET /api/v1/info`` (Mailpit's ``AppInformation``): the version (``LatestVersion`` is
     ``"disabled"``: no look-up on the network), the index file and its size, the counts, each
     tag with its number of messages, and what this process did since it started."""
