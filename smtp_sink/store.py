@@ -464,20 +464,22 @@ class Store:
         """The summary of one message (``latest`` accepted); :class:`NotFound` if unknown."""
         message_id = self.resolve(message_id)
         found = self._guard(lambda: self.index.get(message_id))
-        if found is None:
-            found = self._summarize(message_id)
-            if found is None:
-                raise NotFound("message", message_id)
-            self._softly(lambda: self.index.insert([found]), [])
-        return found
+        if found is not None:
+            return found
+        made = self._summarize(message_id)
+        if made is None:
+            raise NotFound("message", message_id)
+        if not self._softly(lambda: self.index.insert([made]), []):  # indexed meanwhile (or unwritable)
+            return self._softly(lambda: self.index.get(message_id), None) or made
+        return made
 
     def detail(self, message_id: str) -> dict[str, Any]:
         """Mailpit's message detail (``GET /api/v1/message/{ID}``); :class:`NotFound` if unknown."""
         message_id = self.resolve(message_id)
         raw = self.read(message_id)
-        found = self._guard(lambda: self.index.get(message_id))
-        data = detail(message_id, raw, read=bool(found and found.read))
-        data["Tags"] = found.tags if found else []
+        found = self.summary(message_id)  # indexed (and tagged) now if it was not yet
+        data = detail(message_id, raw, read=found.read)
+        data["Tags"] = found.tags
         return data
 
     def open_message(self, message_id: str) -> dict[str, Any]:
@@ -485,7 +487,7 @@ class Store:
         on a full disk the flag is not saved, the detail is still given)."""
         message_id = self.resolve(message_id)
         found = detail(message_id, self.read(message_id), read=True)
-        found["Tags"] = self.tags_of(message_id)
+        found["Tags"] = self.summary(message_id).tags  # indexed (and tagged) now if it was not yet
         self.mark_read([message_id], True, best_effort=True)
         return found
 
