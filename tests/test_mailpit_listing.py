@@ -4,14 +4,17 @@ and form bodies (decision 4), ``/api/v1/info``'s counters, and hostile search qu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import wait_until
+from support.config import toml_config
 from support.http import get_json, request, send_json
 from support.mail import send
 
@@ -179,3 +182,16 @@ def test_hostile_queries_are_refused_or_bounded(five: SinkServer) -> None:
     finally:
         thread.join(60)
     assert len(results) == 5 and max(results) < 5, results
+
+
+def test_info_counts_refused_recipients(start_server: Any, tmp_path: Path) -> None:
+    """``SMTPRejected``: the recipients the policy refused since start (Mailpit: RCPTs its
+    allowed-recipients pattern refused)."""
+    config = toml_config('[policy]\nforbidden = ["*@blocked.test"]\n', tmp_path / "mail")
+    server = start_server(config=dataclasses.replace(config, http=dataclasses.replace(config.http, enabled=True,
+                                                                                       port=0)))
+    refused = send(server, message("partly"), to=["a@blocked.test", "bob@example.test", "b@blocked.test"])
+    assert sorted(refused) == ["a@blocked.test", "b@blocked.test"]
+    wait_until(lambda: get_json(server, "/api/v1/messages")["total"] == 1, what="listed")
+    stats = get_json(server, "/api/v1/info")["RuntimeStats"]
+    assert (stats["SMTPRejected"], stats["SMTPAccepted"], stats["SMTPIgnored"]) == (2, 1, 0)

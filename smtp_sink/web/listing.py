@@ -185,8 +185,9 @@ async def delete(request: web.Request) -> web.Response:
 
 async def info(request: web.Request) -> web.Response:
     """``GET /api/v1/info``: Mailpit's ``AppInformation``."""
-    store = sink(request).store
-    return await json_off_loop(request, lambda: info_json(store, time.time()))
+    running = sink(request)
+    store, policy = running.store, running.policy
+    return await json_off_loop(request, lambda: info_json(store, time.time(), getattr(policy, "refused", 0)))
 
 
 ROUTES = [

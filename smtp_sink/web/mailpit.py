@@ -50,10 +50,11 @@ def page_json(page: Page) -> dict[str, Any]:
     }
 
 
-def info_json(store: Counted, now: float | None = None) -> dict[str, Any]:
+def info_json(store: Counted, now: float | None = None, rejected: int = 0) -> dict[str, Any]:
     """``GET /api/v1/info`` (Mailpit's ``AppInformation``): the version (``LatestVersion`` is
     ``"disabled"``: no look-up on the network), the index file and its size, the counts, each
-    tag with its number of messages, and what this process did since it started."""
+    tag with its number of messages, and what this process did since it started (``rejected``:
+    the recipients it refused)."""
     now = time.time() if now is None else now
     total, unread = store.counts()
     return {
@@ -70,7 +71,7 @@ def info_json(store: Counted, now: float | None = None) -> dict[str, Any]:
             "MessagesDeleted": store.deleted,
             "SMTPAccepted": store.saved,
             "SMTPAcceptedSize": store.saved_bytes,
-            "SMTPRejected": 0,
+            "SMTPRejected": rejected,
             "SMTPIgnored": 0,
         },
     }
