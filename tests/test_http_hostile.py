@@ -409,6 +409,15 @@ def test_query_numbers_are_read_as_mailpit_reads_them(
     assert_guarded(headers)
 
 
+@pytest.mark.parametrize("query", ["start=9223372036854775807", "start=9223372036854775800&limit=100"])
+def test_out_of_range_query_numbers_are_400_naming_the_parameter(web_server: SinkServer, query: str) -> None:
+    """A search page past 2^63 - 1 (where Mailpit's own arithmetic overflows) is 400 naming it."""
+    status, headers, answer = request(web_server, "/api/v1/search?query=small&" + query)
+    assert status == 400, answer
+    assert json.loads(answer)["Error"].startswith("start + limit is out of range")
+    assert_guarded(headers)
+
+
 def test_the_largest_start_and_a_large_limit_are_fine(web_server: SinkServer) -> None:
     drop(web_server, SIMPLE)
     status, _, answer = request(web_server, "/api/v1/messages?start=9223372036854775807&limit=5000")
