@@ -189,6 +189,8 @@ def test_latest_with_a_query(mailbox: SinkServer) -> None:
     assert get_json(mailbox, "/api/v1/message/latest?query=-from:frank")["Subject"] == INVOICE
     status, _, raw = request(mailbox, "/api/v1/message/latest/raw?query=cc:eve")
     assert status == 200 and b"Subject: Invoice" in raw
+    status, _, html = request(mailbox, "/view/latest.html?query=" + urllib.parse.quote("-has:attachment from:carl"))
+    assert status == 200 and b"second" in html
     assert request(mailbox, "/api/v1/message/latest?query=nothinglikethis")[0] == 404
 
 
