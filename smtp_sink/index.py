@@ -26,6 +26,7 @@ import shutil
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 from .config import TagsConfig
 from .ids import encode
-from .search import Term, clean, parse
+from .search import TRIGRAM, SearchError, Term, clean, parse
 from .summary import Address, Summary
 from .tags import TagError, arrival_tags, clean_tag, parse_filters, unique_tags
 
@@ -45,8 +46,9 @@ log = logging.getLogger("smtp_sink")
 
 SCHEMA_VERSION = 2
 INDEX_FILE = "index.sqlite"
-TRIGRAM = 3  # a value this long or longer is looked up in the trigram index; a shorter one is scanned for
 _CHUNK = 500  # ids per IN (...) list
+SEARCH_SECONDS = 5.0  # a search still running after this long is stopped (SearchError)
+_PROGRESS_STEPS = 1000  # SQLite VM steps between looks at the clock
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS messages (
@@ -330,6 +332,7 @@ class Index:
         self.repair = repair
         self.tagging = tags or TagsConfig()
         self.filters = _filters(self.tagging)
+        self.search_seconds = SEARCH_SECONDS  # a search running longer is stopped
         self.lock = threading.RLock()
         self.rebuilt = False  # True when this open started from an empty file
         self.problem: str | None = None  # why an existing file was thrown away
@@ -719,12 +722,12 @@ class Index:
         with self.lock:
             return self._select_ids(self.db, parse_query(search, tz), limit)
 
-    @staticmethod
-    def _select_ids(db: sqlite3.Connection, query: Query, limit: int | None = None) -> list[str]:
+    def _select_ids(self, db: sqlite3.Connection, query: Query, limit: int | None = None) -> list[str]:
         clauses, params = where(query).inline()
         condition = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [r[0] for r in db.execute(f"SELECT id FROM messages{condition} ORDER BY id DESC LIMIT ?",
-                                         [*params, -1 if limit is None else limit])]
+        with time_limit(db, self.search_seconds):
+            return [r[0] for r in db.execute(f"SELECT id FROM messages{condition} ORDER BY id DESC LIMIT ?",
+                                             [*params, -1 if limit is None else limit])]
 
     def oldest(self, count: int) -> list[str]:
         """The ``count`` oldest ids."""
@@ -749,29 +752,37 @@ class Index:
         with self.lock:
             total, unread = self.counts()
             try:
-                clauses, params = self._materialize(found)
-                condition = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-                if not clauses:
-                    matched, matched_unread = total, unread
-                elif clauses == ["read = ?"]:
-                    matched, matched_unread = (total - unread, 0) if params[0] else (unread, unread)
-                else:
-                    matched, matched_unread = self.db.execute(
-                        f"SELECT count(*), coalesce(sum(read = 0), 0) FROM messages{condition}", params).fetchone()
-                rows: list[tuple[int, str, int]] = []
-                if limit != 0 and start < matched:
-                    # Walk the id index newest first while matches are dense (a page costs about
-                    # (start + limit) * total / matched rows); else fetch the matches and sort them.
-                    walk = bool(clauses) and limit is not None and (start + limit) * total <= matched * matched
-                    hint = " INDEXED BY sqlite_autoindex_messages_1" if walk else ""
-                    rows = self.db.execute(
-                        f"SELECT n, id, read FROM messages{hint}{condition} ORDER BY id DESC LIMIT ? OFFSET ?",
-                        [*params, -1 if limit is None else limit, start]).fetchall()
+                with time_limit(self.db, self.search_seconds):  # ends before the tables are emptied
+                    rows, matched, matched_unread = self._matches(found, start, limit, total, unread)
             finally:
                 self._release(len(found.sets))
             summaries = [summary for summary in self._summaries(rows) if summary is not None]
             tags = self.tags()
         return Page(total, unread, summaries, matched, start, matched_unread, tags)
+
+    def _matches(self, found: Where, start: int, limit: int | None, total: int, unread: int
+                 ) -> tuple[list[tuple[int, str, int]], int, int]:
+        """The ``(n, id, read)`` rows of one page of a query, its match count and unread matches
+        (each of its sets filled into a temporary table once, for the counts and the page)."""
+        clauses, params = self._materialize(found)
+        condition = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        if not clauses:
+            matched, matched_unread = total, unread
+        elif clauses == ["read = ?"]:
+            matched, matched_unread = (total - unread, 0) if params[0] else (unread, unread)
+        else:
+            matched, matched_unread = self.db.execute(
+                f"SELECT count(*), coalesce(sum(read = 0), 0) FROM messages{condition}", params).fetchone()
+        if limit == 0 or start >= matched:
+            return [], matched, matched_unread
+        # Walk the id index newest first while matches are dense (a page costs about
+        # (start + limit) * total / matched rows); else fetch the matches and sort them.
+        walk = bool(clauses) and limit is not None and (start + limit) * total <= matched * matched
+        hint = " INDEXED BY sqlite_autoindex_messages_1" if walk else ""
+        rows = self.db.execute(
+            f"SELECT n, id, read FROM messages{hint}{condition} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, -1 if limit is None else limit, start]).fetchall()
+        return rows, matched, matched_unread
 
     def _materialize(self, found: Where) -> tuple[list[str], list[Any]]:
         """The conditions of ``found``, each of its sets filled into a temporary table."""
@@ -787,6 +798,22 @@ class Index:
         for number in range(count):
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute(f"DELETE FROM temp.rows{number}")
+
+
+@contextlib.contextmanager
+def time_limit(db: sqlite3.Connection, seconds: float) -> Iterator[None]:
+    """Stop the statements run inside after ``seconds`` with :class:`SearchError` (an SQLite
+    progress handler); the handler is gone when the block ends."""
+    deadline = time.monotonic() + seconds
+    db.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+        raise SearchError(f"search stopped after {seconds:g} s: make it more specific") from None
+    finally:
+        db.set_progress_handler(None, 0)
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

@@ -19,8 +19,10 @@ Where Mailpit differs by accident, this follows what it means to do: ``%`` and `
 characters (no SQL wildcards), and ``to:name`` matches names and addresses, never JSON keys.
 An unparseable date adds no condition (as in Mailpit); an invalid size makes the token free text.
 
-Work is bounded: a query longer than :data:`MAX_QUERY_LENGTH` characters or with more than
-:data:`MAX_TERMS` terms is refused with :class:`SearchError`.
+Work is bounded: a query longer than :data:`MAX_QUERY_LENGTH` characters, with more than
+:data:`MAX_TERMS` terms, or with more than :data:`MAX_SCANS` values shorter than :data:`TRIGRAM`
+characters (each of those is a scan of every message: the trigram index cannot find them) is
+refused with :class:`SearchError`.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 __all__ = [
-    "ADDRESS_COLUMNS", "MAX_QUERY_LENGTH", "MAX_TERMS", "SearchError", "Term", "clean", "parse", "parse_date",
-    "size_to_bytes", "tokens", "zone",
+    "ADDRESS_COLUMNS", "MAX_QUERY_LENGTH", "MAX_SCANS", "MAX_TERMS", "TRIGRAM", "SearchError", "Term", "clean",
+    "parse", "parse_date", "size_to_bytes", "tokens", "zone",
 ]
 
 MAX_QUERY_LENGTH = 10_000  # characters of one search query
 MAX_TERMS = 100  # terms of one search query (each is a condition in one SQL statement)
+TRIGRAM = 3  # a text value this long or longer is found through the trigram index; a shorter one by a scan
+MAX_SCANS = 5  # text values shorter than TRIGRAM in one query
 
 # The columns of the search table (index.py) each filter looks in.
 ADDRESS_COLUMNS = ("from_", "to_", "cc", "bcc", "reply_to")
@@ -127,14 +131,19 @@ def parse(query: str, tz: str | None = None) -> list[Term]:
         raise SearchError(f"search query too long: {len(query)} characters (at most {MAX_QUERY_LENGTH})")
     where = zone(tz)
     terms = []
+    scans = 0
     for token in tokens(query):
         if not clean(token):
             continue
         term = _term(token, where)
-        if term is not None:
-            terms.append(term)
-            if len(terms) > MAX_TERMS:
-                raise SearchError(f"search query has more than {MAX_TERMS} terms")
+        if term is None:
+            continue
+        terms.append(term)
+        if len(terms) > MAX_TERMS:
+            raise SearchError(f"search query has more than {MAX_TERMS} terms")
+        scans += term.kind == "text" and len(str(term.value)) < TRIGRAM
+        if scans > MAX_SCANS:
+            raise SearchError(f"search query has more than {MAX_SCANS} values shorter than {TRIGRAM} characters")
     return terms
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from smtp_sink.errors import NotFound
 from smtp_sink.index import INDEX_FILE, id_floor, parse_query
-from smtp_sink.search import Term
+from smtp_sink.search import SearchError, Term
 from smtp_sink.sink import save_message
 from smtp_sink.store import Deleted, Marked, Store
 from smtp_sink.summary import Summary
@@ -230,3 +230,19 @@ def test_server_indexes_off_the_reply_path_and_notifies(server) -> None:
     assert page.matched == 20 and page.messages[0].subject == "live 19"
     # another process's view (a fresh Store on the same folder) agrees
     assert Store(server.store.path).counts() == (20, 20)
+
+
+def test_a_search_running_too_long_is_stopped_and_the_next_one_is_right(big_store: Path) -> None:
+    """A search past its time limit ends in SearchError (400 over HTTP), in a page, ``latest``
+    or a mark by search; the temporary match sets are emptied, so the next search is right."""
+    store = Store(big_store)
+    store.index.search_seconds = 0  # every search is over its time at once
+    for attempt in (lambda: store.query(0, 10, "-n1234"), lambda: store.latest_id("-order"),  # no match: a walk
+                    lambda: store.mark_matching("-n1234", True)):
+        with pytest.raises(SearchError, match="search stopped after 0 s"):
+            attempt()
+    store.index.search_seconds = 5
+    assert store.query(0, 10, "-n1234 -n1235").matched == COUNT - 2
+    assert store.query(0, 10, "n1234").matched == 1
+    assert store.counts() == (COUNT, COUNT)  # nothing was marked
+    store.close()

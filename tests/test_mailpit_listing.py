@@ -18,7 +18,7 @@ from support.config import toml_config
 from support.http import get_json, request, send_json
 from support.mail import send
 
-from smtp_sink.search import MAX_QUERY_LENGTH, MAX_TERMS
+from smtp_sink.search import MAX_QUERY_LENGTH, MAX_SCANS, MAX_TERMS
 from smtp_sink.server import SinkServer
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -149,17 +149,22 @@ def test_info_counts_what_this_process_did(five: SinkServer) -> None:
 # -- hostile queries -----------------------------------------------------------------------------
 
 def test_hostile_queries_are_refused_or_bounded(five: SinkServer) -> None:
-    """A query too long or with too many terms is 400 at once; the biggest allowed one (many long
-    terms, negations, filters) answers within seconds, while another client keeps sending and
-    listing without waiting for it."""
+    """A query too long, with too many terms or too many values too short for the trigram index
+    is 400 at once; the biggest allowed one (many long terms, negations, filters, the most short
+    values) answers within seconds, while another client keeps sending and listing without
+    waiting for it."""
     too_long = "a" * (MAX_QUERY_LENGTH + 1)  # longer than a URL may be: sent as PUT's Search
     status, _, answer = send_json(five, "/api/v1/messages", "PUT", {"Read": True, "Search": too_long})
     assert status == 400 and "too long" in json.loads(answer)["Error"]
-    many = " ".join(f"t{n}" for n in range(MAX_TERMS + 1))
+    many = " ".join(f"term{n}" for n in range(MAX_TERMS + 1))
     status, _, answer = request(five, "/api/v1/search?query=" + urllib.parse.quote(many))
     assert status == 400 and "terms" in json.loads(answer)["Error"]
+    short = " ".join(f"-{n}y" for n in range(MAX_SCANS + 1))  # each a scan of every message
+    status, _, answer = request(five, "/api/v1/search?query=" + urllib.parse.quote(short))
+    assert status == 400 and "shorter than 3 characters" in json.loads(answer)["Error"]
     kinds = ["-{}", "from:{}", "!subject:{}", "addressed:{}", "{}", "-tag:{}", '"{} x"']
-    biggest = " ".join(kinds[n % len(kinds)].format(f"w{n:03d}" + "y" * 40) for n in range(MAX_TERMS))
+    biggest = " ".join([*(kinds[n % len(kinds)].format(f"w{n:03d}" + "y" * 40) for n in range(MAX_TERMS - MAX_SCANS)),
+                        *(f"-{n}z" for n in range(MAX_SCANS))])
     assert len(biggest) <= MAX_QUERY_LENGTH
     results: list[float] = []
 
