@@ -136,7 +136,7 @@ def parse(query: str, tz: str | None = None) -> list[Term]:
         if not clean(token):
             continue
         term = _term(token, where)
-        if term is None:
+        if term is None or term in terms:  # a repeat adds nothing
             continue
         terms.append(term)
         if len(terms) > MAX_TERMS:
