@@ -150,6 +150,7 @@ class _Head:
     rcpt_to: list[str] = field(default_factory=list)
     username: str = ""  # the AUTH user of the session that sent it ("" without AUTH)
     return_path: str = ""  # the envelope sender, else the Return-Path header, else the From address
+    x_tags: str = ""  # the first X-Tags header, decoded (tags at arrival)
 
 
 # -- The bounded parser ----------------------------------------------------------------------------
@@ -533,6 +534,7 @@ def _head(msg: Message, notes: list[str]) -> _Head:
         subject=_guarded(notes, "Subject", lambda: _decoded(msg, "Subject"), ""),
         mail_from=mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
         return_path=mail_from or _return_path_header(msg) or (sender.address if sender else ""),
+        x_tags=_guarded(notes, "X-Tags", lambda: _decoded(msg, "X-Tags"), ""),
     )
 
 
@@ -935,6 +937,8 @@ def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),
+        username=head.username, inline=len(parts.inline), x_tags=head.x_tags,
+        attachment_names=[entry["FileName"] for entry in parts.attachments if entry["FileName"]],
     )
 
 
@@ -946,7 +950,7 @@ def envelope_summary(message_id: str, raw: bytes, size: int) -> Summary:
     return Summary(
         id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
         reply_to=[], subject="", created=_created(message_id), size=size, attachments=0, snippet="",
-        mail_from=found.mail_from, rcpt_to=rcpt_to,
+        mail_from=found.mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
     )
 
 

@@ -38,6 +38,7 @@ class MailboxPolicy(Policy):
         self.forwards = {old.lower(): new for old, new in config.forwards.items()}
         self.moved = {old.lower(): new for old, new in config.moved.items()}
         self.lists = {name.lower(): members for name, members in config.lists.items()}
+        self.refused = 0  # recipients refused since start (/api/v1/info's SMTPRejected)
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -63,7 +64,14 @@ class MailboxPolicy(Policy):
         return self._storage()
 
     def check_recipient(self, envelope: Envelope, address: str) -> Reply | None:
-        """RCPT: forbidden 553, forwarded 251, moved 551, unknown as ``[policy] unknown`` says."""
+        """RCPT: forbidden 553, forwarded 251, moved 551, unknown as ``[policy] unknown`` says
+        (each refusal counted in ``refused``)."""
+        answer = self._recipient(address)
+        if answer is not None and answer.code >= 400:
+            self.refused += 1
+        return answer
+
+    def _recipient(self, address: str) -> Reply | None:
         lowered = address.lower()
         if self._forbidden(address):
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, f"<{address}>: mailbox name not allowed")

@@ -63,7 +63,7 @@ class Sink:
         self.policy = policy or MailboxPolicy(config.policy, self.capacity, self.rules)
         store = config.store
         self.store = Store(store.path, fsync=store.fsync, max_messages=store.max_messages, max_age=store.max_age,
-                           on_event=self._publish)
+                           on_event=self._publish, tags=config.tags)
         self._subscribers: list[Callable[[StoreEvent], None]] = []
         # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
         self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")

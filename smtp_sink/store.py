@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .config import TagsConfig
 from .errors import NotFound
 from .ids import is_id, new_id
 from .index import Index, IndexUnavailable, Page, damaged, id_floor, transient
 from .message import detail, envelope_summary, part, summarize
 from .summary import Summary
 
-__all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary"]
+__all__ = ["Deleted", "Marked", "Page", "Store", "StoreError", "StoredMessage", "Summary", "Tagged"]
 log = logging.getLogger("smtp_sink")
 
 _TMP_SUFFIX = ".tmp"
@@ -53,7 +54,16 @@ class Marked:
     read: bool
 
 
-StoreEvent = Summary | Deleted | Marked
+@dataclass(frozen=True)
+class Tagged:
+    """Store event: the tags of these messages changed (``tags``: each id with its tags now), or
+    (``everywhere``) a tag was renamed or deleted in every message that had it."""
+
+    tags: tuple[tuple[str, tuple[str, ...]], ...]
+    everywhere: bool = False
+
+
+StoreEvent = Summary | Deleted | Marked | Tagged
 T = TypeVar("T")
 D = TypeVar("D")
 
@@ -74,13 +84,14 @@ class StoredMessage:
 class Store:
     """A folder of ``.eml`` files. Safe for several processes: writes are atomic renames.
 
-    ``on_event(event)`` is called for each new message indexed (its :class:`Summary`), each
-    deletion (:class:`Deleted`) and read-flag change (:class:`Marked`), in the thread that did it
-    (the :class:`~smtp_sink.sink.Sink` fans them out to its subscribers)."""
+    ``on_event(event)`` is called for each new message indexed (its :class:`Summary`, tags
+    included), each deletion (:class:`Deleted`), read-flag change (:class:`Marked`) and tag change
+    (:class:`Tagged`), in the thread that did it (the :class:`~smtp_sink.sink.Sink` fans them out
+    to its subscribers). ``tags``: how messages are tagged as they are indexed (``[tags]``)."""
 
     def __init__(
         self, path: str | os.PathLike[str], *, fsync: bool = False, max_messages: int = 0, max_age: float = 0.0,
-        on_event: Callable[[StoreEvent], None] | None = None,
+        on_event: Callable[[StoreEvent], None] | None = None, tags: TagsConfig | None = None,
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path / "tmp"
@@ -89,6 +100,7 @@ class Store:
         self.fsync = fsync
         self.max_messages = max_messages  # retention: keep at most this many (0: no limit)
         self.max_age = max_age  # retention: seconds a message is kept (0: forever)
+        self.tagging = tags or TagsConfig()
         self._index: Index | None = None
         self._index_lock = threading.RLock()
         self._pending: deque[tuple[str, int]] = deque()  # saved, not yet indexed (see index_pending)
@@ -100,6 +112,9 @@ class Store:
         self._scanned_at = 0.0
         self._saves = 0  # messages this process saved (each rename changes the folder's mtime)
         self._scanned_saves = 0
+        self.started = time.time()  # counted since then (/api/v1/info's RuntimeStats):
+        self.saved_bytes = 0  # bytes of the messages this process saved
+        self.deleted = 0  # messages this process deleted
 
     def open(self) -> None:
         """Create the folders and remove temporary files left by a process that died."""
@@ -145,6 +160,7 @@ class Store:
         with self._pending_lock:
             self._pending.append((message_id, size))  # indexed later, off the reply path
         self._saves += 1
+        self.saved_bytes += size
         return StoredMessage(message_id, final, size)
 
     def ids(self) -> list[str]:
@@ -187,6 +203,7 @@ class Store:
                 continue
             removed.append(message_id)
         gone = set(removed) | set(self._softly(lambda: self.index.remove(listed), []))  # else: the next rescan
+        self.deleted += len(removed)
         if gone:
             self._notify(Deleted(tuple(sorted(gone))))
         return len(removed)
@@ -208,10 +225,10 @@ class Store:
         with contextlib.suppress(OSError):
             self.path.mkdir(parents=True, exist_ok=True)
         try:
-            index = Index(self.path, repair=self._summarize)
+            index = Index(self.path, repair=self._summarize, tags=self.tagging)
         except IndexUnavailable as exc:
             self._troubled(f"{exc.strerror}; serving from memory until it can be opened")
-            return Index(self.path, memory=True, repair=self._summarize)
+            return Index(self.path, memory=True, repair=self._summarize, tags=self.tagging)
         if index.problem:
             log.warning("index %s: %s; rebuilt from the .eml files", index.path, index.problem)
         return index
@@ -234,7 +251,7 @@ class Store:
         with self._index_lock:
             if index.memory:
                 try:
-                    self._index = Index(self.path, repair=self._summarize)
+                    self._index = Index(self.path, repair=self._summarize, tags=self.tagging)
                 except IndexUnavailable:
                     return
             else:
@@ -251,6 +268,11 @@ class Store:
             if self._index is not None:
                 self._index.close()
                 self._index = None
+
+    @property
+    def saved(self) -> int:
+        """Messages this process saved."""
+        return self._saves
 
     @property
     def pending(self) -> int:
@@ -429,35 +451,43 @@ class Store:
             self.delete(doomed)
         return doomed
 
-    def query(self, start: int = 0, limit: int = 50, search: str | None = None, **filters: Any) -> Page:
-        """Newest first, one page of the messages matching ``search`` (see
-        :func:`smtp_sink.index.parse_query`) and ``from_``/``to``/``subject``/``since``/``read``."""
+    def query(self, start: int = 0, limit: int | None = 50, search: str | None = None, *, tz: str | None = None,
+              **filters: Any) -> Page:
+        """Newest first, one page (``limit`` None: every message from ``start``) of the messages
+        matching ``search`` in Mailpit's syntax (see :mod:`smtp_sink.search`; ``tz``: the zone of
+        its dates) and the filters of :func:`smtp_sink.index.parse_query`. Raises
+        :class:`~smtp_sink.search.SearchError` for a query too big to run."""
         self.refresh()
-        return self._guard(lambda: self.index.page(start, limit, search, **filters))
+        return self._guard(lambda: self.index.page(start, limit, search, tz=tz, **filters))
 
     def summary(self, message_id: str) -> Summary:
         """The summary of one message (``latest`` accepted); :class:`NotFound` if unknown."""
         message_id = self.resolve(message_id)
         found = self._guard(lambda: self.index.get(message_id))
-        if found is None:
-            found = self._summarize(message_id)
-            if found is None:
-                raise NotFound("message", message_id)
-            self._softly(lambda: self.index.insert([found]), [])
-        return found
+        if found is not None:
+            return found
+        made = self._summarize(message_id)
+        if made is None:
+            raise NotFound("message", message_id)
+        if not self._softly(lambda: self.index.insert([made]), []):  # indexed meanwhile (or unwritable)
+            return self._softly(lambda: self.index.get(message_id), None) or made
+        return made
 
     def detail(self, message_id: str) -> dict[str, Any]:
         """Mailpit's message detail (``GET /api/v1/message/{ID}``); :class:`NotFound` if unknown."""
         message_id = self.resolve(message_id)
         raw = self.read(message_id)
-        found = self._guard(lambda: self.index.get(message_id))
-        return detail(message_id, raw, read=bool(found and found.read))
+        found = self.summary(message_id)  # indexed (and tagged) now if it was not yet
+        data = detail(message_id, raw, read=found.read)
+        data["Tags"] = found.tags
+        return data
 
     def open_message(self, message_id: str) -> dict[str, Any]:
         """:meth:`detail` of a message someone opens: it is marked read in passing (best effort:
         on a full disk the flag is not saved, the detail is still given)."""
         message_id = self.resolve(message_id)
         found = detail(message_id, self.read(message_id), read=True)
+        found["Tags"] = self.summary(message_id).tags  # indexed (and tagged) now if it was not yet
         self.mark_read([message_id], True, best_effort=True)
         return found
 
@@ -467,11 +497,12 @@ class Store:
         message_id = self.resolve(message_id)
         return part(self.read(message_id), part_id, within=f"message {message_id}")
 
-    def resolve(self, message_id: str) -> str:
-        """An id, with ``latest`` meaning the newest message; :class:`NotFound` for a malformed id
-        or ``latest`` in an empty store (an unknown well-formed id is found out when read)."""
+    def resolve(self, message_id: str, query: str | None = None, tz: str | None = None) -> str:
+        """An id, with ``latest`` meaning the newest message (the newest that the search ``query``
+        matches, if one is given; ``tz`` for its dates); :class:`NotFound` for a malformed id or
+        a ``latest`` that names nothing (an unknown well-formed id is found out when read)."""
         if message_id == "latest":
-            latest = self.latest_id()
+            latest = self.latest_id(query, tz)
             if latest is None:
                 raise NotFound("message", message_id)
             return latest
@@ -479,15 +510,19 @@ class Store:
             raise NotFound("message", message_id)
         return message_id
 
-    def latest_id(self) -> str | None:
-        """The id of the newest message, or None for an empty store."""
+    def latest_id(self, query: str | None = None, tz: str | None = None) -> str | None:
+        """The id of the newest message (that the search ``query`` matches, if given), or None."""
         self.refresh()
-        return self._guard(self.index.latest_id)
+        return self._guard(lambda: self.index.latest_id(query, tz))
 
     def counts(self) -> tuple[int, int]:
         """``(total, unread)``."""
         self.refresh()
         return self._guard(self.index.counts)
+
+    def index_size(self) -> int:
+        """Bytes of the index file (``/api/v1/info``'s ``DatabaseSize``)."""
+        return self._guard(self.index.size)
 
     def mark_read(self, ids: Iterable[str] | None = None, read: bool = True, *, best_effort: bool = False) -> int:
         """Set the read flag of ``ids`` (every message when None); return how many changed. When the
@@ -499,11 +534,24 @@ class Store:
         if changed is None:
             if best_effort:
                 return 0
-            raise StoreError(errno.ENOSPC, f"read flags not saved: the index in {self.path} cannot be written "
-                                           f"now ({self._trouble})")
+            raise self._unwritable("read flags")
         if changed:
             self._notify(Marked(None if listed is None else tuple(listed), read))
         return changed
+
+    def mark_matching(self, search: str, read: bool = True, tz: str | None = None) -> int:
+        """Set the read flag of the messages the search matches; return how many changed."""
+        self.refresh()
+        changed = self._softly(lambda: self.index.set_read_matching(search, tz, read), None)
+        if changed is None:
+            raise self._unwritable("read flags")
+        if changed:
+            self._notify(Marked(tuple(changed), read))
+        return len(changed)
+
+    def _unwritable(self, what: str) -> StoreError:
+        return StoreError(errno.ENOSPC, f"{what} not saved: the index in {self.path} cannot be written now "
+                                        f"({self._trouble})")
 
     def delete_all(self) -> int:
         """Remove every message; return how many files were removed."""
@@ -515,9 +563,66 @@ class Store:
             except FileNotFoundError:
                 continue
             removed += 1
+        self.deleted += removed
         self._softly(lambda: self.index.remove(set(listed) | self.index.ids()), [])  # else: the next rescan
         self._notify(Deleted(tuple(listed), all=True))
         return removed
+
+    def delete_matching(self, search: str, tz: str | None = None) -> int:
+        """Remove every message the search matches; return how many files were removed."""
+        self.refresh()
+        return self.delete(self._guard(lambda: self.index.ids_matching(search, tz)))
+
+    # -- tags ---------------------------------------------------------------------------------
+
+    def tags(self) -> list[str]:
+        """Every tag, alphabetical (ignoring case)."""
+        self.refresh()
+        return self._guard(self.index.tags)
+
+    def tag_counts(self) -> dict[str, int]:
+        """Tag -> how many messages have it."""
+        self.refresh()
+        return self._guard(self.index.tag_counts)
+
+    def tags_of(self, message_id: str) -> list[str]:
+        """The tags of one message (``latest`` accepted), alphabetical ignoring case; ``[]`` for
+        an unknown message."""
+        message_id = self.resolve(message_id)
+        return self._guard(lambda: self.index.tags_of([message_id])).get(message_id, [])
+
+    def set_tags(self, ids: Iterable[str], tags: Iterable[str]) -> dict[str, list[str]]:
+        """Replace the tags of each message in ``ids`` (``latest`` accepted) with ``tags``
+        (cleaned as Mailpit cleans them; ``[]`` removes all); unknown ids are ignored. Returns id
+        -> its tags now. :class:`StoreError` when the index cannot be written now."""
+        self.refresh()
+        listed = [self.resolve(i) if i == "latest" else i for i in ids]
+        names = list(tags)
+        changed = self._softly(lambda: self.index.set_tags(listed, names), None)
+        if changed is None:
+            raise self._unwritable("tags")
+        if changed:
+            self._notify(Tagged(tuple((i, tuple(t)) for i, t in changed.items())))
+        return changed
+
+    def rename_tag(self, old: str, new: str) -> None:
+        """Rename a tag everywhere; :class:`~smtp_sink.tags.TagError` as Mailpit refuses it."""
+        self.refresh()
+
+        def rename() -> bool:
+            self.index.rename_tag(old, new)
+            return True
+
+        if self._softly(rename, None) is None:
+            raise self._unwritable("tags")
+        self._notify(Tagged((), everywhere=True))
+
+    def delete_tag(self, name: str) -> None:
+        """Remove a tag from every message; :class:`~smtp_sink.tags.TagError` when there is none."""
+        self.refresh()
+        if self._softly(lambda: self.index.delete_tag(name), None) is None:
+            raise self._unwritable("tags")
+        self._notify(Tagged((), everywhere=True))
 
 
 def _write_all(fd: int, chunks: list[bytes | bytearray], done: int = 0) -> None:

@@ -22,6 +22,9 @@ class Address:
         return {"Name": self.name, "Address": self.address}
 
 
+NO_ADDRESS = Address("", "")  # Mailpit's ``From`` of a message without one
+
+
 @dataclass
 class Summary:
     """What a message list shows about one message, plus its envelope."""
@@ -43,22 +46,30 @@ class Summary:
     read: bool = False
     text: str = field(default="", repr=False)  # body text for the search index (not in to_json)
     parse_error: str = ""  # what could not be read for display ("" when all was read)
+    username: str = ""  # the AUTH user it was sent with ("" for none)
+    tags: list[str] = field(default_factory=list)  # its tags, as the index keeps them
+    # Read when it is indexed (search, tags at arrival), not kept in the summary JSON:
+    inline: int = 0  # inline parts (``has:inline``)
+    attachment_names: list[str] = field(default_factory=list, repr=False)  # searched as free text
+    x_tags: str = field(default="", repr=False)  # its first X-Tags header (tags at arrival)
 
     def to_json(self) -> dict[str, Any]:
-        """Mailpit's message summary, field for field, plus ``MailFrom``/``RcptTo`` (the envelope)
-        and ``ParseError``."""
+        """Mailpit's message summary, field for field (``From`` is ``{"Name": "", "Address": ""}``
+        when there is none, address lists are ``[]`` when empty), plus ``MailFrom``/``RcptTo``
+        (the envelope) and ``ParseError``."""
         return {
             "ID": self.id,
             "MessageID": self.message_id,
             "Read": self.read,
-            "From": self.sender.to_json() if self.sender else None,
+            "From": (self.sender or NO_ADDRESS).to_json(),
             "To": [a.to_json() for a in self.to],
             "Cc": [a.to_json() for a in self.cc],
             "Bcc": [a.to_json() for a in self.bcc],
             "ReplyTo": [a.to_json() for a in self.reply_to],
             "Subject": self.subject,
             "Created": rfc3339(self.created),
-            "Tags": [],
+            "Username": self.username,
+            "Tags": list(self.tags),
             "Size": self.size,
             "Attachments": self.attachments,
             "Snippet": self.snippet,
@@ -74,15 +85,17 @@ class Summary:
         def addrs(items: list[dict[str, str]]) -> list[Address]:
             return [Address(a["Name"], a["Address"]) for a in items]
 
-        sender = data.get("From")
+        found = data.get("From")
+        sender = Address(found["Name"], found["Address"]) if found else None
         return cls(
             id=data["ID"], message_id=data["MessageID"],
-            sender=Address(sender["Name"], sender["Address"]) if sender else None,
+            sender=sender if sender != NO_ADDRESS else None,
             to=addrs(data["To"]), cc=addrs(data["Cc"]), bcc=addrs(data["Bcc"]), reply_to=addrs(data["ReplyTo"]),
             subject=data["Subject"], created=id_time(data["ID"]), size=data["Size"],
             attachments=data["Attachments"], snippet=data["Snippet"],
             mail_from=data.get("MailFrom", ""), rcpt_to=list(data.get("RcptTo", [])), read=read,
-            parse_error=data.get("ParseError", ""),
+            parse_error=data.get("ParseError", ""), username=data.get("Username", ""),
+            tags=list(data.get("Tags", [])),
         )
 
 

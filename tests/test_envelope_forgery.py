@@ -72,7 +72,7 @@ def check_api(sink: SinkFixture, rcpts: list[str]) -> None:
     for query in ("to:forged", "to:forged2@victim.test", "bcc:victim", "from:forger"):
         assert get_json(port, search + urllib.parse.urlencode({"query": query}))["messages_count"] == 0, query
     for rcpt in rcpts:
-        assert get_json(port, search + urllib.parse.urlencode({"query": f"to:{rcpt}"}))["messages_count"] == 1
+        assert get_json(port, search + urllib.parse.urlencode({"query": f"addressed:{rcpt}"}))["messages_count"] == 1
 
 
 def check_cli(store: Path, rcpts: list[str]) -> None:

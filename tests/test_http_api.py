@@ -57,7 +57,7 @@ def wait_listed(server: SinkServer, count: int) -> dict[str, Any]:
 def test_messages_list_has_mailpits_shape(web_server: SinkServer) -> None:
     send(web_server, bcc=True)
     body = wait_listed(web_server, 1)
-    assert set(body) == {"total", "unread", "count", "messages_count", "start", "tags", "messages"}
+    assert list(body) == ["total", "unread", "count", "messages_count", "messages_unread", "start", "tags", "messages"]
     assert (body["total"], body["unread"], body["count"], body["messages_count"], body["start"]) == (1, 1, 1, 1, 0)
     (summary,) = body["messages"]
     for key in ("ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "Created", "Size",
@@ -78,7 +78,7 @@ def test_pagination_and_search(web_server: SinkServer) -> None:
     status, found, _ = api(web_server, "/api/v1/search?query=subject:%22number%207%22")
     assert status == 200 and [m["Subject"] for m in found["messages"]] == ["number 7"]
     assert api(web_server, "/api/v1/search?query=")[0] == 400
-    assert api(web_server, "/api/v1/messages?limit=abc")[0] == 400
+    assert api(web_server, "/api/v1/messages?limit=abc")[1]["count"] == 12  # Mailpit: not a number, 50
 
 
 def test_message_detail_raw_headers_part_read_delete(web_server: SinkServer) -> None:

@@ -98,6 +98,26 @@ async def test_marking_all_read_sends_only_stats_and_the_same_path_still_streams
 
 
 
+async def test_tag_changes_are_update_frames_and_a_tag_rename_or_delete_is_prune(web_server: SinkServer) -> None:
+    """Setting tags on a message sends ``update`` ``{"ID", "Tags"}``; renaming or deleting a tag,
+    which changes every message that has it, sends ``prune`` (Mailpit's frames)."""
+    url = f"http://127.0.0.1:{web_server.http_port}/api/events"
+    await asyncio.to_thread(smtp_send, web_server, "tagged")
+    await asyncio.to_thread(wait_until, lambda: get_json(web_server, "/api/v1/messages")["total"] == 1, 5, "listed")
+    message_id = get_json(web_server, "/api/v1/messages")["messages"][0]["ID"]
+    seen: list[Frame] = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as socket:
+        await stats_reach(socket, 1, 1, seen)
+        body = {"IDs": [message_id], "Tags": ["alpha", "beta"]}
+        assert (await asyncio.to_thread(send_json, web_server, "/api/v1/tags", "PUT", body))[0] == 200
+        update = await next_frame(socket, "update", seen)
+        assert update["Data"] == {"ID": message_id, "Tags": ["alpha", "beta"]}
+        assert (await asyncio.to_thread(send_json, web_server, "/api/v1/tags/alpha", "PUT", {"Name": "gamma"}))[0] == 200
+        assert (await next_frame(socket, "prune", seen))["Data"] is None
+        assert (await asyncio.to_thread(request, web_server, "/api/v1/tags/beta", "DELETE"))[0] == 200
+        assert (await next_frame(socket, "prune", seen))["Data"] is None
+
+
 async def test_a_websocket_from_another_site_is_refused(web_server: SinkServer) -> None:
     """A WebSocket is not bound by the same-origin policy: a page of another site must not listen."""
     url = f"http://127.0.0.1:{web_server.http_port}/api/events"

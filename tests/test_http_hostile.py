@@ -190,7 +190,7 @@ def test_every_response_forbids_framing_and_sniffing(web_server: SinkServer) -> 
         ("GET", "/static/missing.js", None, {}, 404),
         ("GET", "/api/v1/message/NOTANID", None, {}, 404),
         ("POST", "/api/v1/info", b"", {}, 405),
-        ("GET", "/api/v1/messages?start=-1", None, {}, 400),
+        ("GET", "/api/v1/search?query=", None, {}, 400),
         ("PUT", "/api/v1/messages", b"x" * (1 << 21), {"Content-Type": "application/json"}, 413),
         ("DELETE", "/api/v1/messages", None, {"Sec-Fetch-Site": "cross-site"}, 403),
         ("GET", "/api/v1/messages", None, {"Host": "evil.example"}, 403),
@@ -358,7 +358,8 @@ def test_put_with_read_that_is_not_a_boolean_is_400_and_changes_nothing(web_serv
 
 @pytest.mark.parametrize(("body", "error"), [({"IDs": "all", "Read": True}, "IDs: expected a list"),
                                              ({"IDs": [7], "Read": True}, "IDs: expected a list"),
-                                             ({"Search": "x", "Read": True}, "unknown field 'Search'")])
+                                             ({"IDs": ["x"], "Search": "x", "Read": True},
+                                              "You may specify either IDs or a search query, not both")])
 def test_put_with_bad_ids_is_400_and_changes_nothing(web_server: SinkServer, body: Any, error: str) -> None:
     drop(web_server, SIMPLE)
     status, _, answer = send_json(web_server, "/api/v1/messages", "PUT", body)
@@ -372,31 +373,49 @@ def test_put_with_a_boolean_read_still_works(web_server: SinkServer) -> None:
     assert counts(web_server) == (2, 1)
     assert send_json(web_server, "/api/v1/messages", "PUT", {"ids": [first, second], "read": False})[0] == 200
     assert counts(web_server) == (2, 2)
-    assert send_json(web_server, "/api/v1/messages", "PUT", {})[0] == 200  # no IDs: all, Read defaults to true
+    assert send_json(web_server, "/api/v1/messages", "PUT", {"Read": True})[0] == 200  # no IDs: all
     assert counts(web_server) == (2, 0)
+    assert send_json(web_server, "/api/v1/messages", "PUT", {})[0] == 200  # Read defaults to false, as Mailpit's
+    assert counts(web_server) == (2, 2)
 
 
 # -- query parameters -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("query", "error"), [
-    ("start=9223372036854775808", "start is out of range"),
-    ("start=99999999999999999999999999999999", "start is out of range"),
-    ("start=-1", "start must not be negative"),
-    ("limit=-5", "limit must not be negative"),
-    ("limit=9223372036854775808", "limit is out of range"),
-    ("start=1e3", "start must be a whole number"),
-    ("start=%EF%BC%91", "start must be a whole number"),  # a fullwidth digit one, which int() would take
-    ("start=1_000", "start must be a whole number"),
-    ("limit=%201", "limit must be a whole number"),
-    ("limit=abc", "limit must be a whole number"),
+@pytest.mark.parametrize(("query", "start", "listed"), [
+    ("start=9223372036854775808", 0, 2),  # out of Go's int range: Atoi fails, start 0
+    ("start=99999999999999999999999999999999", 0, 2),
+    ("start=-1", 0, 2),
+    ("start=1", 1, 1),
+    ("limit=-5", 0, 2),  # a negative limit: 50
+    ("limit=1", 0, 1),
+    ("limit=9223372036854775808", 0, 2),
+    ("start=1e3", 0, 2),
+    ("start=%EF%BC%91", 0, 2),  # a fullwidth digit one, which int() would take and Atoi does not
+    ("start=1_000", 0, 2),
+    ("limit=%201", 0, 2),
+    ("limit=abc", 0, 2),
 ])
 @pytest.mark.parametrize("route", ["/api/v1/messages?", "/api/v1/search?query=small&"])
-def test_out_of_range_query_numbers_are_400_naming_the_parameter(
-        web_server: SinkServer, route: str, query: str, error: str) -> None:
+def test_query_numbers_are_read_as_mailpit_reads_them(
+        web_server: SinkServer, route: str, query: str, start: int, listed: int) -> None:
+    """Mailpit's ``getStartLimit``: a ``start`` that is not a whole number above 0 is 0, a ``limit``
+    that is not one from 0 up is 50 (decision 11); never a traceback."""
+    drop(web_server, b"Subject: small\r\n\r\nsmall\r\n")
+    drop(web_server, b"Subject: small\r\n\r\nsmall\r\n")
     status, headers, answer = request(web_server, route + query)
+    assert status == 200, answer
+    body = json.loads(answer)
+    assert (body["start"], len(body["messages"])) == (start, listed)
+    assert_guarded(headers)
+
+
+@pytest.mark.parametrize("query", ["start=9223372036854775807", "start=9223372036854775800&limit=100"])
+def test_out_of_range_query_numbers_are_400_naming_the_parameter(web_server: SinkServer, query: str) -> None:
+    """A search page past 2^63 - 1 (where Mailpit's own arithmetic overflows) is 400 naming it."""
+    status, headers, answer = request(web_server, "/api/v1/search?query=small&" + query)
     assert status == 400, answer
-    assert json.loads(answer)["Error"].startswith(error)
+    assert json.loads(answer)["Error"].startswith("start + limit is out of range")
     assert_guarded(headers)
 
 

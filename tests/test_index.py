@@ -11,6 +11,7 @@ import pytest
 
 from smtp_sink.errors import NotFound
 from smtp_sink.index import INDEX_FILE, id_floor, parse_query
+from smtp_sink.search import SearchError, Term
 from smtp_sink.sink import save_message
 from smtp_sink.store import Deleted, Marked, Store
 from smtp_sink.summary import Summary
@@ -69,7 +70,7 @@ def test_listing_and_search_cost_the_page_not_the_store(big_store: Path) -> None
     store = Store(big_store)
     db = store.index.db
     plan = " ".join(r[-1] for r in db.execute(
-        "EXPLAIN QUERY PLAN SELECT summary, read FROM messages ORDER BY id DESC LIMIT 50 OFFSET 0"))
+        "EXPLAIN QUERY PLAN SELECT n, id, read FROM messages ORDER BY id DESC LIMIT 50 OFFSET 0"))
     assert "TEMP B-TREE" not in plan and "INDEX" in plan  # walks the id index, no sort of the store
     started = time.perf_counter()
     for start in (0, 2500, 4950):
@@ -79,7 +80,7 @@ def test_listing_and_search_cost_the_page_not_the_store(big_store: Path) -> None
     assert elapsed < 1.0, f"3 pages and a search over {COUNT} messages took {elapsed:.2f} s"
 
 
-def test_search_words_and_prefixes(big_store: Path) -> None:
+def test_search_substrings_fields_and_negation(big_store: Path) -> None:
     store = Store(big_store)
     assert store.query(0, 10, "n1234").matched == 1  # body text
     assert [m.subject for m in store.query(0, 10, "n1234").messages] == ["order 1234 even"]
@@ -88,12 +89,15 @@ def test_search_words_and_prefixes(big_store: Path) -> None:
     assert store.query(0, 10, "from:sender4999").matched == 1
     assert store.query(0, 10, "from:sender4999 subject:even").matched == 0
     assert store.query(0, 10, 'subject:"order 42 even"').messages[0].subject == "order 42 even"
-    assert store.query(0, 10, "to:audit").matched == COUNT  # envelope recipients count as recipients
+    assert store.query(0, 10, "to:audit").matched == 0  # to: is the To header (as Mailpit's)
+    assert store.query(0, 10, "bcc:audit").matched == COUNT  # envelope recipients named nowhere else are Bcc
+    assert store.query(0, 10, "addressed:audit").matched == COUNT
     assert store.query(0, 10, "nosuchword").matched == 0
-    assert store.query(0, 10, "!!!").matched == 0  # nothing searchable: no match, no error
+    assert store.query(0, 10, "!!!").matched == COUNT  # "!" negates: no message holds "!!"
     assert store.query(0, 10, 'subject:"unbalanced').matched == 0
     assert store.query(0, 5, None, to="user7", subject="odd").matched == COUNT // 10
-    assert parse_query("from:a b").fts == 'sender : "a"* AND "b"*'
+    assert store.query(0, 5, "-subject:odd").matched == COUNT // 2
+    assert parse_query("from:a b").terms == [Term("text", "a", ("from_",)), Term("text", "b", ("text",))]
 
 
 def test_rebuild_after_index_file_deleted(big_store: Path, tmp_path: Path) -> None:
@@ -226,3 +230,19 @@ def test_server_indexes_off_the_reply_path_and_notifies(server) -> None:
     assert page.matched == 20 and page.messages[0].subject == "live 19"
     # another process's view (a fresh Store on the same folder) agrees
     assert Store(server.store.path).counts() == (20, 20)
+
+
+def test_a_search_running_too_long_is_stopped_and_the_next_one_is_right(big_store: Path) -> None:
+    """A search past its time limit ends in SearchError (400 over HTTP), in a page, ``latest``
+    or a mark by search; the temporary match sets are emptied, so the next search is right."""
+    store = Store(big_store)
+    store.index.search_seconds = 0  # every search is over its time at once
+    for attempt in (lambda: store.query(0, 10, "-n1234"), lambda: store.latest_id("-order"),  # no match: a walk
+                    lambda: store.mark_matching("-n1234", True)):
+        with pytest.raises(SearchError, match="search stopped after 0 s"):
+            attempt()
+    store.index.search_seconds = 5
+    assert store.query(0, 10, "-n1234 -n1235").matched == COUNT - 2
+    assert store.query(0, 10, "n1234").matched == 1
+    assert store.counts() == (COUNT, COUNT)  # nothing was marked
+    store.close()

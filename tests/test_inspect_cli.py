@@ -59,7 +59,7 @@ def test_list_table_and_json(filled: SinkServer) -> None:
     assert "Invoice 42 [1]" in lines[2]  # attachment count
     assert lines[-1] == "1-3 of 3 messages, 3 unread"
     data = json.loads(out(run(store, "list", "--json")))
-    assert set(data) == {"total", "unread", "count", "messages_count", "start", "tags", "messages"}
+    assert list(data) == ["total", "unread", "count", "messages_count", "messages_unread", "start", "tags", "messages"]
     assert (data["total"], data["count"], data["messages_count"]) == (3, 3, 3)
     first = data["messages"][0]
     assert first["Subject"] == "Reset your password" and first["From"] == {"Name": "App", "Address": "app@example.test"}

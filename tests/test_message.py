@@ -51,7 +51,7 @@ def test_summary_fields_and_mailpit_json() -> None:
     summary = message.summarize(message_id, raw, len(raw))
     data = summary.to_json()
     assert list(data)[:15] == ["ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject",
-                               "Created", "Tags", "Size", "Attachments", "Snippet", "MailFrom"]
+                               "Created", "Username", "Tags", "Size", "Attachments", "Snippet"]
     assert data["ID"] == message_id
     assert data["MessageID"] == "m1@example.test"
     assert data["From"] == {"Name": "Alïce", "Address": "alice@example.test"}
@@ -121,7 +121,8 @@ def test_snippet_is_cut_and_collapsed() -> None:
 def test_message_without_trace_headers_or_from() -> None:
     raw = b"Subject: dropped by hand\r\n\r\nhi\r\n"
     data = message.summarize(new_id(), raw).to_json()
-    assert data["From"] is None and data["MailFrom"] == "" and data["Bcc"] == [] and data["To"] == []
+    assert data["From"] == {"Name": "", "Address": ""} and data["MailFrom"] == ""
+    assert data["Bcc"] == [] and data["To"] == []
     assert message.detail(new_id(), raw)["Attachments"] == []
     assert message.part(raw, "0") == ("text/plain", "", b"hi\r\n")
 
@@ -167,7 +168,7 @@ def test_eight_bit_envelope_is_indexed(tmp_path) -> None:
     summary = message.summarize(new_id(), raw)
     assert summary.mail_from == "jörg@exämple.test" and summary.rcpt_to == ["bö@exämple.test"]
     (tmp_path / f"{summary.id}.eml").write_bytes(raw)
-    assert Store(tmp_path).query(0, 5, "to:bö").messages[0].mail_from == "jörg@exämple.test"
+    assert Store(tmp_path).query(0, 5, "addressed:bö").messages[0].mail_from == "jörg@exämple.test"
 
 
 def big_multipart(text_lines: int) -> bytes:

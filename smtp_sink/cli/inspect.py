@@ -1,4 +1,4 @@
-"""The store inspection commands: ``list``, ``show``, ``search``, ``wait``, ``watch``, ``clear``, ``export``.
+"""The store inspection commands: ``list``, ``show``, ``search``, ``tag``, ``wait``, ``watch``, ``clear``, ``export``.
 
 They read the store folder and its index directly, so they work with the server running or not;
 they never create a store (a missing one is an error naming the folder and ``--store``), and
@@ -23,6 +23,7 @@ from ..errors import NotFound
 from ..index import Page
 from ..matching import Criteria
 from ..message import headers, part
+from ..search import SearchError
 from ..store import Store
 from ..summary import Summary
 from ..web.mailpit import page_json
@@ -51,9 +52,12 @@ def register(commands: Commands) -> None:
         return parser
 
     def filters(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--from", dest="from_", metavar="X", help="sender (name or address) has words starting X")
-        parser.add_argument("--to", metavar="X", help="a recipient (To, Cc, Bcc or envelope) matches X")
-        parser.add_argument("--subject", metavar="X", help="subject contains words starting X")
+        parser.add_argument("--from", dest="from_", metavar="X",
+                            help="the From header (name or address) or the envelope sender contains X (any case)")
+        parser.add_argument("--to", metavar="X",
+                            help="a recipient (To, Cc, Bcc or envelope; name or address) contains X (any case)")
+        parser.add_argument("--subject", metavar="X", help="the subject contains X (any case)")
+        parser.add_argument("--tag", metavar="NAME", help="the message has the tag NAME (any case)")
 
     listing = add("list", cmd_list, "list captured messages, newest first")
     filters(listing)
@@ -73,11 +77,21 @@ def register(commands: Commands) -> None:
     what.add_argument("--save-attachments", metavar="DIR", help="write attachments and inline parts into DIR")
     show.add_argument("--json", action="store_true", help="print JSON (Mailpit's message shape)")
 
-    search = add("search", cmd_search, "search subject, addresses and text (from:, to:, subject: prefixes)")
-    search.add_argument("query", help='words to find, e.g. \'invoice from:billing to:bob subject:"your order"\'')
+    search = add("search", cmd_search, "search with Mailpit's syntax (from:, to:, subject:, tag:, is:, -term...)")
+    search.add_argument("query", help='what to find, e.g. \'invoice from:billing subject:"your order" -is:read\'')
+    search.add_argument("--tz", metavar="ZONE",
+                        help="time zone of before:/after: dates (e.g. Europe/Paris; default: local)")
     search.add_argument("--limit", type=int, default=50, metavar="N", help="at most N messages (default 50; 0: all)")
     search.add_argument("--start", type=int, default=0, metavar="N", help="skip the N newest matches (paging)")
     search.add_argument("--json", action="store_true", help="print JSON (Mailpit's message list shape)")
+
+    tag = add("tag", cmd_tag, "show or change the tags of a message (no ID: every tag and its message count)")
+    tag.add_argument("id", nargs="?", metavar="ID|latest", help="message id, or 'latest' for the newest")
+    tag.add_argument("names", nargs="*", metavar="TAG", help="tags to add (cleaned as Mailpit cleans them)")
+    how = tag.add_mutually_exclusive_group()
+    how.add_argument("--remove", action="store_true", help="remove the TAGs instead of adding them")
+    how.add_argument("--set", action="store_true", help="give the message exactly the TAGs (none: remove all)")
+    tag.add_argument("--json", action="store_true", help='print {"ID": id, "Tags": [...]} ({tag: count} without ID)')
 
     wait = add("wait", cmd_wait, "wait until a matching message is in the store, print its id (exit 1 on timeout)")
     # the meaning of the pytest plugin's wait_for (smtp_sink.matching.Criteria), not word prefixes
@@ -108,7 +122,8 @@ def _store(args: argparse.Namespace, *, wait: bool = False) -> Store:
     """The store the configuration names. It must exist (a command never creates an empty one),
     unless ``wait``: then the caller waits for a server to create it (see :func:`_appeared`)."""
     config = load(args)
-    store = Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age)
+    store = Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age,
+                  tags=config.tags)
     if not wait and not store.path.is_dir():
         raise CommandError(_no_store(store.path))
     return store
@@ -212,10 +227,10 @@ def print_table(page: Page) -> None:
     print(f"{shown}{page.matched} message{'s' if page.matched != 1 else ''}{counts}")
 
 
-def _limit(value: int) -> int:
+def _limit(value: int) -> int | None:
     if value < 0:
         raise UsageError(f"--limit {value}: must be 0 (all) or more")
-    return value or 2**62
+    return value or None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -223,14 +238,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
     store = _store(args)
     page = store.query(max(0, args.start), _limit(args.limit), None,
-                       from_=args.from_, to=args.to, subject=args.subject, since=since)
+                       from_=args.from_, to=args.to, subject=args.subject, tag=args.tag, since=since)
     _json(page_json(page)) if args.json else print_table(page)
     return EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """Print one page of the messages matching a search query, newest first."""
-    page = _store(args).query(max(0, args.start), _limit(args.limit), args.query)
+    """Print one page of the messages matching a search query (Mailpit's syntax), newest first."""
+    try:
+        page = _store(args).query(max(0, args.start), _limit(args.limit), args.query, tz=args.tz)
+    except SearchError as exc:
+        raise UsageError(f"search: {exc}") from None
     _json(page_json(page)) if args.json else print_table(page)
     return EXIT_OK
 
@@ -376,7 +394,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def _newest_match(store: Store, criteria: Criteria, args: argparse.Namespace, since: float | None,
                   after: str) -> tuple[Summary | None, str]:
     """The newest message after id ``after`` that ``criteria`` matches, and the newest id looked at.
-    The index narrows by sender and recipient words first (every exact match has those words)."""
+    The index narrows by sender and recipient text first (every exact match contains it)."""
     newest, start = after, 0
     while True:
         page = store.query(start, WAIT_PAGE, None, from_=args.from_, to=args.to, since=since, after=after or None)
@@ -418,6 +436,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
         time.sleep(POLL_INTERVAL)
     if not _appeared(store):
         raise CommandError(f"{_no_store(store.path)} (waited {args.timeout:g} s)")
+    return EXIT_OK
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Print every tag with its count, or a message's tags after adding, removing or setting some."""
+    store = _store(args)
+    if args.id is None:
+        if args.names or args.remove or args.set:
+            raise UsageError("tag: give the message ID (or latest) before the tags")
+        counts = store.tag_counts()
+        _json(counts) if args.json else print("\n".join(printable(f"{name}  {n}") for name, n in counts.items()))
+        return EXIT_OK
+    message_id = _resolve(store, args.id)
+    tags = store.tags_of(message_id)
+    if args.names or args.set:
+        wanted = [name.casefold() for name in args.names]
+        kept = [name for name in tags if name.casefold() not in wanted] if args.remove else [] if args.set else tags
+        tags = store.set_tags([message_id], kept if args.remove else [*kept, *args.names]).get(message_id, [])
+    _json({"ID": message_id, "Tags": tags}) if args.json else print("\n".join(map(printable, tags)))
     return EXIT_OK
 
 

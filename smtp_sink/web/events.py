@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..sink import Sink
-from ..store import Deleted, Marked
+from ..store import Deleted, Marked, Tagged
 from ..summary import Summary
 from .common import READERS_KEY, SINK_KEY, Readers
 from .security import EVENTS
@@ -64,6 +64,10 @@ def ws_frames(event: object) -> list[str]:
         return [_frame("delete", {"ID": message_id}) for message_id in event.ids]
     if isinstance(event, Marked) and event.ids is not None:
         return [_frame("update", {"ID": message_id, "Read": event.read}) for message_id in event.ids]
+    if isinstance(event, Tagged):  # Mailpit: update {ID, Tags} per message; renaming or deleting a tag: prune
+        if event.everywhere:
+            return [_frame("prune", None)]
+        return [_frame("update", {"ID": message_id, "Tags": list(tags)}) for message_id, tags in event.tags]
     return []
 
 

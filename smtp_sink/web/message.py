@@ -13,6 +13,7 @@ from aiohttp import web
 from .. import thumbnail
 from ..errors import NotFound
 from ..message import headers
+from ..search import SearchError
 from .common import APIError, json_off_loop, off_loop, sink
 from .security import DOWNLOAD_CSP, MARKS_READ
 
@@ -23,9 +24,15 @@ _FORBIDDEN_IN_NAME = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi), s
 
 
 def message_id(request: web.Request, given: str | None = None) -> str:
-    """The id the URL names (or ``given``), ``latest`` resolved to the newest message (in a
-    reader thread); :class:`~smtp_sink.errors.NotFound` for none."""
-    return sink(request).store.resolve(request.match_info["id"] if given is None else given)
+    """The id the URL names (or ``given``), ``latest`` resolved: the newest message, or the newest
+    that the search ``?query=`` matches (``?tz=``: the zone of its dates). In a reader thread;
+    :class:`~smtp_sink.errors.NotFound` for none, 400 for a bad query."""
+    query = request.query
+    try:
+        return sink(request).store.resolve(request.match_info["id"] if given is None else given,
+                                           query.get("query"), query.get("tz"))
+    except SearchError as exc:
+        raise APIError(400, str(exc)) from None
 
 
 async def message(request: web.Request) -> web.Response:
