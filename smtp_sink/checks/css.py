@@ -11,8 +11,9 @@ import re
 
 from .dom import Budget, Document, Element, compile_selector_list, select
 
-MATCH_STEPS = 2_000_000  # selector-matching steps for one document
+MATCH_STEPS = 300_000  # selector-matching steps for one document
 _COMMENT_RE = re.compile(r"/\*.*?(?:\*/|\Z)", re.S)
+_MARK_RE = re.compile(r"[{};]")
 
 
 def rules(css: str) -> list[tuple[str, str]]:
@@ -20,7 +21,8 @@ def rules(css: str) -> list[tuple[str, str]]:
     css = _COMMENT_RE.sub("", css)
     found: list[tuple[str, str]] = []
     depth, start, selector, at_rule = 0, 0, "", False
-    for index, char in enumerate(css):
+    for mark in _MARK_RE.finditer(css):
+        index, char = mark.start(), mark.group()
         if char == "{":
             if depth == 0:
                 selector = css[start:index].strip()

@@ -1,6 +1,6 @@
 """A message's HTML as a flat list of elements, and the small CSS selector language the HTML check
-needs, for attacker-written markup: the stdlib tokenizer (fed once, so linear), a bounded number of
-elements and nesting depth, and selector matching with a step budget. Nothing here raises on bad
+needs, for attacker-written markup: a one-pass tokenizer (linear: no search starts over), a bounded
+number of elements and nesting depth, and selector matching with a step budget. Nothing here raises on bad
 markup; a document past :data:`MAX_ELEMENTS` raises :class:`TooLarge`.
 
 Where the element tree matters it follows what an HTML5 parser (Mailpit's goquery) builds:
@@ -11,14 +11,16 @@ first body content belong to the head.
 
 from __future__ import annotations
 
+import html as _html
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 
 MAX_ELEMENTS = 50_000  # elements in one document checked
 MAX_DEPTH = 256  # nesting kept; deeper elements count, as children of the deepest kept one
-VOID = frozenset("area base br col embed hr img input link meta param source track wbr keygen".split())
-HEAD_ONLY = frozenset("title meta link style script base noscript template".split())
+VOID = frozenset(["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+                  "track", "wbr", "keygen"])
+HEAD_ONLY = frozenset(["title", "meta", "link", "style", "script", "base", "noscript", "template"])
 ROOTS = frozenset(("html", "head", "body"))
 
 
@@ -36,10 +38,11 @@ class Element:
     parent: Element | None
     in_body: bool
     text: list[str] = field(default_factory=list)  # the content of <style>
+    classes: frozenset[str] = frozenset()
 
-    @property
-    def classes(self) -> frozenset[str]:
-        return frozenset(self.attrs.get("class", "").split())
+    def __post_init__(self) -> None:
+        if "class" in self.attrs:
+            self.classes = frozenset(self.attrs["class"].split())
 
 
 @dataclass
@@ -50,22 +53,101 @@ class Document:
     implied_tbody: int  # <tbody> elements an HTML5 parser adds (a <tr> straight in a <table>)
     has_body_end: bool  # the text contains ``</body>`` (Mailpit's test for a whole document)
 
+    _by_key: dict[str, list[Element]] | None = None
+
+    def candidates(self, compound: Compound) -> list[Element]:
+        """The elements that may match ``compound``: those with its tag, else with its first
+        attribute (``id`` and ``class`` included), else all."""
+        if self._by_key is None:
+            self._by_key = {}
+            for element in self.elements:
+                self._by_key.setdefault("<" + element.tag, []).append(element)
+                for name in element.attrs:
+                    self._by_key.setdefault(name, []).append(element)
+        if compound.tag is not None:
+            return self._by_key.get("<" + compound.tag, [])
+        key = "id" if compound.ids else "class" if compound.classes else compound.attrs[0][0] if compound.attrs else ""
+        return self._by_key.get(key, []) if key else self.elements
+
     def styles(self) -> str:
         """The text of every ``<style>`` element, in order."""
         return "".join("".join(e.text) for e in self.elements if e.tag == "style")
 
 
-class _Builder(HTMLParser):
+_TAG_RE = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)")
+_ATTR_RE = re.compile(r"""([^\s/>"'=][^\s/>"'=]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
+RAW_TEXT = frozenset(["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "plaintext"])
+
+
+def tokens(html: str) -> Iterator[tuple[str, str, str]]:
+    """``(kind, tag, rest)`` for each start tag (``"start"``, ``rest``: its attribute text), end tag
+    (``"end"``) and stretch of text (``"text"``, ``rest``: the text). One pass: each search starts
+    where the last ended, and a construct without its end takes the rest of the text."""
+    position, length = 0, len(html)
+    while position < length:
+        lt = html.find("<", position)
+        if lt < 0:
+            yield "text", "", html[position:]
+            return
+        if lt > position:
+            yield "text", "", html[position:lt]
+        match = _TAG_RE.match(html, lt)
+        if match is None:
+            position = _skip_markup(html, lt)
+            continue
+        gt = html.find(">", match.end())
+        if gt < 0:
+            return  # a tag cut off by the end: nothing follows it
+        closing, tag = match.group(1), match.group(2).lower()
+        yield ("end" if closing else "start"), tag, html[match.end():gt]
+        position = gt + 1
+        if not closing and tag in RAW_TEXT and html[gt - 1] != "/":
+            end = re.compile(f"</{re.escape(tag)}[\\s/>]", re.I).search(html, position)
+            stop = end.start() if end else length
+            yield "text", tag, html[position:stop]
+            position = stop
+
+
+def _skip_markup(html: str, lt: int) -> int:
+    """Past a comment, doctype, processing instruction or stray ``<`` at ``lt``."""
+    if html.startswith("<!--", lt):
+        end = html.find("-->", lt + 4)
+        return len(html) if end < 0 else end + 3
+    if html.startswith(("<!", "<?"), lt):
+        end = html.find(">", lt + 2)
+        return len(html) if end < 0 else end + 1
+    return lt + 1
+
+
+def attributes(text: str) -> dict[str, str]:
+    """A start tag's attributes (names lower case, values unescaped; the first of a name wins)."""
+    found: dict[str, str] = {}
+    for match in _ATTR_RE.finditer(text):
+        name, value = match.group(1).lower(), match.group(2) or ""
+        if value[:1] in ("'", '"'):
+            value = value[1:-1]
+        found.setdefault(name, _html.unescape(value) if "&" in value else value)
+    return found
+
+
+class _Builder:
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.elements: list[Element] = []
         self.stack: list[Element] = []
-        self.roots: set[str] = set()
         self.head_open = False
         self.body_started = False
         self.implied = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def feed(self, html: str) -> None:
+        for kind, tag, rest in tokens(html):
+            if kind == "start":
+                self.start(tag, attributes(rest), rest.rstrip().endswith("/"))
+            elif kind == "end":
+                self.end(tag)
+            else:
+                self.text(tag, rest)
+
+    def start(self, tag: str, attrs: dict[str, str], self_closing: bool) -> None:
         tag = "img" if tag == "image" else tag
         if tag in ROOTS:
             self._root(tag)
@@ -75,29 +157,20 @@ class _Builder(HTMLParser):
         parent = self.stack[-1] if self.stack else None
         if tag == "tr" and parent is not None and parent.tag == "table":
             self.implied += 1
-        values: dict[str, str] = {}
-        for name, value in attrs:
-            values.setdefault(name, value or "")
-        element = Element(tag, values, parent, self.body_started)
+        element = Element(tag, attrs, parent, self.body_started)
         self.elements.append(element)
         if len(self.elements) > MAX_ELEMENTS:
             raise TooLarge(f"more than {MAX_ELEMENTS} elements")
-        if tag not in VOID and len(self.stack) < MAX_DEPTH:
+        if tag not in VOID and tag not in RAW_TEXT and not self_closing and len(self.stack) < MAX_DEPTH:
             self.stack.append(element)
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        depth = len(self.stack)
-        self.handle_starttag(tag, attrs)
-        del self.stack[depth:]  # <div/> opens nothing
-
     def _root(self, tag: str) -> None:
-        self.roots.add(tag)
         if tag == "head" and not self.body_started:
             self.head_open = True
         elif tag == "body":
             self.body_started, self.head_open = True, False
 
-    def handle_endtag(self, tag: str) -> None:
+    def end(self, tag: str) -> None:
         if tag == "head":
             self.head_open = False
         for depth in range(len(self.stack) - 1, -1, -1):
@@ -105,12 +178,10 @@ class _Builder(HTMLParser):
                 del self.stack[depth:]
                 return
 
-    def handle_data(self, data: str) -> None:
-        top = self.stack[-1] if self.stack else None
-        if top is not None and top.tag == "style":
-            top.text.append(data)
-        elif not self.body_started and not self.head_open and data.strip() and (
-                top is None or top.tag not in HEAD_ONLY):
+    def text(self, raw_tag: str, data: str) -> None:
+        if raw_tag == "style" and self.elements and self.elements[-1].tag == "style":
+            self.elements[-1].text.append(data)
+        elif not raw_tag and not self.body_started and not self.head_open and data.strip():
             self.body_started = True
 
 
@@ -118,7 +189,6 @@ def parse(html: str) -> Document:
     """The elements of ``html`` (:class:`TooLarge` past :data:`MAX_ELEMENTS`)."""
     builder = _Builder()
     builder.feed(html)
-    builder.close()
     return Document(builder.elements, builder.implied, re.search("</body>", html, re.I) is not None)
 
 
@@ -255,11 +325,12 @@ def _step(element: Element, compound: Compound, budget: Budget) -> bool:
 
 
 def select(document: Document, selectors: list[Selector], budget: Budget) -> list[Element]:
-    """The elements matched by any of ``selectors`` (each once, in document order)."""
-    found = []
-    for element in document.elements:
-        if not budget.spend():
-            break
-        if any(matches(selector, element, budget) for selector in selectors):
-            found.append(element)
-    return found
+    """The elements matched by any of ``selectors`` (each once; as far as the budget goes)."""
+    found: dict[int, Element] = {}
+    for selector in selectors:
+        for element in document.candidates(selector.parts[-1]):
+            if not budget.spend():
+                break
+            if id(element) not in found and matches(selector, element, budget):
+                found[id(element)] = element
+    return list(found.values())

@@ -35,7 +35,13 @@ def _compiled(table: dict[str, str]) -> dict[str, re.Pattern[str]]:
 
 
 _IMAGES, _INLINE, _BLOCK, _UNITS = map(_compiled, (IMAGE_TESTS, INLINE_CSS_TESTS, STYLE_BLOCK_TESTS, UNIT_TESTS))
-_ELEMENT_SELECTORS = {slug: compile_selector_list(text) or [] for slug, text in HTML_TESTS.items() if slug != "html-body"}
+_ELEMENT_SELECTORS = {slug: compile_selector_list(text) or [] for slug, text in HTML_TESTS.items()
+                      if slug != "html-body"}
+# Most inline tests are "(^|\s|;)<property>(\s+)?:": looked up by property name in one pass per style.
+_PROPERTY_TEST_RE = re.compile(r"\(\?i\)\(\^\|\\s\|;\)([a-z-]+)\(\\s\+\)\?:")
+_PROPERTIES = {m.group(1): slug for slug, text in INLINE_CSS_TESTS.items() if (m := _PROPERTY_TEST_RE.fullmatch(text))}
+_OTHER_INLINE = {slug: pattern for slug, pattern in _INLINE.items() if slug not in _PROPERTIES.values()}
+_PROPERTY_RE = re.compile(r"(?:^|[\s;])([a-zA-Z-]+)\s*(?=:)", re.ASCII)
 _ATTRIBUTE_SELECTORS = {slug: compile_selector_list(text) or [] for slug, text in STYLE_ATTRIBUTES.items()}
 
 
@@ -102,8 +108,15 @@ def _script_warning(found: int) -> dict[str, Any]:
 def _css_tests(document: Document, warnings: list[dict[str, Any]]) -> int:
     """Inline styles, presentational attributes, units and the style sheets; the tests run."""
     styles = list(merged_styles(document).values())
-    for slug, pattern in _INLINE.items():
-        _add(warnings, slug, sum(pattern.search(style) is not None for style in styles))
+    counts: dict[str, int] = {}
+    for style in styles:
+        for name in {name.lower() for name in _PROPERTY_RE.findall(style)}:
+            if name in _PROPERTIES:
+                counts[_PROPERTIES[name]] = counts.get(_PROPERTIES[name], 0) + 1
+    for slug, pattern in _OTHER_INLINE.items():
+        counts[slug] = sum(pattern.search(style) is not None for style in styles)
+    for slug in _INLINE:  # in Mailpit's order
+        _add(warnings, slug, counts.get(slug, 0))
     budget = Budget(_SELECT_STEPS)
     for slug, selectors in _ATTRIBUTE_SELECTORS.items():
         _add(warnings, slug, int(bool(select(document, selectors, budget))))

@@ -28,7 +28,8 @@ HTML_TESTS: dict[str, str] = {
     'html-input-radio': 'radio',
     'html-input-text': 'input[type="text"]',
     'html-video': 'video',
-    'html-semantics': 'article, aside, details, figcaption, figure, footer, header, main, mark, nav, section, summary, time',
+    'html-semantics': ('article, aside, details, figcaption, figure, footer, header, main, mark, nav, section, '
+                       'summary, time'),
     'html-select': 'select',
     'html-textarea': 'textarea',
     'html-anchor-links': 'a[href^="#"]',
