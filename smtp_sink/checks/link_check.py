@@ -20,7 +20,7 @@ import http
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -83,16 +83,17 @@ def _html_links(html: str) -> list[str]:
 
 
 class GuardedResolver(AbstractResolver):
-    """The default resolver, refusing names that resolve to an internal address."""
+    """The default resolver, refusing names that resolve to an address ``blocked`` says is internal."""
 
-    def __init__(self) -> None:
+    def __init__(self, blocked: Callable[[str], bool] = is_internal) -> None:
         self._resolver = aiohttp.ThreadedResolver()
+        self._blocked = blocked
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
         found = await self._resolver.resolve(host, port, family)
         for result in found:
-            if is_internal(result["host"]):
+            if self._blocked(result["host"]):
                 raise Blocked(f"blocked request to {host} ({result['host']}): private/reserved address")
         return found
 
@@ -102,16 +103,18 @@ class GuardedResolver(AbstractResolver):
 
 class LinkChecker:
     """One link check's HTTP client (``allow_internal``: reach internal addresses; ``timeout``:
-    seconds for each link, redirects included)."""
+    seconds for each link, redirects included; ``blocked``: what an internal address is)."""
 
-    def __init__(self, *, allow_internal: bool, timeout: float) -> None:
+    def __init__(self, *, allow_internal: bool, timeout: float, blocked: Callable[[str], bool] = is_internal
+                 ) -> None:
         self.allow_internal = allow_internal
         self.timeout = timeout
+        self.blocked = blocked
 
     async def check(self, links: Iterable[str], follow: bool) -> dict[str, Any]:
         """Mailpit's ``LinkCheckResponse`` for ``links``."""
         connector = aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=PER_HOST, force_close=True,
-                                         resolver=None if self.allow_internal else GuardedResolver())
+                                         resolver=None if self.allow_internal else GuardedResolver(self.blocked))
         gate = asyncio.Semaphore(CONCURRENCY)
         async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": f"smtp-sink/{__version__}"},
                                          timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
@@ -152,7 +155,8 @@ class LinkChecker:
 
     async def _ask(self, session: aiohttp.ClientSession, url: URL) -> tuple[int, str]:
         """HEAD (then GET if HEAD is refused or broken): ``(status, Location)``."""
-        if not self.allow_internal and url.host is not None and _is_address(url.host) and is_internal(url.host):
+        if not self.allow_internal and url.host is not None and _is_address(url.host) \
+                and self.blocked(url.host.strip("[]")):
             raise Blocked(f"blocked request to {url.host}: private/reserved address")
         try:
             code, location = await self._request(session, "HEAD", url)
