@@ -249,9 +249,9 @@ class WebhookConfig(_Section):
 class ChecksConfig(_Section):
     """``[checks]``: the message checks of the API (HTML, links, SpamAssassin)."""
 
-    spamassassin: str = _opt("", empty=True)  # "host:port" of a spamd; empty: sa-check is off (404)
+    spamassassin: str = _opt("", empty=True)  # "host:port" or "unix:/path" of a spamd; empty: sa-check is 404
     allow_internal: bool = False  # the link check may reach loopback and private addresses
-    link_timeout: float = _opt(5.0, low=0.1)
+    link_timeout: float = _opt(5.0, low=0.1)  # seconds for each link (redirects included)
 
 
 @dataclass(frozen=True)
