@@ -200,6 +200,18 @@ def test_links_and_concurrency_are_capped(start_server: Any, tmp_path: Path, tar
     assert target.most_in_flight == 2
 
 
+def test_another_sites_page_cannot_run_the_check(start_server: Any, tmp_path: Path, target: Target) -> None:
+    """The check marks the message read and sends requests: refused to a page of another site, as
+    the message detail is; nothing is read, nothing asked."""
+    server = checks_server(start_server, tmp_path / "mail", allow_internal=True)
+    message_id = deliver(server, links_message(target.base, ["/ok"]))
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.test"}):
+        status, _, body = request(server, f"/api/v1/message/{message_id}/link-check", headers=headers)
+        assert status == 403 and json.loads(body) == {"Error": "cross-site request refused"}
+    assert target.asked == [] and get_json(server, "/api/v1/messages")["unread"] == 1
+    assert link_check(server, message_id)["Errors"] == 0  # the same request from no other site
+
+
 def test_unknown_messages_are_404(web_server: SinkServer) -> None:
     assert request(web_server, "/api/v1/message/latest/link-check")[0] == 404
     status, _, body = request(web_server, "/api/v1/message/01ARZ3NDEKTSV4RRFFQ69G5FAV/link-check")

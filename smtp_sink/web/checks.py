@@ -13,6 +13,7 @@ from ..checks.html_check import HTMLTooLarge, check
 from ..checks.link_check import LinkChecker, collect
 from ..checks.spam_check import report
 from .common import APIError, json_off_loop, off_loop, sink
+from .security import _cross_site
 
 
 def _html_check(request: web.Request) -> dict[str, Any]:
@@ -34,7 +35,10 @@ async def html_check(request: web.Request) -> web.Response:
 
 async def link_check(request: web.Request) -> web.Response:
     """The status of each link in the message (``?follow=true`` or ``1``: follow redirects). Opening
-    the message for this marks it read, as in Mailpit."""
+    the message for this marks it read, as in Mailpit; so, like the detail, it is refused to
+    another site's page (which could also make the sink send requests for it)."""
+    if _cross_site(request):
+        raise APIError(403, "cross-site request refused")
     the_sink = sink(request)
     store, config = the_sink.store, the_sink.config.checks
     found = await off_loop(request, lambda: store.open_message(request.match_info["id"]))
