@@ -24,6 +24,7 @@ from support.http import get_json, request
 from support.spamd import RULES, fake_spamd
 
 from smtp_sink.checks.spam_check import floor_tenth, parse
+from smtp_sink.config import ConfigError, load
 from smtp_sink.server import SinkServer
 
 SPAMD = "/usr/sbin/spamd"
@@ -151,6 +152,17 @@ def test_unknown_messages_are_404_when_configured(start_server: Any, tmp_path: P
         assert request(server, "/api/v1/message/latest/sa-check")[0] == 404
         assert request(server, "/api/v1/message/01ARZ3NDEKTSV4RRFFQ69G5FAV/sa-check")[0] == 404
         assert fake.requests == []
+
+
+@pytest.mark.parametrize("value", ["localhost", "127.0.0.1:", ":783", "127.0.0.1:99999", "127.0.0.1:x", "unix:"])
+def test_a_spamd_address_that_is_none_is_refused_at_start(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "smtp-sink.toml"
+    path.write_text(f'[checks]\nspamassassin = "{value}"\n')
+    with pytest.raises(ConfigError, match=r'\[checks\] spamassassin: expected "host:port"'):
+        load(path, environ={})
+    for good in ("127.0.0.1:783", "spamd.example.test:783", "[::1]:783", "unix:/run/spamd.sock"):
+        path.write_text(f'[checks]\nspamassassin = "{good}"\n')
+        assert load(path, environ={}).checks.spamassassin == good
 
 
 def test_scores_floor_to_a_tenth_on_the_written_value() -> None:
