@@ -6,12 +6,13 @@
 # tests, driven by Playwright for Python: no browser is downloaded; python3-venv when the
 # system's Python cannot make a virtual environment). Node.js and npm run examples/nodemailer:
 # the test installs nodemailer itself with npm into ~/.cache/smtp-sink-tests/npm, never globally.
+# spamd (SpamAssassin) answers the sa-check tests (tests/test_spam_check.py starts its own).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # swaks needs Net::SSLeay/IO::Socket::SSL for --tls and Authen::SASL for --auth (Debian only recommends them)
-apt_packages=(swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl curl chromium)
+apt_packages=(swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl curl chromium spamd)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -249,9 +249,9 @@ class WebhookConfig(_Section):
 class ChecksConfig(_Section):
     """``[checks]``: the message checks of the API (HTML, links, SpamAssassin)."""
 
-    spamassassin: str = _opt("", empty=True)  # "host:port" of a spamd; empty: sa-check is off (404)
+    spamassassin: str = _opt("", empty=True)  # "host:port" or "unix:/path" of a spamd; empty: sa-check is 404
     allow_internal: bool = False  # the link check may reach loopback and private addresses
-    link_timeout: float = _opt(5.0, low=0.1)
+    link_timeout: float = _opt(5.0, low=0.1)  # seconds for each link (redirects included)
 
 
 @dataclass(frozen=True)
@@ -500,6 +500,17 @@ def check_webhook(webhook: WebhookConfig) -> None:
         raise ConfigError(f"[webhook] url: expected an http:// or https:// URL, got {webhook.url!r}")
 
 
+def check_checks(checks: ChecksConfig) -> None:
+    """``[checks] spamassassin``: empty, ``host:port`` or ``unix:/path``."""
+    value = checks.spamassassin
+    if not value or (value.startswith("unix:") and len(value) > 5):
+        return
+    host, _, port = value.rpartition(":")
+    if not (host.strip("[]") and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f'[checks] spamassassin: expected "host:port" (e.g. "127.0.0.1:783") or '
+                          f'"unix:/path/to/socket" of a spamd, got {value!r}')
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -531,7 +542,7 @@ def load(
 def assemble(layers: list[dict[str, dict[str, Any]]], source: str) -> Config:
     """One :class:`Config` from validated layers (see :func:`validate`), later ones winning key by
     key (a later ``rules`` replaces earlier ones); cross-key rules checked (:func:`check_http`,
-    :func:`check_relay`, :func:`check_webhook`)."""
+    :func:`check_relay`, :func:`check_webhook`, :func:`check_checks`)."""
     known = sections()
     merged: dict[str, dict[str, Any]] = {name: {} for name in [*known, "rules"]}
     for layer in layers:
@@ -542,4 +553,5 @@ def assemble(layers: list[dict[str, dict[str, Any]]], source: str) -> Config:
     check_http(config.http)
     check_relay(config.relay)
     check_webhook(config.webhook)
+    check_checks(config.checks)
     return config

@@ -112,7 +112,8 @@ async def test_tag_changes_are_update_frames_and_a_tag_rename_or_delete_is_prune
         assert (await asyncio.to_thread(send_json, web_server, "/api/v1/tags", "PUT", body))[0] == 200
         update = await next_frame(socket, "update", seen)
         assert update["Data"] == {"ID": message_id, "Tags": ["alpha", "beta"]}
-        assert (await asyncio.to_thread(send_json, web_server, "/api/v1/tags/alpha", "PUT", {"Name": "gamma"}))[0] == 200
+        rename = await asyncio.to_thread(send_json, web_server, "/api/v1/tags/alpha", "PUT", {"Name": "gamma"})
+        assert rename[0] == 200
         assert (await next_frame(socket, "prune", seen))["Data"] is None
         assert (await asyncio.to_thread(request, web_server, "/api/v1/tags/beta", "DELETE"))[0] == 200
         assert (await next_frame(socket, "prune", seen))["Data"] is None
