@@ -1,5 +1,5 @@
 """The message checks (:mod:`smtp_sink.checks`): ``GET /api/v1/message/{id}/html-check``,
-``/link-check`` and ``/sa-check`` (``latest`` works for each). The message is read and parsed, and
+``/link-check`` and ``/sa-check`` (``latest`` and ``latest?query=`` work for each). The message is read and parsed, and
 its HTML checked, in a reader thread; the link check and spamd are asked on the event loop, with
 timeouts."""
 
@@ -13,13 +13,14 @@ from ..checks.html_check import HTMLTooLarge, check
 from ..checks.link_check import LinkChecker, collect
 from ..checks.spam_check import report
 from .common import APIError, json_off_loop, off_loop, sink
-from .security import _cross_site
+from .message import message_id
+from .security import LINK_CHECK
 
 
 def _html_check(request: web.Request) -> dict[str, Any]:
     """The check of the message's HTML part (in a reader thread); 400 without one."""
     store = sink(request).store
-    html = store.detail(request.match_info["id"])["HTML"]
+    html = store.detail(message_id(request))["HTML"]
     if not html:
         raise APIError(400, "message does not contain HTML")
     try:
@@ -36,12 +37,10 @@ async def html_check(request: web.Request) -> web.Response:
 async def link_check(request: web.Request) -> web.Response:
     """The status of each link in the message (``?follow=true`` or ``1``: follow redirects). Opening
     the message for this marks it read, as in Mailpit; so, like the detail, it is refused to
-    another site's page (which could also make the sink send requests for it)."""
-    if _cross_site(request):
-        raise APIError(403, "cross-site request refused")
+    another site's page (which could also make the sink send requests for it): see ``security``."""
     the_sink = sink(request)
     store, config = the_sink.store, the_sink.config.checks
-    found = await off_loop(request, lambda: store.open_message(request.match_info["id"]))
+    found = await off_loop(request, lambda: store.open_message(message_id(request)))
     links = await off_loop(request, lambda: collect(found["HTML"], found["Text"]))
     follow = request.query.get("follow") in ("true", "1")
     checker = LinkChecker(allow_internal=config.allow_internal, timeout=config.link_timeout)
@@ -55,12 +54,12 @@ async def sa_check(request: web.Request) -> web.Response:
     if not address:
         raise APIError(404, "SpamAssassin is not configured ([checks] spamassassin)")
     store = the_sink.store
-    raw = await off_loop(request, lambda: store.read(store.resolve(request.match_info["id"])))
+    raw = await off_loop(request, lambda: store.read(message_id(request)))
     return web.json_response(await report(address, raw))
 
 
 ROUTES = [
     web.get("/api/v1/message/{id}/html-check", html_check),
-    web.get("/api/v1/message/{id}/link-check", link_check),
+    web.get("/api/v1/message/{id}/link-check", link_check, name=LINK_CHECK),
     web.get("/api/v1/message/{id}/sa-check", sa_check),
 ]

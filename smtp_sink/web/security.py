@@ -47,7 +47,8 @@ MARKS_READ = "message"  # GET /api/v1/message/{id}
 VIEW_HTML = "view-html"  # GET /view/{id}.html
 VIEW_TEXT = "view-text"  # GET /view/{id}.txt
 EVENTS = "events"  # GET /api/events
-SAME_SITE_ONLY = frozenset({MARKS_READ, VIEW_HTML, VIEW_TEXT, EVENTS})
+LINK_CHECK = "link-check"  # GET /api/v1/message/{id}/link-check (marks read; makes the sink send requests)
+SAME_SITE_ONLY = frozenset({MARKS_READ, VIEW_HTML, VIEW_TEXT, EVENTS, LINK_CHECK})
 LIVEZ, READYZ = "livez", "readyz"
 PROBES = frozenset({LIVEZ, READYZ})
 
