@@ -30,7 +30,7 @@ def get(server: SinkServer, path: str, credentials: str | None = None, method: s
     return request(server, path, method, headers=basic)
 
 
-@pytest.mark.parametrize("path", ["/", "/api/v1/messages", "/api/v1/info", "/static/app.js", "/api/v1/rules"])
+@pytest.mark.parametrize("path", ["/", "/api/v1/messages", "/api/v1/info", "/static/js/main.js", "/api/v1/rules"])
 def test_every_page_and_api_call_needs_the_password(guarded: SinkServer, path: str) -> None:
     status, headers, _ = get(guarded, path)
     assert status == 401 and headers["WWW-Authenticate"].startswith('Basic realm="smtp-sink"')

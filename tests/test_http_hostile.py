@@ -181,7 +181,7 @@ def test_every_response_forbids_framing_and_sniffing(web_server: SinkServer) -> 
     port = web_server.http_port
     cases: list[tuple[str, str, bytes | None, dict[str, str], int]] = [
         ("GET", "/", None, {}, 200),
-        ("GET", "/static/app.js", None, {}, 200),
+        ("GET", "/static/js/main.js", None, {}, 200),
         ("GET", "/api/v1/messages", None, {}, 200),
         ("GET", "/api/v1/info", None, {}, 200),
         ("GET", f"/api/v1/message/{message_id}/raw", None, {}, 200),

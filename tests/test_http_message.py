@@ -168,7 +168,7 @@ def test_text_view_latest_redirect_and_page_route(web_server: SinkServer) -> Non
     status, headers, _ = request(web_server, "/view/latest")
     assert status == 302 and headers["Location"] == f"/view/{message_id}"
     status, headers, body = request(web_server, f"/view/{message_id}")
-    assert status == 200 and b'<script src="/static/app.js">' in body
+    assert status == 200 and b'<script type="module" src="/static/js/main.js">' in body
 
 
 def test_html_view_of_a_message_without_html_is_404(web_server: SinkServer) -> None:
