@@ -281,13 +281,17 @@ class SMTPConnection(asyncio.BufferedProtocol):
         first = outputs[0]
         if len(outputs) == 1 and isinstance(first, Reply) and not self._debug:  # the usual: one reply
             transport.write(first.encode())
+            if first.code >= 400:
+                self._refused(first)
             return
         chunks = []
         for i, item in enumerate(outputs):
+            if isinstance(item, MessageReceived):
+                item = self.server.deliver(item)
             if isinstance(item, Reply):
                 chunks.append(item.encode())
-            elif isinstance(item, MessageReceived):
-                chunks.append(self.server.deliver(item).encode())
+                if item.code >= 400:
+                    self._refused(item)
             elif item is CLOSE:
                 self._write(b"".join(chunks))
                 _close(transport, self.loop)
@@ -304,6 +308,10 @@ class SMTPConnection(asyncio.BufferedProtocol):
             elif isinstance(item, Throttle):
                 self._rate = item.rate
         self._write(b"".join(chunks))
+
+    def _refused(self, reply: Reply) -> None:
+        """Tell the sink's subscribers (the web page's events) of a 4xx/5xx reply."""
+        self.server.sink.client_error(reply.code, self.peer, f"{reply.code} {reply.lines[-1]}")
 
     async def _start_tls(self) -> None:
         """Run the TLS handshake after ``220 Ready to start TLS``; the session then starts over."""

@@ -24,7 +24,9 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
@@ -36,6 +38,21 @@ from .rules import RuleSet
 from .store import Store, StoredMessage, StoreError, StoreEvent
 from .trace import Envelope, trace_headers
 from .webhook import Webhook
+
+ERRORS_PER_SECOND = 10  # at most this many ClientError events a second (a flood of bad commands)
+
+
+@dataclass(frozen=True)
+class ClientError:
+    """Sink event: the server answered a client with a 4xx (``warning``) or 5xx (``error``) reply
+    (Mailpit's ``error`` frame: ``line`` is the reply's last line, ``peer`` the client's address)."""
+
+    level: str
+    peer: str
+    line: str
+
+
+SinkEvent = StoreEvent | ClientError
 
 __all__ = ["Sink", "save_message"]
 log = logging.getLogger("smtp_sink")
@@ -64,7 +81,8 @@ class Sink:
         store = config.store
         self.store = Store(store.path, fsync=store.fsync, max_messages=store.max_messages, max_age=store.max_age,
                            on_event=self._publish, tags=config.tags)
-        self._subscribers: list[Callable[[StoreEvent], None]] = []
+        self._subscribers: list[Callable[[SinkEvent], None]] = []
+        self._errors_since, self._errors = 0.0, 0  # the ClientError rate limit's window
         # Index inserts run in one worker thread, batched, off the reply path (see _schedule_index).
         self._indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-sink-index")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,11 +185,12 @@ class Sink:
         """True while someone subscribes to events (a web page is open): index promptly."""
         return bool(self._subscribers)
 
-    def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[SinkEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for each new message (its :class:`~smtp_sink.summary.Summary`,
         once indexed), each deletion (:class:`~smtp_sink.store.Deleted`) and read-flag change
-        (:class:`~smtp_sink.store.Marked`), in the thread that indexed, deleted or marked.
-        Returns a function that unsubscribes."""
+        (:class:`~smtp_sink.store.Marked`), in the thread that indexed, deleted or marked, and each
+        4xx/5xx reply to a client (:class:`ClientError`, on the event loop, at most
+        :data:`ERRORS_PER_SECOND`). Returns a function that unsubscribes."""
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:
@@ -180,7 +199,20 @@ class Sink:
 
         return unsubscribe
 
-    def _publish(self, event: StoreEvent) -> None:
+    def client_error(self, code: int, peer: str, line: str) -> None:
+        """Tell subscribers that ``peer`` got the 4xx/5xx reply ``line`` (nothing without
+        subscribers; beyond :data:`ERRORS_PER_SECOND` in a second the rest are left out)."""
+        if not self._subscribers:
+            return
+        now = time.monotonic()
+        if now - self._errors_since >= 1.0:
+            self._errors_since, self._errors = now, 0
+        if self._errors >= ERRORS_PER_SECOND:
+            return
+        self._errors += 1
+        self._publish(ClientError("warning" if code < 500 else "error", peer, line))
+
+    def _publish(self, event: SinkEvent) -> None:
         for callback in list(self._subscribers):
             try:
                 callback(event)

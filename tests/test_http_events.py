@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import socket
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from support.http import get_json, request, send_json
 
 from smtp_sink import __version__
 from smtp_sink.server import SinkServer
+from smtp_sink.sink import ERRORS_PER_SECOND
 
 Frame = dict[str, Any]
 
@@ -117,6 +119,46 @@ async def test_tag_changes_are_update_frames_and_a_tag_rename_or_delete_is_prune
         assert (await next_frame(socket, "prune", seen))["Data"] is None
         assert (await asyncio.to_thread(request, web_server, "/api/v1/tags/beta", "DELETE"))[0] == 200
         assert (await next_frame(socket, "prune", seen))["Data"] is None
+
+
+def refused_commands(server: SinkServer, count: int) -> None:
+    """One SMTP session: RCPT to busy@ (a 450 rule set up by the caller), then ``count`` unknown
+    commands (500 each), pipelined."""
+    with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as sock:
+        wire = sock.makefile("rb")
+        wire.readline()
+        sock.sendall(b"EHLO x\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<busy@example.test>\r\n"
+                     + b"BOGUS\r\n" * count + b"QUIT\r\n")
+        while wire.readline():
+            pass
+
+
+async def test_refused_replies_are_mailpits_error_frames_at_a_bounded_rate(web_server: SinkServer) -> None:
+    """A 4xx reply is an ``error`` frame of Level ``warning``, a 5xx of Level ``error`` (Mailpit's
+    BroadCastClientError: Type ``smtpd``, the client's IP, the reply line); a flood of bad commands
+    gives at most ERRORS_PER_SECOND frames a second, and the socket stays served."""
+    server = web_server
+    rule = {"stage": "rcpt", "recipient": "busy@*", "code": 450, "text": "try later"}
+    assert (await asyncio.to_thread(send_json, server, "/api/v1/rules", "POST", rule))[0] == 201
+    url = f"http://127.0.0.1:{server.http_port}/api/events"
+    seen: list[Frame] = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as socket_:
+        await next_frame(socket_, "stats", seen)
+        await asyncio.to_thread(refused_commands, server, 500)
+        warning = await next_frame(socket_, "error", seen)
+        assert warning["Data"] == {"Level": "warning", "Type": "smtpd", "IP": "127.0.0.1", "Message": "450 try later"}
+        error = await next_frame(socket_, "error", seen)
+        assert error["Data"]["Level"] == "error" and error["Data"]["Message"].startswith("500 ")
+        await asyncio.sleep(0.5)  # whatever else came in this second
+        while True:
+            try:
+                message = await socket_.receive(timeout=0.2)
+            except asyncio.TimeoutError:
+                break
+            seen.append(json.loads(message.data))
+        assert 2 <= len([f for f in seen if f["Type"] == "error"]) <= ERRORS_PER_SECOND * 2  # not 501 frames
+        await asyncio.to_thread(smtp_send, server, "still served")
+        assert (await next_frame(socket_, "new", seen))["Data"]["Subject"] == "still served"
 
 
 async def test_a_websocket_from_another_site_is_refused(web_server: SinkServer) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from ..sink import Sink
+from ..sink import ClientError, Sink
 from ..store import Deleted, Marked, Tagged
 from ..summary import Summary
 from .common import READERS_KEY, SINK_KEY, Readers
@@ -68,6 +68,8 @@ def ws_frames(event: object) -> list[str]:
         if event.everywhere:
             return [_frame("prune", None)]
         return [_frame("update", {"ID": message_id, "Tags": list(tags)}) for message_id, tags in event.tags]
+    if isinstance(event, ClientError):  # Mailpit's BroadCastClientError
+        return [_frame("error", {"Level": event.level, "Type": "smtpd", "IP": event.peer, "Message": event.line})]
     return []
 
 
