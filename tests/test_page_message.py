@@ -329,3 +329,23 @@ def test_opening_marks_read_and_deleting_emits_deleted_and_close(page: Page, web
     events = page.evaluate("window.busEvents")
     assert ["deleted", {"ids": [message_id]}] in events and ["close", {}] in events
     assert web_server.store.ids() == []
+
+
+def test_message_view_fits_a_phone_without_horizontal_scrolling(browser: Browser, web_server: SinkServer) -> None:
+    mail = build("Phone " + "long-subject-" * 8, "<p>small</p>", X_Tags="a-rather-long-tag-name")
+    mail.add_attachment(png(64, 48), maintype="image", subtype="png", filename="a-very-long-file-name-" * 4 + ".png")
+    send(web_server, mail)
+    page = open_page(browser, web_server, width=375)
+    page.locator("#messages li").click(timeout=WAIT)
+    expect(page.locator("#subject")).to_contain_text("Phone", timeout=WAIT)
+    page.locator("#release summary").click()
+    for tab in ("html", "headers", "raw", "checks"):
+        page.locator(f"#tab-{tab}").click()
+        expect(page.locator(f"#panel-{tab}")).to_be_visible()
+        page.wait_for_load_state()
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{tab}: {overflow} px of horizontal scrolling"
+        if tab == "html":
+            box = page.locator("#html").bounding_box()
+            assert box is not None and box["width"] <= 375
+    page.context.close()
