@@ -349,3 +349,21 @@ def test_message_view_fits_a_phone_without_horizontal_scrolling(browser: Browser
             box = page.locator("#html").bounding_box()
             assert box is not None and box["width"] <= 375
     page.context.close()
+
+
+def test_link_check_can_follow_redirects_and_view_links_open_the_message(browser: Browser, start_server: Any,
+                                                                          tmp_path: Path) -> None:
+    """``/view/latest`` answers 302 to ``/view/{id}``, the page, which opens that message."""
+    server = checks_server(start_server, tmp_path / "mail", allow_internal=True)
+    link = f"http://127.0.0.1:{server.http_port}/view/latest"
+    send(server, build("Redirects", f"<a href='{link}'>newest</a>"))
+    page = open_page(browser, server)
+    page.goto(link)
+    expect(page.locator("#subject")).to_have_text("Redirects", timeout=WAIT)  # the deep link opened it
+    page.locator("#tab-links").click()
+    page.locator("#run-link-check").click()
+    expect(page.locator("#link-check-table tbody tr")).to_contain_text("302", timeout=WAIT)
+    page.locator("#link-check-follow").check()
+    page.locator("#run-link-check").click()
+    expect(page.locator("#link-check-table tbody tr")).to_contain_text("200", timeout=WAIT)
+    page.context.close()

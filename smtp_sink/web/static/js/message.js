@@ -40,6 +40,7 @@ function build() {
   raw.append(el("p", {}, el("a", { id: "download-eml", href: "#", download: "" }, "Download .eml")), el("pre", { id: "raw" }));
   checks.append(el("div", { id: "html-check", "aria-live": "polite" }));
   links.append(el("p", { class: "hint" }, "The link check sends a request to every link of the message."),
+    el("label", { class: "follow" }, el("input", { type: "checkbox", id: "link-check-follow" }), " Follow redirects"),
     el("button", { type: "button", id: "run-link-check", on: { click: runLinkCheck } }, "Check links"),
     el("div", { id: "link-check", "aria-live": "polite" }));
   session.append(el("div", { id: "session" }));
@@ -125,7 +126,8 @@ async function runLinkCheck() {
   const box = $("link-check");
   text(box, "Checking links\u2026");
   try {
-    const report = await api(messageURL(m.ID, "/link-check"));
+    const follow = $("link-check-follow").checked ? "?follow=true" : "";
+    const report = await api(messageURL(m.ID, `/link-check${follow}`));
     if (current === m) renderLinkCheck(box, report);
   } catch (error) {
     if (current === m) box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
@@ -237,4 +239,8 @@ export function initMessage() {
   on("open", ({ id }) => open(id));
   on("close", close);
   on("deleted", ({ ids }) => { if (current && ids.includes(current.ID)) emit("close"); });
+  // /view/<id> (where /view/latest redirects) serves this page: open that message once every
+  // module has subscribed to the bus.
+  const deepLink = /^\/view\/([^/.]+)$/.exec(location.pathname);
+  if (deepLink) setTimeout(() => emit("open", { id: decodeURIComponent(deepLink[1]) }));
 }
