@@ -367,3 +367,35 @@ def test_link_check_can_follow_redirects_and_view_links_open_the_message(browser
     page.locator("#run-link-check").click()
     expect(page.locator("#link-check-table tbody tr")).to_contain_text("200", timeout=WAIT)
     page.context.close()
+
+
+def test_mark_unread_flags_it_and_closes_the_view(page: Page, web_server: SinkServer) -> None:
+    message_id = send(web_server, build("Unread again", "<p>u</p>"))
+    open_message(page, "Unread again")
+    wait_until(lambda: get_json(web_server, "/api/v1/messages")["unread"] == 0, what="read")
+    page.locator("#mark-unread").click()
+    expect(page.locator("#view")).to_be_hidden(timeout=WAIT)
+    assert get_json(web_server, "/api/v1/messages")["unread"] == 1
+    assert ["updated", {"ID": message_id, "Read": False}] in page.evaluate("window.busEvents")
+
+
+def test_colours_come_from_the_theme_properties(page: Page, web_server: SinkServer) -> None:
+    """Every colour of the view is a custom property of base.css, so the light and dark themes apply."""
+    send(web_server, build("Themed", "<p>t</p>", X_Tags="one"))
+    open_message(page, "Themed")
+    page.locator("#tab-text").click()
+
+    def colours() -> list[str]:
+        return page.evaluate("""() => [
+            getComputedStyle(document.querySelector('#tab-text')).backgroundColor,
+            getComputedStyle(document.querySelector('#tab-html')).color,
+            getComputedStyle(document.querySelector('#text')).backgroundColor,
+            getComputedStyle(document.querySelector('#tags .chip')).borderTopColor,
+            getComputedStyle(document.querySelector('#envelope dt')).color]""")
+
+    before = colours()
+    page.evaluate("""() => { const s = document.documentElement.style;
+        s.setProperty('--accent', 'rgb(1, 2, 3)'); s.setProperty('--fg', 'rgb(4, 5, 6)');
+        s.setProperty('--surface', 'rgb(7, 8, 9)'); s.setProperty('--border', 'rgb(10, 11, 12)');
+        s.setProperty('--muted', 'rgb(13, 14, 15)'); }""")
+    assert colours() == ["rgb(1, 2, 3)", "rgb(4, 5, 6)", "rgb(7, 8, 9)", "rgb(10, 11, 12)", "rgb(13, 14, 15)"] != before

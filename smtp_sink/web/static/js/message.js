@@ -47,6 +47,7 @@ function build() {
   view.replaceChildren(
     el("div", { class: "bar" },
       el("button", { id: "back", type: "button", on: { click: () => emit("close") } }, "\u2190 List"),
+      el("button", { id: "mark-unread", type: "button", on: { click: markUnread } }, "Mark unread"),
       el("button", { id: "delete-one", type: "button", on: { click: deleteCurrent } }, "Delete")),
     el("h2", { id: "subject" }),
     el("div", { id: "tags-editor", class: "tags-editor" }),
@@ -218,6 +219,15 @@ function close() {
   $("view").hidden = true;
   $("html").src = "about:blank";
   document.querySelector("main").classList.remove("viewing");
+}
+
+/** Mailpit's "Mark unread": flag it unread and go back to the list. */
+async function markUnread() {
+  if (!current) return;
+  const id = current.ID;
+  await sendJSON("/api/v1/messages", "PUT", { IDs: [id], Read: false });
+  emit("updated", { ID: id, Read: false });
+  emit("close");
 }
 
 async function deleteCurrent() {
