@@ -399,3 +399,22 @@ def test_colours_come_from_the_theme_properties(page: Page, web_server: SinkServ
         s.setProperty('--surface', 'rgb(7, 8, 9)'); s.setProperty('--border', 'rgb(10, 11, 12)');
         s.setProperty('--muted', 'rgb(13, 14, 15)'); }""")
     assert colours() == ["rgb(1, 2, 3)", "rgb(4, 5, 6)", "rgb(7, 8, 9)", "rgb(10, 11, 12)", "rgb(13, 14, 15)"] != before
+
+
+def test_a_slow_answer_for_an_earlier_click_never_replaces_the_later_message(page: Page,
+                                                                            web_server: SinkServer) -> None:
+    slow_id = send(web_server, build("Slow one", "<p>1</p>"))
+    send(web_server, build("Quick one", "<p>2</p>"))
+    held: list[Any] = []
+    slow_url = f"**/api/v1/message/{slow_id}"
+    page.route(slow_url, lambda route: held.append(route))  # the first detail answer is held back
+    page.locator("#messages li", has_text="Slow one").click(timeout=WAIT)
+    wait_until(lambda: page.evaluate("1") == 1 and len(held) == 1, what="the slow request")
+    open_message(page, "Quick one")
+    with page.expect_request_finished(lambda request: request.url.endswith(f"/api/v1/message/{slow_id}")):
+        held[0].continue_()  # now the earlier click's answer arrives
+    # two frames later its JSON has been read and handled (dropped)
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    expect(page.locator("#subject")).to_have_text("Quick one")
+    page.locator("#tab-text").click()
+    expect(page.locator("#text")).to_have_text("plain text part")

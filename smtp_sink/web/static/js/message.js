@@ -178,14 +178,18 @@ function renderAttachments(m) {
   }
 }
 
+let opening = 0; // the latest "open": an older answer arriving late is dropped
+
 async function open(id) {
+  const ticket = ++opening;
   let m;
   try {
     m = await api(messageURL(id));
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404) { emit("close"); return; }
+    if (ticket === opening && error instanceof ApiError && error.status === 404) { emit("close"); return; }
     throw error;
   }
+  if (ticket !== opening) return;
   current = m;
   loaded = {};
   $("view").hidden = false;
@@ -215,6 +219,7 @@ async function open(id) {
 }
 
 function close() {
+  opening += 1; // a message still loading is not shown
   current = null;
   $("view").hidden = true;
   $("html").src = "about:blank";
