@@ -151,6 +151,7 @@ class _Head:
     username: str = ""  # the AUTH user of the session that sent it ("" without AUTH)
     return_path: str = ""  # the envelope sender, else the Return-Path header, else the From address
     x_tags: str = ""  # the first X-Tags header, decoded (tags at arrival)
+    smtp: dict[str, Any] = field(default_factory=lambda: smtp_fields(None))  # HELO, peer, protocol, TLS
 
 
 # -- The bounded parser ----------------------------------------------------------------------------
@@ -535,7 +536,25 @@ def _head(msg: Message, notes: list[str]) -> _Head:
         mail_from=mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
         return_path=mail_from or _return_path_header(msg) or (sender.address if sender else ""),
         x_tags=_guarded(notes, "X-Tags", lambda: _decoded(msg, "X-Tags"), ""),
+        smtp=_guarded(notes, "Received", lambda: smtp_fields(msg if found.own else None), smtp_fields(None)),
     )
+
+
+_OWN_RECEIVED_RE = re.compile(r"from (\S+) \(\[([^\]]*)\]\)\s+by \S+ \(smtp-sink [^)]*\) with (\S+) id ")
+
+
+def smtp_fields(msg: Message | None) -> dict[str, Any]:
+    """``{"Helo", "Peer", "Protocol", "TLS"}`` from the server's own ``Received`` line (the first
+    one of a message whose trace block smtp-sink wrote; ``None``: all empty). ``Protocol`` is
+    RFC 3848's (``ESMTPSA``...; ``HTTP`` for the HTTP API), ``TLS`` true when the session was
+    encrypted (STARTTLS or implicit TLS)."""
+    values = _raw_values(msg, "Received") if msg is not None else []
+    found = _OWN_RECEIVED_RE.search(" ".join(_text(values[0]).split())) if values else None
+    if found is None:
+        return {"Helo": "", "Peer": "", "Protocol": "", "TLS": False}
+    helo, peer, protocol = found.groups()
+    return {"Helo": helo, "Peer": peer, "Protocol": protocol,
+            "TLS": protocol.startswith("ESMTPS") or protocol.startswith("UTF8SMTPS")}
 
 
 def _return_path_header(msg: Message) -> str:
@@ -1018,6 +1037,7 @@ def detail(message_id: str, raw: bytes, *, read: bool = False, tags: list[str] |
         "Read": read,
         "MailFrom": head.mail_from,
         "RcptTo": list(head.rcpt_to),
+        "SMTP": head.smtp,
         "ParseError": _parse_error(notes),
     }
 
