@@ -141,3 +141,21 @@ def test_badge_polls_gently(browser: Browser, web_server: SinkServer) -> None:
     expect(page.locator("#rules-badge button")).to_have_text("1 fault rule", timeout=WAIT)
     assert len(seen) <= 9, seen
     context.close()
+
+
+def test_panel_fits_a_phone(browser: Browser, web_server: SinkServer) -> None:
+    """At 375 px the open panel scrolls only vertically (no horizontal scrolling)."""
+    web_server.rules.add(Rule(stage="rcpt", recipient="someone.with.a.long.address@example.test", code=550,  # type: ignore[arg-type]
+                              text="Mailbox unavailable, a long reply text to wrap on a narrow screen"))
+    context = browser.new_context(viewport={"width": 375, "height": 740})
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{web_server.http_port}/")
+    open_panel(page)
+    expect(page.locator("#rules-panel tbody tr")).to_have_count(1, timeout=WAIT)
+    widths = page.evaluate("() => { const d = document.getElementById('rules-panel');"
+                           " return [d.getBoundingClientRect().right, d.scrollWidth, d.clientWidth,"
+                           " document.documentElement.scrollWidth]; }")
+    right, scroll_width, client_width, page_width = widths
+    assert right <= 375 and page_width <= 375, widths
+    assert scroll_width <= client_width, widths  # nothing inside overflows sideways
+    context.close()
