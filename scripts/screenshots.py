@@ -147,6 +147,7 @@ def shoot(browser: Any, server: SinkServer, name: str, out: Path) -> Path:
     viewport, scheme = SHOTS[name]
     context = browser.new_context(viewport=viewport, color_scheme=scheme, device_scale_factor=1)
     page = context.new_page()
+    page.add_init_script(f"localStorage.setItem('smtp-sink-theme', '{scheme}')")  # the page's theme switch
     page.goto(f"http://127.0.0.1:{server.http_port}/")
     page.evaluate("theme => { document.documentElement.dataset.theme = theme; }", scheme)
     items = page.locator("#messages li")

@@ -42,7 +42,7 @@ def themed_page(request: pytest.FixtureRequest, browser: Browser, web_server: Si
     context = browser.new_context(viewport={"width": 1200, "height": 900}, color_scheme=theme)
     page = context.new_page()
     page.add_init_script(path=str(axe_script))
-    page.add_init_script(f"localStorage.setItem('theme', '{theme}')")
+    page.add_init_script(f"localStorage.setItem('smtp-sink-theme', '{theme}')")
     page.goto(f"http://127.0.0.1:{web_server.http_port}/")
     page.wait_for_selector("body[data-live]")
     page.evaluate("theme => { document.documentElement.dataset.theme = theme; }", theme)
