@@ -5,4 +5,4 @@ import { initRules } from "./rules.js";
 
 initMessage();
 initList();
-initRules(document.getElementById("rules-badge"));
+initRules(document.getElementById("rules-badge"), document.getElementById("rules-panel"));
