@@ -23,7 +23,8 @@ async function open(id) {
   for (const [name, value] of rows) if (value) envelope.append(el("dt", {}, name), el("dd", {}, value));
   // The HTML body is loaded from the server with a CSP that forbids scripts and remote content,
   // inside a sandboxed iframe (no allow-scripts, no allow-same-origin).
-  $("html").src = m.HTML ? `/view/${encodeURIComponent(id)}.html` : "about:blank";
+  // location.replace: loading the frame adds no history entry (the back button stays the page's).
+  $("html").contentWindow.location.replace(m.HTML ? `/view/${encodeURIComponent(id)}.html` : "about:blank");
   text($("text"), m.Text);
   const headers = await api(messageURL(id, "/headers"));
   text($("headers"), Object.entries(headers).map(([k, vs]) => vs.map((v) => `${k}: ${v}`).join("\n")).join("\n"));
