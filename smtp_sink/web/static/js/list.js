@@ -226,24 +226,37 @@ function removeIds(ids) {
   }
 }
 
+// New summaries are shown in batches: a burst of arrivals costs one DOM update, not one each.
+const ARRIVAL_BATCH = 50;  // ms
+let arrivals = [];
+let arrivalTimer = null;
+function showArrivals() {
+  arrivalTimer = null;
+  const known = new Set(state.messages.map((m) => m.ID));
+  const fresh = arrivals.filter((m) => !known.has(m.ID)).reverse().slice(0, PAGE);  // newest first
+  const added = arrivals.length;
+  arrivals = [];
+  if (state.query || state.start > 0) { reconcileSoon(); return; }  // the view changed meanwhile
+  state.matches += added;
+  if (!state.statsSeen) { state.total += added; state.unread += fresh.filter((m) => !m.Read).length; }
+  if (fresh.length) {
+    state.messages = [...fresh, ...state.messages].slice(0, PAGE);
+    const list = $("messages");
+    list.prepend(...fresh.map(row));
+    while (list.children.length > state.messages.length) list.lastElementChild.remove();
+    if (state.cursor >= 0) state.cursor = Math.min(state.cursor + fresh.length, state.messages.length - 1);
+    $("empty").hidden = true;
+  }
+  renderCounts();
+}
+
 function frame(type, data) {
   switch (type) {
     case "new":
       notifyNew(data);
       if (state.query || state.start > 0) { reconcileSoon(); break; }
-      if (state.messages.some((m) => m.ID === data.ID)) break;
-      state.messages.unshift(data);
-      if (state.messages.length > PAGE) {
-        const dropped = state.messages.pop();
-        const item = $("messages").querySelector(`li[data-id="${CSS.escape(dropped.ID)}"]`);
-        if (item) item.remove();
-      }
-      if (state.cursor >= 0) state.cursor += 1;
-      $("messages").prepend(row(data, 0));
-      $("empty").hidden = true;
-      state.matches += 1;
-      if (!state.statsSeen) { state.total += 1; state.unread += data.Read ? 0 : 1; }
-      renderCounts();
+      arrivals.push(data);
+      if (!arrivalTimer) arrivalTimer = setTimeout(showArrivals, ARRIVAL_BATCH);
       break;
     case "update": applyUpdate(data); break;
     case "delete": removeIds([data.ID]); break;
