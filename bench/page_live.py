@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="build the part 2 store in DIR and keep it (reused if present)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of part 1 (default 3)")
     parser.add_argument("--skip-paint", action="store_true", help="only part 1")
+    parser.add_argument("--skip-live", action="store_true", help="only part 2")
     parser.add_argument("--read-sockets", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.read_sockets:
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        live(browser, args.arrivals, args.tabs, args.rounds)
+        if not args.skip_live:
+            live(browser, args.arrivals, args.tabs, args.rounds)
         if not args.skip_paint:
             work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-page-paint-"))
             folder = work / f"store-{args.count}"

@@ -10,6 +10,7 @@ export const PAGE = 50;  // summaries per page
 const RECONCILE_DELAY = 400;  // ms of quiet before one list request reconciles a burst
 const RECONCILE_MAX = 3000;  // ms at most between the first event of a burst and its request
 
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";  // before:/after: dates are local
 const $ = (id) => document.getElementById(id);
 const state = {
   start: 0, query: "", messages: [], total: 0, unread: 0, matches: 0,
@@ -20,7 +21,8 @@ let loading = 0;  // request generation: an older answer never replaces a newer 
 /** The list request for the page and query in force. */
 function listPath() {
   const paging = `start=${state.start}&limit=${PAGE}`;
-  return state.query ? `/api/v1/search?query=${encodeURIComponent(state.query)}&${paging}` : `/api/v1/messages?${paging}`;
+  if (!state.query) return `/api/v1/messages?${paging}`;
+  return `/api/v1/search?query=${encodeURIComponent(state.query)}&${paging}&tz=${encodeURIComponent(ZONE)}`;
 }
 
 /** Fetch the page in force and show it. */
