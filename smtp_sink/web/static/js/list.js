@@ -367,6 +367,9 @@ export function initList() {
   on("updated", (detail) => applyUpdate(detail));
   on("deleted", ({ ids }) => { if (ids.includes(state.current)) emit("close"); removeIds(ids); });
   window.addEventListener("popstate", routeFromURL);
+  setInterval(() => {  // "5 min ago" stays true without asking the server
+    for (const time of $("messages").querySelectorAll("time[datetime]")) text(time, relativeTime(new Date(time.dateTime)));
+  }, 30_000);
 
   state.query = urlQuery();
   input.value = state.query;
