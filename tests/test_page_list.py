@@ -13,11 +13,12 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from smtp_sink.server import SinkServer
 
 LIST_REQUEST = re.compile(r"/api/v1/(messages|search)(\?|$)")
+expect.set_options(timeout=10_000)  # the machine is shared: give every expectation 10 s
 
 
 def mail(subject: str, *, tags: str = "", attachment: bool = False,
@@ -198,6 +199,32 @@ def test_live_burst_during_search_is_one_request(page: Page, web_server: SinkSer
     expect(page.locator("#messages li")).to_have_count(20, timeout=10_000)
     assert 1 <= len(requests) <= 3, requests  # coalesced: not one request per arrival
     assert all("/api/v1/search" in url for url in requests)
+
+
+def test_events_during_a_list_request_are_replayed_on_its_answer(page: Page, web_server: SinkServer) -> None:
+    """A list answer computed before some events must not undo them (nor show an arrival twice)."""
+    send(web_server, mail("First"))
+    expect(page.locator("#messages li")).to_have_count(1)
+    first = ids_by_subject(web_server)["First"]
+
+    def hold(route: Route) -> None:
+        stale = route.fetch()  # the answer as the server has it now
+        send(web_server, *(mail(f"During {n}") for n in range(5)))
+        api(web_server, "/api/v1/messages", "PUT", {"IDs": [first], "Read": True})
+        expect(page.locator("#messages li")).to_have_count(6)  # the page applied these events meanwhile
+        expect(row(page, "First")).to_have_class(re.compile(r"\bread\b"))
+        route.fulfill(response=stale)
+        answered.append(True)
+
+    answered: list[bool] = []
+    page.route(LIST_REQUEST, hold, times=1)
+    page.locator("#home").click()  # asks for the list again
+    while not answered:
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(1000)  # the stale answer has been shown
+    expect(page.locator("#messages li")).to_have_count(6)
+    expect(row(page, "First")).to_have_class(re.compile(r"\bread\b"))
+    expect(page.locator("#messages li").first).to_contain_text("During 4")
 
 
 def test_truncate_and_prune_reconcile(page: Page, web_server: SinkServer) -> None:

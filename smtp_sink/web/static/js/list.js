@@ -16,6 +16,8 @@ const state = {
   start: 0, query: "", messages: [], total: 0, unread: 0, matches: 0,
   selected: new Set(), anchor: null, cursor: -1, current: null, statsSeen: false,
 };
+// The events applied while a list request is on its way: replayed on its answer, which may predate them.
+let flightLog = null;
 let loading = 0;  // request generation: an older answer never replaces a newer one
 
 /** The list request for the page and query in force. */
@@ -29,8 +31,10 @@ function listPath() {
 export async function refresh() {
   clearTimeout(reconcileTimer); reconcileTimer = null; burstStart = 0;
   const generation = ++loading;
+  const log = [];
+  flightLog = log;
   let data;
-  try { data = await api(listPath()); } catch (error) { showError(error); return; }
+  try { data = await api(listPath()); } catch (error) { showError(error); return; } finally { if (flightLog === log) flightLog = null; }
   if (generation !== loading) return;
   if (data.messages.length === 0 && state.start > 0 && data.messages_count > 0) {  // the page emptied: go back one
     state.start = Math.max(0, Math.floor((data.messages_count - 1) / PAGE) * PAGE);
@@ -44,6 +48,7 @@ export async function refresh() {
   const ids = new Set(state.messages.map((m) => m.ID));
   for (const id of [...state.selected]) if (!ids.has(id)) state.selected.delete(id);
   render();
+  for (const [type, detail] of log) apply(type, detail);  // newer than the answer
 }
 
 function showError(error) {
@@ -156,7 +161,7 @@ function select(id, chosen, range) {
 
 async function setRead(ids, read) {
   await sendJSON("/api/v1/messages", "PUT", { IDs: ids, Read: read });
-  for (const id of ids) applyUpdate({ ID: id, Read: read });  // the event will say so too; no list request
+  for (const id of ids) frame("update", { ID: id, Read: read });  // the event will say so too; no list request
 }
 
 async function deleteIds(ids) {
@@ -177,23 +182,27 @@ async function addTag(ids, tag) {
   }
   for (const { tags, ids: group } of groups.values()) {
     await sendJSON("/api/v1/tags", "PUT", { IDs: group, Tags: tags });
-    for (const id of group) applyUpdate({ ID: id, Tags: tags });
+    for (const id of group) frame("update", { ID: id, Tags: tags });
   }
 }
 
 function tagQuery(tag) { return /\s/.test(tag) ? `tag:"${tag}"` : `tag:${tag}`; }
 
-/** Show the first page of `query` ("" for every message) and keep it in the URL. */
-export function searchFor(query, push = true) {
+/**
+ * Show the first page of `query` ("" for every message) and keep it in the URL: a new history entry,
+ * or (`typed`, while the entry in force is a typed search too) replacing it, so Back skips keystrokes.
+ */
+export function searchFor(query, typed = false) {
   $("query").value = query;
   state.query = query.trim();
   state.start = 0;
   state.selected.clear();
   state.cursor = -1;
-  if (push) {
-    const path = state.current ? `/view/${encodeURIComponent(state.current)}` : "/";
-    const url = urlFor(path, state.query);
-    if (url !== location.pathname + location.search) history.pushState({}, "", url);
+  const path = state.current ? `/view/${encodeURIComponent(state.current)}` : "/";
+  const url = urlFor(path, state.query);
+  if (url !== location.pathname + location.search) {
+    if (typed && history.state && history.state.typed) history.replaceState({ typed }, "", url);
+    else history.pushState({ typed }, "", url);
   }
   refresh();
 }
@@ -235,10 +244,11 @@ let arrivalTimer = null;
 function showArrivals() {
   arrivalTimer = null;
   const known = new Set(state.messages.map((m) => m.ID));
-  const fresh = arrivals.filter((m) => !known.has(m.ID)).reverse().slice(0, PAGE);  // newest first
-  const added = arrivals.length;
+  const unknown = [...new Map(arrivals.map((m) => [m.ID, m])).values()].filter((m) => !known.has(m.ID));  // a replay repeats some
+  const fresh = unknown.slice().reverse().slice(0, PAGE);  // newest first
+  const added = unknown.length;
   arrivals = [];
-  if (state.query || state.start > 0) { reconcileSoon(); return; }  // the view changed meanwhile
+  if (state.query || state.start > 0) { if (added) reconcileSoon(); return; }  // the view changed meanwhile
   state.matches += added;
   if (!state.statsSeen) { state.total += added; state.unread += fresh.filter((m) => !m.Read).length; }
   if (fresh.length) {
@@ -252,11 +262,20 @@ function showArrivals() {
   renderCounts();
 }
 
+/** An event from the stream or a local change: applied now, and again on a list answer in flight. */
 function frame(type, data) {
+  if (flightLog && type !== "stats") flightLog.push([type, data]);
+  if (type === "new") notifyNew(data);
+  apply(type, data);
+}
+
+function apply(type, data) {
   switch (type) {
     case "new":
-      notifyNew(data);
-      if (state.query || state.start > 0) { reconcileSoon(); break; }
+      if (state.query || state.start > 0) {  // it may match: ask (unless the list has it already)
+        if (!state.messages.some((m) => m.ID === data.ID)) reconcileSoon();
+        break;
+      }
       arrivals.push(data);
       if (!arrivalTimer) arrivalTimer = setTimeout(showArrivals, ARRIVAL_BATCH);
       break;
@@ -325,9 +344,9 @@ function routeFromURL() {
 export function initList() {
   const input = $("query");
   let typing = null;
-  const searchNow = () => { clearTimeout(typing); searchFor(input.value); };
+  const searchNow = (typed = false) => { clearTimeout(typing); searchFor(input.value, typed); };
   $("search").addEventListener("submit", (event) => { event.preventDefault(); searchNow(); });
-  input.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(searchNow, 300); });
+  input.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => searchNow(true), 300); });
   initSearchHelp(input, searchNow);
   $("home").addEventListener("click", (event) => { event.preventDefault(); emit("close"); searchFor(""); });
 
@@ -363,9 +382,10 @@ export function initList() {
     const url = urlFor("/", state.query);
     if (url !== location.pathname + location.search) history.pushState({}, "", url);
   });
-  on("changed", () => reconcileSoon());
-  on("updated", (detail) => applyUpdate(detail));
-  on("deleted", ({ ids }) => { if (ids.includes(state.current)) emit("close"); removeIds(ids); });
+  // "changed": the list should reconcile; a read flag changed by opening a message comes as an update frame.
+  on("changed", ({ reason } = {}) => { if (!(reason === "read" && state.statsSeen)) reconcileSoon(); });
+  on("updated", (detail) => frame("update", detail));
+  on("deleted", ({ ids }) => { if (ids.includes(state.current)) emit("close"); for (const id of ids) frame("delete", { ID: id }); });
   window.addEventListener("popstate", routeFromURL);
   setInterval(() => {  // "5 min ago" stays true without asking the server
     for (const time of $("messages").querySelectorAll("time[datetime]")) text(time, relativeTime(new Date(time.dateTime)));
