@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from support import ROOT
 from support.servers import Servers
 
 from smtp_sink.server import SinkServer
@@ -101,19 +98,6 @@ def test_search_and_narrow_screen(browser: Browser, web_server: SinkServer) -> N
     page.locator("#back").click()
     expect(page.locator("#list")).to_be_visible()
     context.close()
-
-
-def test_screenshot(page: Page, web_server: SinkServer, tmp_path: Path) -> None:
-    """The page renders a real message; SMTP_SINK_UPDATE_SCREENSHOT=1 refreshes docs/screenshot.png."""
-    send(web_server, "Welcome to smtp-sink", "<h2>Welcome!</h2><p>Your <b>account</b> is ready.</p>")
-    send(web_server, "Password reset", "<p>Click <a href='#'>here</a> to reset.</p>", "Reset your password")
-    page.locator("#messages li", has_text="Welcome").click()
-    expect(page.frame_locator("#html").locator("h2")).to_have_text("Welcome!")
-    out = tmp_path / "screenshot.png"
-    if os.environ.get("SMTP_SINK_UPDATE_SCREENSHOT"):
-        out = ROOT / "docs" / "screenshot.png"
-    page.screenshot(path=str(out))
-    assert out.stat().st_size > 10_000
 
 
 def test_page_works_behind_basic_auth(browser: Browser, start_server: Servers) -> None:

@@ -200,7 +200,8 @@ async function open(id) {
   for (const [name, value] of envelopeRows(m)) if (value) envelope.append(el("dt", {}, name), el("dd", {}, value));
   // The HTML body is loaded from the server with a CSP that forbids scripts and remote content
   // (embed=1: cid: images are put in as data: URLs by the server), inside the sandboxed iframe.
-  $("html").src = m.HTML ? `/view/${encodeURIComponent(m.ID)}.html?embed=1` : "about:blank";
+  // location.replace: loading the frame adds no history entry (the back button stays the page's).
+  $("html").contentWindow.location.replace(m.HTML ? `/view/${encodeURIComponent(m.ID)}.html?embed=1` : "about:blank");
   $("tab-html").hidden = !m.HTML;
   $("tab-checks").hidden = !m.HTML;
   $("tab-session").hidden = !("SessionID" in m); // issue 17 (SMTP session transcript) adds SessionID
@@ -254,8 +255,5 @@ export function initMessage() {
   on("open", ({ id }) => open(id));
   on("close", close);
   on("deleted", ({ ids }) => { if (current && ids.includes(current.ID)) emit("close"); });
-  // /view/<id> (where /view/latest redirects) serves this page: open that message once every
-  // module has subscribed to the bus.
-  const deepLink = /^\/view\/([^/.]+)$/.exec(location.pathname);
-  if (deepLink) setTimeout(() => emit("open", { id: decodeURIComponent(deepLink[1]) }));
+  // /view/<id> (where /view/latest redirects) is routed by list.js, which owns the URL.
 }
