@@ -160,8 +160,8 @@ def shoot(browser: Any, server: SinkServer, name: str, out: Path) -> Path:
         tab = page.locator("#tabs [data-tab=checks]")
         if tab.count():  # the HTML check tab, where the page has it; else the message view
             tab.click()
-            page.wait_for_function("(document.getElementById('panel-checks')?.textContent || '').trim().length > 40",
-                                   timeout=WAIT)
+            # a locator wait: the page's CSP forbids the eval a polled wait_for_function needs
+            page.locator("#html-check *").first.wait_for(timeout=WAIT)
     if name == "rules":
         page.locator("#rules-badge button").click()
         expect(page.locator("#rules-panel tbody tr")).to_have_count(1, timeout=WAIT)

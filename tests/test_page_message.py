@@ -129,7 +129,9 @@ def test_html_preview_widths_and_inline_cid_image(page: Page, web_server: SinkSe
         expect(pressed).to_have_attribute("aria-pressed", "true")
         wait_until(lambda: width() == expected, what=f"{button} width")  # noqa: B023
     page.locator("#panel-html .widths button[data-width=desktop]").click()
-    wait_until(lambda: width() > 768, what="desktop width")
+    box = page.locator("#panel-html .frame-box").bounding_box()
+    assert box is not None and box["width"] > 375
+    wait_until(lambda: abs(width() - box["width"]) <= 2, what="desktop width (the whole pane)")
 
 
 def test_headers_table_and_source_download(page: Page, web_server: SinkServer) -> None:

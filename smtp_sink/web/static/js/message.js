@@ -223,7 +223,7 @@ function close() {
   opening += 1; // a message still loading is not shown
   current = null;
   $("view").hidden = true;
-  $("html").src = "about:blank";
+  $("html").contentWindow.location.replace("about:blank"); // no history entry
   document.querySelector("main").classList.remove("viewing");
 }
 
