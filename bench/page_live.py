@@ -36,29 +36,13 @@ from typing import Any
 from smtp_sink.store import Store
 
 from .search import make_store
-from .servers import ours_env
-from .tools import HOST, free_port, stop, wait_smtp
+from .servers import serve_ours
+from .tools import HOST
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 LIST_REQUEST = re.compile(r"/api/v1/(messages|search)(\?|$)")
-
-
-@contextmanager
-def serve(folder: Path) -> Iterator[tuple[int, int]]:
-    """A ``smtp-sink serve`` on ``folder``: yields (SMTP port, HTTP port)."""
-    smtp_port, http_port = free_port(), free_port()
-    env = ours_env() | {"SMTP_SINK_HTTP_HOST": HOST, "SMTP_SINK_HTTP_PORT": str(http_port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smtp_sink", "serve", "--host", HOST, "--port", str(smtp_port),
-         "--store", str(folder), "--log-level", "warning"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_smtp(smtp_port, proc, timeout=600)
-        yield smtp_port, http_port
-    finally:
-        stop(proc)
 
 
 def send_many(port: int, count: int) -> float:
@@ -162,7 +146,7 @@ def live(browser: Any, count: int, tabs: int, rounds: int) -> None:
     times: dict[str, list[float]] = {"no page open": [], f"{tabs} bare WebSocket clients": [], f"{tabs} tabs open": []}
     all_requests: list[int] = []
     try:
-        with serve(work / "store") as (smtp_port, http_port):
+        with serve_ours(work / "store") as (smtp_port, http_port):
             for _ in range(rounds):
                 times["no page open"].append(send_many(smtp_port, count))
                 delete_all(http_port)
@@ -185,7 +169,7 @@ def live(browser: Any, count: int, tabs: int, rounds: int) -> None:
 
 def first_paint(browser: Any, folder: Path, runs: int) -> None:
     """Part 2: time from goto to the first row, on the store in ``folder``."""
-    with serve(folder) as (_, http_port):
+    with serve_ours(folder) as (_, http_port):
         samples = []
         for _ in range(runs + 1):  # the first run warms the server's index pages
             context = browser.new_context()

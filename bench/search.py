@@ -17,8 +17,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -29,8 +27,8 @@ from pathlib import Path
 from smtp_sink.ids import encode
 from smtp_sink.store import Store
 
-from .servers import ours_env
-from .tools import HOST, free_port, stop, wait_smtp
+from .servers import serve_ours
+from .tools import HOST
 
 TOPICS = 1000
 ATTACHMENT = "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K"  # a few bytes of "PDF"
@@ -118,15 +116,8 @@ def in_process(store: Store, runs: int, middle: str) -> dict[str, tuple[list[flo
 
 def over_http(folder: Path, runs: int, middle: str) -> dict[str, list[float]]:
     """Each query as ``GET /api/v1/messages`` or ``/api/v1/search`` of a ``smtp-sink serve``."""
-    smtp_port, http_port = free_port(), free_port()
-    env = ours_env() | {"SMTP_SINK_HTTP_HOST": HOST, "SMTP_SINK_HTTP_PORT": str(http_port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smtp_sink", "serve", "--host", HOST, "--port", str(smtp_port),
-         "--store", str(folder), "--log-level", "warning"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {}
-    try:
-        wait_smtp(smtp_port, proc, timeout=600)
+    with serve_ours(folder) as (_, http_port):
         base = f"http://{HOST}:{http_port}/api/v1"
         for label, search, extra in QUERIES:
             params = {**extra, "limit": "50"}
@@ -141,8 +132,6 @@ def over_http(folder: Path, runs: int, middle: str) -> dict[str, list[float]]:
                     return bytes(response.read())
 
             results[label] = timed(get, runs)
-    finally:
-        stop(proc)
     return results
 
 

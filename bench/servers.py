@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tools import HOST, MAILDEV, POSTFIX_SINK, BenchError, postfix_env, stop, wait_smtp
+from .tools import HOST, MAILDEV, POSTFIX_SINK, BenchError, free_port, postfix_env, stop, wait_smtp
 
 
 def _files(folder: Path, suffix: str = "") -> tuple[int, int]:
@@ -106,3 +107,19 @@ SERVERS = [
     Server("maildev", "MailDev (.eml files)", _maildev, True, lambda f: _files(f, ".eml")),
 ]
 BY_KEY = {server.key: server for server in SERVERS}
+
+
+@contextmanager
+def serve_ours(folder: Path) -> Iterator[tuple[int, int]]:
+    """A ``smtp-sink serve`` process (HTTP on) over the store ``folder``: yields (SMTP port, HTTP port)."""
+    smtp_port, http_port = free_port(), free_port()
+    env = ours_env() | {"SMTP_SINK_HTTP_HOST": HOST, "SMTP_SINK_HTTP_PORT": str(http_port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smtp_sink", "serve", "--host", HOST, "--port", str(smtp_port),
+         "--store", str(folder), "--log-level", "warning"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_smtp(smtp_port, proc, timeout=600)
+        yield smtp_port, http_port
+    finally:
+        stop(proc)
