@@ -134,12 +134,13 @@ class Hub:
         """Called in the thread that indexed, deleted or marked: encode there, hand to the loop."""
         stream = sse_frame(event) if self.streams else None
         frames = ws_frames(event) if self.sockets else []
+        changed = not isinstance(event, ClientError)  # an error reply changes no counts: no stats frame
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._fan_out, stream, frames)
+                loop.call_soon_threadsafe(self._fan_out, stream, frames, changed)
 
-    def _fan_out(self, stream: bytes | None, frames: list[str]) -> None:
+    def _fan_out(self, stream: bytes | None, frames: list[str], changed: bool) -> None:
         if stream is not None:
             for queue in list(self.streams):
                 if not queue.full():  # a client too slow to take SSE_QUEUE events misses the newer ones
@@ -147,7 +148,8 @@ class Hub:
         for socket in list(self.sockets):
             for frame in frames:
                 socket.offer(frame)
-        self.stats_soon()
+        if changed:
+            self.stats_soon()
 
     def stats_soon(self) -> None:
         """Send a stats frame :data:`STATS_DELAY` from now, unless one is due already."""
