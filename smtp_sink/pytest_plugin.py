@@ -38,6 +38,7 @@ import pytest
 from . import trace
 from .config import Config, ConfigError, assemble, validate
 from .errors import ListenError, NotFound
+from .lint import LintReport, lint_stored
 from .matching import Criteria, SubjectMatcher
 from .message import detail, summarize
 from .rules import Rule, RuleError
@@ -130,6 +131,11 @@ class CapturedMessage:
         """The HTML body ("" when there is none)."""
         html: str = self._detail["HTML"]
         return html
+
+    @functools.cached_property
+    def lint(self) -> LintReport:
+        """What the sending application did wrong (``docs/lint.md``): ``assert not message.lint.errors``."""
+        return lint_stored(self.raw)  # issue 17: the client lint of the stored message
 
     def describe(self) -> str:
         """One line for failure messages: id, envelope and subject."""
