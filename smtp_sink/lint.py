@@ -164,8 +164,11 @@ def lint_message(data: bytes, envelope: trace.Trace | None = None, mail_params: 
         _guarded(findings, _eight_bit, data, mail_params)
         _guarded(findings, _size, data, mail_params)
     try:
-        msg = display.parse(data)
-    except Exception:  # parse never raises; should it, the data checks stand alone
+        # The summary's parse: the MIME structure and every header as the display reads them, at most
+        # SUMMARY_PART_BYTES of each part's body (the checks read no body, and a 5 MB body of bare
+        # CRs is 5 million lines to the stdlib parser).
+        msg = display._parse_for_summary(data)[0]
+    except Exception:  # it never raises; should it, the data checks stand alone
         return findings
     rcpt_to = list(envelope.rcpt_to) if envelope is not None else []
     for message_check in (_missing, _bcc_header, _list_unsubscribe, _content_ids, _html_only):
