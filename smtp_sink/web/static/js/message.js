@@ -5,6 +5,7 @@
 import { ApiError, addr, api, el, emit, formatSize, messageURL, on, sendJSON, text } from "./api.js";
 import { renderHtmlCheck, renderLinkCheck } from "./message-checks.js";
 import { initRelease, initTags, showTags, resetRelease } from "./message-actions.js";
+import { initLint, showLint } from "./message-lint.js"; // issue 17: the client-lint badge
 
 const $ = (id) => document.getElementById(id);
 /** The tabs in order: [key, label]. Panels are #panel-<key>; the tab buttons keep data-tab=<key>. */
@@ -50,6 +51,7 @@ function build() {
       el("button", { id: "mark-unread", type: "button", on: { click: markUnread } }, "Mark unread"),
       el("button", { id: "delete-one", type: "button", on: { click: deleteCurrent } }, "Delete")),
     el("h2", { id: "subject" }),
+    el("div", { id: "lint" }),
     el("div", { id: "tags-editor", class: "tags-editor" }),
     el("dl", { id: "envelope" }),
     el("details", { id: "release" }, el("summary", {}, "Release to the relay\u2026"), el("form", { id: "release-form" })),
@@ -215,6 +217,7 @@ async function open(id) {
   renderAttachments(m);
   showTags(m);
   resetRelease(m);
+  showLint(m, () => current === m);
   show(m.HTML ? "html" : "text");
   emit("updated", { ID: m.ID, Read: true }); // the detail request marked it read
 }
@@ -252,6 +255,7 @@ export function initMessage() {
   build();
   initTags($("tags-editor"), currentMessage);
   initRelease($("release-form"), currentMessage);
+  initLint($("lint"));
   on("open", ({ id }) => open(id));
   on("close", close);
   on("deleted", ({ ids }) => { if (current && ids.includes(current.ID)) emit("close"); });
