@@ -470,11 +470,12 @@ def check_tls(tls: TLSConfig, source: str) -> None:
     """``[tls] probe`` needs TLS on, and the generated authority for the probes it signs."""
     if tls.probe is TLSProbe.OFF:
         return
+    where = "" if source == "(defaults)" else f"{source}: "  # no file: the flags or the environment
     if tls.mode is TLSMode.OFF:
-        raise ConfigError(f'{source}: [tls] probe = "{tls.probe}" needs TLS, but [tls] mode is "off" '
+        raise ConfigError(f'{where}[tls] probe = "{tls.probe}" needs TLS, but [tls] mode is "off" '
                           '(--tls off): set it to "auto" or "on"')
     if tls.probe in (TLSProbe.EXPIRED, TLSProbe.WRONG_HOST) and (tls.cert or tls.key):
-        raise ConfigError(f'{source}: [tls] probe = "{tls.probe}" signs its certificate with smtp-sink\'s own '
+        raise ConfigError(f'{where}[tls] probe = "{tls.probe}" signs its certificate with smtp-sink\'s own '
                           "authority, but [tls] cert/key name another certificate: leave them unset for this probe")
 
 

@@ -406,6 +406,9 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._gone = True
         self.server.connections.discard(self)
         if self.session is not None:
+            if self.session.tls and not self.session.messages and self.server.sink.tls_findings.probe:
+                # [tls] probe: the handshake was taken, then the client left without mail (tls_findings.py)
+                self.server.sink.tls_findings.hung_up(self.peer, "implicit TLS" if self.tls else "STARTTLS")
             self.session.close()
             log.info("disconnect %s", self.peer)
 

@@ -62,8 +62,9 @@ class TLSFinding(Finding):
 
 def _reason(error: BaseException) -> str:
     """The handshake error in a few words: OpenSSL's reason (``TLSV1_ALERT_UNKNOWN_CA``...)."""
-    if isinstance(error, ssl.SSLError) and error.reason:
-        return str(error.reason)
+    reason = getattr(error, "reason", None)  # set by the ssl module (not on an SSLError made by hand)
+    if isinstance(error, ssl.SSLError) and reason:
+        return str(reason)
     if isinstance(error, TimeoutError):
         return "no handshake within the time limit"
     if isinstance(error, ConnectionError):
@@ -78,7 +79,7 @@ class TLSFindings:
     def __init__(self, probe: str = "", limit: int = MAX_FINDINGS) -> None:
         self.probe = probe
         self._findings: collections.deque[TLSFinding] = collections.deque(maxlen=limit)
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
     def accepted(self, envelope: Envelope, message_id: str) -> TLSFinding:
         """A client completed the handshake under the probe and sent this message: an error."""
@@ -103,14 +104,39 @@ class TLSFindings:
         self._add(finding)
         return finding
 
+    def hung_up(self, peer: str, listener: str) -> TLSFinding:
+        """A client completed the handshake under the probe, then closed the connection without
+        sending mail: it checked the certificate after the handshake (curl checks the host name
+        so), or gave up for another reason. Info."""
+        probe = self.probe
+        finding = TLSFinding(
+            REFUSED, "info",
+            f"client [{peer}] completed the handshake with {PROBES[probe]} (probe {probe}) on {listener}, then "
+            "closed the connection without sending mail (a check after the handshake)",
+            probe_reference(probe), probe, peer, "", "", time.time())
+        self._add(finding)
+        return finding
+
     def _add(self, finding: TLSFinding) -> None:
-        with self._lock:
+        with self._changed:
             self._findings.append(finding)
+            self._changed.notify_all()
 
     def all(self) -> list[TLSFinding]:
         """Every finding kept, oldest first."""
-        with self._lock:
+        with self._changed:
             return list(self._findings)
+
+    def wait(self, count: int = 1, check: str | None = None, timeout: float = 5.0) -> list[TLSFinding]:
+        """Block until ``count`` findings (of ``check``, when given) are kept, at most ``timeout``
+        seconds; return those found (fewer on time-out). A refusal is recorded when the server
+        sees the handshake fail, a moment after the client raised its error."""
+        def found() -> list[TLSFinding]:
+            return [finding for finding in self._findings if check is None or finding.check == check]
+
+        with self._changed:
+            self._changed.wait_for(lambda: len(found()) >= count, timeout)
+            return found()
 
     def for_message(self, message_id: str) -> list[TLSFinding]:
         """The findings of one message (the client lint merges them into its own)."""
@@ -122,5 +148,5 @@ class TLSFindings:
 
     def clear(self) -> None:
         """Forget every finding."""
-        with self._lock:
+        with self._changed:
             self._findings.clear()
