@@ -24,11 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.processes import Processes
 from support.servers import Servers
 
 from smtp_sink import tls
 from smtp_sink.config import ConfigError, load
+from smtp_sink.message import parse, summarize
 from smtp_sink.server import SinkServer
 from smtp_sink.tls_findings import TLSFinding, TLSFindings
 from smtp_sink.trace import Envelope, read, trace_headers
@@ -338,6 +341,31 @@ def test_the_reader_takes_the_flag_only_from_the_servers_block() -> None:
     # without the server's own Received line after it, the block is not the server's
     assert read(b"Return-Path: <a@example.test>\r\nX-Original-To: b@example.test\r\n" + FORGED
                 + b"Received: from x ([1.2.3.4]) by mx.example (Postfix)\r\n" + MESSAGE).tls_probe == ""
+
+
+_LINES = st.sampled_from([
+    FORGED, b"X-Sink-TLS-Probe: tls1.0\r\n", b"X-Sink-TLS-Probe:\r\n", b"Return-Path: <f@victim.test>\r\n",
+    b"X-Original-To: f@victim.test\r\n", b"X-Sink-Auth: admin\r\n",
+    b"Received: from x ([1.2.3.4])\r\n\tby h (smtp-sink 9) with ESMTPS id 01F;\r\n\tMon, 1 Jan 2024\r\n",
+    b"\r\n", b"\n", b"\t", b" ", b":", b"\xff",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(content=st.lists(st.one_of(_LINES, st.binary(max_size=8)), max_size=30).map(b"".join),
+       probe=st.sampled_from(["", *PROBES]), auth_user=st.none() | st.just("ann"),
+       rcpt_to=st.lists(st.sampled_from(["b@example.test", "c@example.test"]), min_size=1, max_size=3))
+def test_for_any_content_the_flag_is_what_the_server_wrote(
+    content: bytes, probe: str, auth_user: str | None, rcpt_to: list[str],
+) -> None:
+    """Whatever the client's data holds, the flag read back (from the bytes, from the parsed
+    message, into the summary the tag comes from) is the one the server wrote, or none."""
+    envelope = Envelope(helo=HELO, esmtp=True, mail_from="a@example.test", rcpt_to=rcpt_to, peer="127.0.0.1",
+                        tls=bool(probe), auth_user=auth_user, tls_probe=probe)
+    raw = trace_headers(envelope, "01HV0000000000000000000000", "sink.test") + content
+    assert read(raw).tls_probe == probe
+    assert read(parse(raw)).tls_probe == probe
+    assert summarize("01HV0000000000000000000000", raw).tls_probe == probe
 
 
 # -- the API, the pytest plugin, the findings list ---------------------------------------------
