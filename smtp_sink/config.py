@@ -97,7 +97,7 @@ class AuthMode(Choice):
 
 
 class TLSMode(Choice):
-    """``[tls] mode``: auto (on with AUTH or a configured certificate), on, off."""
+    """``[tls] mode``: auto (on with AUTH, a configured certificate or a TLS probe), on, off."""
 
     AUTO = "auto"
     ON = "on"
