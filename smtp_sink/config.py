@@ -39,7 +39,8 @@ ENV_PREFIX = "SMTP_SINK_"
 FLAG_NAMES = {
     ("store", "path"): "--store", ("log", "level"): "--log-level", ("http", "enabled"): "--no-http",
     ("auth", "mode"): "--auth", ("tls", "mode"): "--tls", ("tls", "port"): "--tls-port",
-    ("tls", "cert"): "--tls-cert", ("tls", "key"): "--tls-key", ("http", "host"): "--http-host",
+    ("tls", "cert"): "--tls-cert", ("tls", "key"): "--tls-key", ("tls", "probe"): "--tls-probe",
+    ("http", "host"): "--http-host",
     ("http", "port"): "--http-port", ("http", "auth"): "--http-auth",
 }
 ENV_CONFIG = "SMTP_SINK_CONFIG"
@@ -96,11 +97,23 @@ class AuthMode(Choice):
 
 
 class TLSMode(Choice):
-    """``[tls] mode``: auto (on with AUTH or a configured certificate), on, off."""
+    """``[tls] mode``: auto (on with AUTH, a configured certificate or a TLS probe), on, off."""
 
     AUTO = "auto"
     ON = "on"
     OFF = "off"
+
+
+class TLSProbe(Choice):
+    """``[tls] probe``: a bad certificate or protocol to present, to see whether clients verify
+    (off, or one of the probes of :mod:`smtp_sink.tls_probe`)."""
+
+    OFF = "off"
+    EXPIRED = "expired"
+    SELF_SIGNED = "self-signed"
+    WRONG_HOST = "wrong-host"
+    UNTRUSTED_CA = "untrusted-ca"
+    TLS1_0 = "tls1.0"
 
 
 class RelayAuth(Choice):
@@ -181,6 +194,7 @@ class TLSConfig(_Section):
     port: int = _opt(2465, low=0, high=65535)
     cert: str = _opt("", empty=True)
     key: str = _opt("", empty=True)
+    probe: TLSProbe = TLSProbe.OFF  # issue 17: present a bad certificate (docs/tls-probe.md)
 
 
 @dataclass(frozen=True)
@@ -452,6 +466,19 @@ def check_http(http: HTTPConfig) -> None:
         )
 
 
+def check_tls(tls: TLSConfig, source: str) -> None:
+    """``[tls] probe`` needs TLS on, and the generated authority for the probes it signs."""
+    if tls.probe is TLSProbe.OFF:
+        return
+    where = "" if source == "(defaults)" else f"{source}: "  # no file: the flags or the environment
+    if tls.mode is TLSMode.OFF:
+        raise ConfigError(f'{where}[tls] probe = "{tls.probe}" needs TLS, but [tls] mode is "off" '
+                          '(--tls off): set it to "auto" or "on"')
+    if tls.probe in (TLSProbe.EXPIRED, TLSProbe.WRONG_HOST) and (tls.cert or tls.key):
+        raise ConfigError(f'{where}[tls] probe = "{tls.probe}" signs its certificate with smtp-sink\'s own '
+                          "authority, but [tls] cert/key name another certificate: leave them unset for this probe")
+
+
 def check_relay(relay: RelayConfig) -> None:
     """Rules across ``[relay]`` keys: one kind of TLS, credentials for the login, regular expressions
     that compile, addresses that are addresses, a host for auto-relay, a readable ``ca_file``."""
@@ -551,6 +578,7 @@ def assemble(layers: list[dict[str, dict[str, Any]]], source: str) -> Config:
     built = {name: known[name](**merged[name]) for name in known}
     config = Config(**built, rules=merged["rules"].get("rules", ()), source=source)
     check_http(config.http)
+    check_tls(config.tls, source)
     check_relay(config.relay)
     check_webhook(config.webhook)
     check_checks(config.checks)

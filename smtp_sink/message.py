@@ -151,6 +151,7 @@ class _Head:
     username: str = ""  # the AUTH user of the session that sent it ("" without AUTH)
     return_path: str = ""  # the envelope sender, else the Return-Path header, else the From address
     x_tags: str = ""  # the first X-Tags header, decoded (tags at arrival)
+    tls_probe: str = ""  # the TLS probe the client took (trace.Trace.tls_probe; tags at arrival)
     smtp: dict[str, Any] = field(default_factory=lambda: smtp_fields(None))  # HELO, peer, protocol, TLS
 
 
@@ -535,7 +536,7 @@ def _head(msg: Message, notes: list[str]) -> _Head:
         subject=_guarded(notes, "Subject", lambda: _decoded(msg, "Subject"), ""),
         mail_from=mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
         return_path=mail_from or _return_path_header(msg) or (sender.address if sender else ""),
-        x_tags=_guarded(notes, "X-Tags", lambda: _decoded(msg, "X-Tags"), ""),
+        x_tags=_guarded(notes, "X-Tags", lambda: _decoded(msg, "X-Tags"), ""), tls_probe=found.tls_probe,
         smtp=_guarded(notes, "Received", lambda: smtp_fields(msg if found.own else None), smtp_fields(None)),
     )
 
@@ -956,7 +957,7 @@ def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list
         mail_from=head.mail_from, rcpt_to=head.rcpt_to,
         text=text,
         parse_error=_parse_error(notes),
-        username=head.username, inline=len(parts.inline), x_tags=head.x_tags,
+        username=head.username, inline=len(parts.inline), x_tags=head.x_tags, tls_probe=head.tls_probe,
         attachment_names=[entry["FileName"] for entry in parts.attachments if entry["FileName"]],
     )
 

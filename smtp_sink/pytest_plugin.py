@@ -45,6 +45,7 @@ from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
 from .sink import Sink
 from .summary import Summary
+from .tls_findings import TLSFinding
 
 __all__ = ["CapturedMessage", "SinkFixture", "build_config"]
 
@@ -207,6 +208,25 @@ class SinkFixture:
         """The folder where the ``.eml`` files land."""
         return self.server.store.path
 
+    @property
+    def tls_findings(self) -> list[TLSFinding]:
+        """What the TLS probe (``tls_probe="expired"``...) found, oldest first: clients that took the
+        bad certificate and sent mail (``check == "tls-not-verified"``, ``message_id``) and clients
+        that refused it (``"tls-probe-refused"``). See docs/tls-probe.md."""
+        return self.sink.tls_findings.all()
+
+    def wait_for_tls_findings(self, count: int = 1, check: str | None = None, timeout: float = 5.0) -> list[TLSFinding]:
+        """Wait until ``count`` TLS-probe findings (of ``check``, when given) are there; return them.
+        A refusal is recorded as the server sees the handshake fail, a moment after the client's
+        error. Raises AssertionError listing the findings when they do not come within ``timeout``."""
+        __tracebackhide__ = True
+        found = self.sink.tls_findings.wait(count, check, timeout)
+        if len(found) < count:
+            listed = "".join(f"\n  {finding.check}: {finding.evidence}" for finding in self.tls_findings)
+            raise AssertionError(f"smtp_sink.wait_for_tls_findings({count}, check={check!r}): {len(found)} after "
+                                 f"{timeout:g} s; findings:{listed or ' none'}")
+        return found
+
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that verifies the server's certificate (for STARTTLS and implicit TLS)."""
         if self.tls_ca is None:
@@ -329,6 +349,16 @@ class SinkFixture:
         return "\n".join(lines)
 
 
+def _shorthands(sections: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A marker's sections with ``tls_probe="expired"`` read as ``tls={"probe": "expired"}``."""
+    if "tls_probe" not in sections:
+        return sections
+    expanded = dict(sections)
+    tls = expanded.get("tls", {})
+    expanded["tls"] = {**tls, "probe": expanded.pop("tls_probe")} if isinstance(tls, Mapping) else tls
+    return expanded
+
+
 def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
@@ -362,7 +392,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "smtp_sink(**sections): settings for the smtp_sink fixture's server, merged over smtp_sink_settings, "
-        'e.g. @pytest.mark.smtp_sink(smtp={"max_recipients": 5}, auth={"mode": "accept-any"})',
+        'e.g. @pytest.mark.smtp_sink(smtp={"max_recipients": 5}, auth={"mode": "accept-any"}); '
+        'tls_probe="expired" is short for tls={"probe": "expired"}',
     )
 
 
@@ -384,7 +415,7 @@ def smtp_sink(
         if marker.args:
             pytest.fail(f"@pytest.mark.{MARKER}: give sections as keywords, e.g. smtp={{'max_recipients': 5}}, "
                         f"not {marker.args!r}", pytrace=False)
-        layers.append(marker.kwargs)
+        layers.append(_shorthands(marker.kwargs))
         where.append(f"@pytest.mark.{MARKER}")
     problem = None
     try:

@@ -50,6 +50,8 @@ from .sink import Sink
 from .store import StoreError
 from .tls import ServerTLS, TLSSetupError
 from .tls import setup as setup_tls
+from .tls_probe import ImplicitHandshake
+from .tls_probe import setup as setup_probe
 
 if TYPE_CHECKING:
     from .web.app import HTTPServer
@@ -325,6 +327,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
                 raise ConnectionResetError("connection closed")
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
             log.info("STARTTLS handshake with %s failed: %s", self.peer, exc or type(exc).__name__)
+            if server.sink.tls_findings.probe:  # [tls] probe: this client refused the bad certificate
+                server.sink.tls_findings.refused(self.peer, "STARTTLS", exc)
             old.close()
             self.connection_lost(None)
             return
@@ -402,6 +406,9 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._gone = True
         self.server.connections.discard(self)
         if self.session is not None:
+            if self.session.tls and not self.session.messages and self.server.sink.tls_findings.probe:
+                # [tls] probe: the handshake was taken, then the client left without mail (tls_findings.py)
+                self.server.sink.tls_findings.hung_up(self.peer, "implicit TLS" if self.tls else "STARTTLS")
             self.session.close()
             log.info("disconnect %s", self.peer)
 
@@ -452,6 +459,7 @@ class SMTPServer:
         self.policy = sink.policy
         # auto: TLS on when clients log in (apps that send passwords insist on TLS) or a cert is given
         self.tls_enabled = tls.mode == "on" or (tls.mode == "auto" and (auth.mode != "off" or bool(tls.cert)))
+        self.tls_enabled |= tls.probe != "off"  # the TLS probe needs TLS (config.check_tls refuses mode off)
         self.tls: ServerTLS | None = None
         self.port = 0  # the SMTP port once bound
         self.tls_port = 0  # the implicit-TLS port once bound (0: TLS off)
@@ -486,13 +494,19 @@ class SMTPServer:
         smtp, tls = self.config.smtp, self.config.tls
         plain = await self._bind(lambda: SMTPConnection(self), smtp.host, smtp.port, "SMTP", "--port")
         self.port = plain.sockets[0].getsockname()[1]
-        if self.tls is not None:
+        if self.tls is not None and tls.probe != "off":  # the probe sees each handshake (tls_probe.py)
+            context, findings = self.tls.context, self.sink.tls_findings
+            implicit = await self._bind(lambda: ImplicitHandshake(
+                lambda: SMTPConnection(self, tls=True), context, self.handshake_timeout, findings),
+                smtp.host, tls.port, "implicit TLS", "--tls-port")
+            self.tls_port = implicit.sockets[0].getsockname()[1]
+        elif self.tls is not None:
             implicit = await self._bind(lambda: SMTPConnection(self, tls=True), smtp.host, tls.port, "implicit TLS",
                                         "--tls-port", ssl=self.tls.context,
                                         ssl_handshake_timeout=self.handshake_timeout)
             self.tls_port = implicit.sockets[0].getsockname()[1]
 
-    async def _bind(self, factory: Callable[[], SMTPConnection], host: str, port: int, listener: str, flag: str,
+    async def _bind(self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, listener: str, flag: str,
                     **options: Any) -> asyncio.Server:
         try:
             server = await self.loop.create_server(
@@ -598,13 +612,16 @@ class SMTPServer:
         a generated one that cannot be made (``mode = "auto"``) leaves TLS off: STARTTLS gets 454.
         """
         smtp, tls = self.config.smtp, self.config.tls
+        folder = self.sink.store.path / "tls"
         try:
-            self.tls = await self.loop.run_in_executor(
-                None, setup_tls, tls.cert, tls.key, self.sink.store.path / "tls", smtp.hostname
-            )
+            if tls.probe != "off":  # a bad certificate or protocol instead (tls_probe.py)
+                self.tls = await self.loop.run_in_executor(
+                    None, setup_probe, tls.cert, tls.key, folder, smtp.hostname, str(tls.probe))
+            else:
+                self.tls = await self.loop.run_in_executor(None, setup_tls, tls.cert, tls.key, folder, smtp.hostname)
         except (TLSSetupError, OSError, ImportError) as exc:
             reason = str(exc) if isinstance(exc, TLSSetupError) else f"cannot make a certificate: {exc}"
-            if tls.mode == "on" or tls.cert or tls.key:
+            if tls.mode == "on" or tls.cert or tls.key or tls.probe != "off":
                 raise RuntimeError(f"TLS: {reason}") from None
             log.warning("TLS off: %s (STARTTLS answers 454)", reason)
             self.settings = dataclasses.replace(self.settings, tls_unavailable=reason)

@@ -36,6 +36,7 @@ from .protocol import Policy
 from .relay import Relay
 from .rules import RuleSet
 from .store import Store, StoredMessage, StoreError, StoreEvent
+from .tls_findings import TLSFindings
 from .trace import Envelope, trace_headers
 from .webhook import Webhook
 
@@ -93,6 +94,8 @@ class Sink:
         # [relay]: release and auto-relay (None: no upstream configured)
         self.relay = Relay(config.relay, self.store.read, config.smtp.hostname) if config.relay.host else None
         self.webhook: Webhook | None = None  # [webhook] url: started with the sink
+        # [tls] probe: clients that took the bad certificate, or refused it (tls_findings.py)
+        self.tls_findings = TLSFindings("" if config.tls.probe == "off" else str(config.tls.probe))
         self._unsubscribe_webhook: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -137,6 +140,9 @@ class Sink:
         """Store a received message (from the loop's thread or any other), schedule its indexing and
         queue it for auto-relay. Raises :class:`StoreError` (after looking at the capacity again: on
         a full disk the next MAIL gets 452 at once)."""
+        probed = self.tls_findings.probe if envelope.tls else ""  # under the TLS probe every TLS session took it
+        if probed:
+            envelope.tls_probe = probed  # written into the trace block: X-Sink-TLS-Probe
         try:
             stored = save_message(self.store, envelope, data, self.config.smtp.hostname)
         except StoreError as exc:
@@ -154,6 +160,8 @@ class Sink:
             self._schedule_index()
         if self.relay is not None and self.relay.auto:
             self.relay.submit(stored.id, envelope.mail_from, envelope.rcpt_to)
+        if probed:
+            self.tls_findings.accepted(envelope, stored.id)
         return stored
 
     def _schedule_index(self) -> None:

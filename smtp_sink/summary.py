@@ -52,6 +52,7 @@ class Summary:
     inline: int = 0  # inline parts (``has:inline``)
     attachment_names: list[str] = field(default_factory=list, repr=False)  # searched as free text
     x_tags: str = field(default="", repr=False)  # its first X-Tags header (tags at arrival)
+    tls_probe: str = field(default="", repr=False)  # the TLS probe its client took (tag tls-not-verified)
 
     def to_json(self) -> dict[str, Any]:
         """Mailpit's message summary, field for field (``From`` is ``{"Name": "", "Address": ""}``

@@ -9,8 +9,9 @@ it saw first.
 At arrival (:func:`arrival_tags`, with the ``[tags]`` configuration) a message is tagged with the
 comma-separated names of its first ``X-Tags`` header, the ``+tag`` parts of its From, To, Cc and
 Bcc addresses (``user+a+b@x`` gives ``a`` and ``b``), optionally in Title Case, and optionally
-with the user name it was sent with (AUTH). The ``[tags] filters`` (a search query, then tags)
-are applied by the index, which runs the queries.
+with the user name it was sent with (AUTH), and always with ``tls-not-verified`` when its client
+took the TLS probe (:mod:`smtp_sink.tls_probe`). The ``[tags] filters`` (a search query, then
+tags) are applied by the index, which runs the queries.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .summary import Summary
 __all__ = ["MAX_TAG_LENGTH", "TagError", "arrival_tags", "clean_tag", "parse_filters", "title_case", "unique_tags"]
 
 MAX_TAG_LENGTH = 100
+TLS_NOT_VERIFIED = "tls-not-verified"  # the tag of mail sent over a TLS probe (tls_findings.ACCEPTED)
 _INVALID_RE = re.compile(r"[^a-zA-Z0-9\- _.@]")
 _WORD_CHARS = frozenset("'_")  # inside a word, as in Unicode word breaking (don't, snake_case)
 
@@ -81,6 +83,8 @@ def arrival_tags(summary: Summary, config: TagsConfig) -> list[str]:
     found += [title_case(name) for name in styled] if config.title_case else styled
     if config.username and summary.username:
         found.append(summary.username)
+    if summary.tls_probe:  # the server's trace block says so (content cannot): see tls_findings.py
+        found.append(TLS_NOT_VERIFIED)
     return unique_tags(found)
 
 

@@ -6,7 +6,10 @@ are generated once into ``<store>/tls/`` and reused on every start, like mkcert 
 - ``ca.pem``: the authority; trust it (``SSL_CERT_FILE``, curl ``--cacert``, nodemailer ``ca``)
   and clients that verify certificates accept the server under the names below;
 - ``cert.pem`` + ``key.pem``: the server certificate for ``localhost``, ``127.0.0.1``, ``::1``
-  and the configured hostname (and its chain), and its key (mode 0600).
+  and the configured hostname (and its chain), and its key (mode 0600);
+- ``probe/expired.pem`` and ``probe/wrong-host.pem``: the bad certificates of the TLS probe that
+  this CA signs (each with its chain and key), made together with it because the CA's own key
+  is never written anywhere (:mod:`smtp_sink.tls_probe`).
 
 They are made with `cryptography <https://cryptography.io>`_: the standard library can use
 certificates but cannot create them, and the ``openssl`` command is not on every machine.
@@ -20,6 +23,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CERT_DAYS = 825  # the longest validity clients such as Apple's accept for a server certificate
 CA_DAYS = 3650
@@ -83,15 +87,15 @@ def _usable(ca: Path, cert: Path, key: Path, hostname: str) -> bool:
 
 
 def generate(folder: Path, hostname: str) -> None:
-    """Write ``ca.pem``, ``cert.pem`` (server certificate then CA) and ``key.pem`` into ``folder``."""
+    """Write ``ca.pem``, ``cert.pem`` (server certificate then CA) and ``key.pem`` into ``folder``,
+    and the TLS probe's certificates that this CA signs into ``folder/probe/`` (see below)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"smtp-sink local CA ({hostname})")])
+    ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"smtp-sink local CA ({hostname})")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (
         x509.CertificateBuilder()
@@ -103,31 +107,83 @@ def generate(folder: Path, hostname: str) -> None:
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    issuer = Issuer(ca, ca_key)
+    leaf = issuer.sign(key, server_names(hostname), now, now + datetime.timedelta(days=CERT_DAYS))
+    # The TLS probe (tls_probe.py) presents certificates that smtp-sink's CA signed: they are made
+    # here, with it, because the CA's key is never kept (it could sign any name for a client
+    # that trusts ca.pem). "expired": the right names, dates in the past; "wrong-host": valid
+    # dates, another name.
+    probe_key = ec.generate_private_key(ec.SECP256R1())
+    expired = issuer.sign(probe_key, server_names(hostname), now - datetime.timedelta(days=400),
+                          now - datetime.timedelta(days=30))
+    wrong = issuer.sign(probe_key, [x509.DNSName(WRONG_HOST)], now, now + datetime.timedelta(days=CERT_DAYS),
+                        common_name=WRONG_HOST)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PROBE_FOLDER).mkdir(exist_ok=True)
+    write_file(folder / PROBE_FOLDER / "expired.pem", pem_bundle([expired, ca], probe_key), 0o600)
+    write_file(folder / PROBE_FOLDER / "wrong-host.pem", pem_bundle([wrong, ca], probe_key), 0o600)
+    write_file(folder / "key.pem", pem_bundle([], key), 0o600)
+    write_file(folder / "cert.pem", pem_bundle([leaf, ca]), 0o644)
+    write_file(folder / "ca.pem", pem_bundle([ca]), 0o644)
+
+
+WRONG_HOST = "wrong-host.smtp-sink.invalid"  # the name of the wrong-host probe (.invalid: RFC 2606)
+PROBE_FOLDER = "probe"  # <store>/tls/probe/: the TLS probe's certificates
+
+
+def server_names(hostname: str) -> list[Any]:
+    """The names a server certificate of the sink holds: ``hostname``, localhost, 127.0.0.1, ::1."""
+    from cryptography import x509
+
     names: list[x509.GeneralName] = [x509.DNSName(name) for name in dict.fromkeys([hostname, "localhost"])]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    return names
+
+
+class Issuer:
+    """A certificate authority (its certificate and key) that signs server certificates."""
+
+    def __init__(self, certificate: Any, key: Any) -> None:
+        self.certificate, self.key = certificate, key
+
+    def sign(self, key: Any, names: list[Any], not_before: datetime.datetime, not_after: datetime.datetime,
+             common_name: str = "") -> Any:
+        """A server certificate for ``key``'s public key and ``names`` (the first DNS name is its
+        common name unless ``common_name``), valid between the two dates."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        ca_ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        common_name = common_name or next(str(n.value) for n in names if isinstance(n, x509.DNSName))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.certificate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+def pem_bundle(certificates: list[Any], key: Any = None) -> bytes:
+    """PEM text of ``certificates`` (a chain, leaf first) followed by ``key`` (PKCS #8), if any."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = serialization.Encoding.PEM
-    folder.mkdir(parents=True, exist_ok=True)
-    _write(folder / "key.pem", key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
-    _write(folder / "cert.pem", leaf.public_bytes(pem) + ca.public_bytes(pem), 0o644)
-    _write(folder / "ca.pem", ca.public_bytes(pem), 0o644)
+    data = b"".join(certificate.public_bytes(pem) for certificate in certificates)
+    if key is not None:
+        data += key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return data
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
     """Write atomically (a concurrent start never reads half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

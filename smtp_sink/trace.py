@@ -5,6 +5,7 @@ Every ``.eml`` file starts with a block the server writes (the order of Postfix'
     Return-Path: <sender>
     X-Original-To: rcpt               one per envelope recipient (Bcc included)
     X-Sink-Auth: user                 only after AUTH
+    X-Sink-TLS-Probe: expired         only when the client took the TLS probe (tls_probe.py)
     Received: from helo ([peer])      RFC 5321 section 4.4; always last
     \tby host (smtp-sink 1.2) with ESMTPSA id <message id>[ for <rcpt>];
     \t<date>
@@ -16,7 +17,7 @@ the HTTP basic-auth user).
 and then exactly what the client sent. The reader takes the envelope from the top and stops at
 the first ``Received:``, which in this layout is always the server's own (at least one
 ``X-Original-To`` comes before it): header lines in the client's data, the same names
-included, are content and can never forge the envelope or a login.
+included, are content and can never forge the envelope, a login or a TLS-probe flag.
 
 Files written by earlier versions have the server's ``Received`` right after ``Return-Path``,
 then ``X-Sink-Auth`` and the ``X-Original-To`` lines; they still read (their login is safe, and a
@@ -38,7 +39,7 @@ from . import __version__
 
 __all__ = ["HEADER_NAMES", "Envelope", "Trace", "read", "trace_headers"]
 
-HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "received"})
+HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "x-sink-tls-probe", "received"})
 SIGNATURE = "(smtp-sink"  # in the server's own Received line: "by host (smtp-sink 1.2) with ..."
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE_RE = re.compile(r"\s+")
@@ -58,6 +59,7 @@ class Envelope:
     tls: bool = False
     auth_user: str | None = None
     api: bool = False  # made by the HTTP API, not received over SMTP
+    tls_probe: str = ""  # the TLS probe this client took (its TLS session had the bad certificate)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Trace:
     auth_user: str | None = None
     own: bool = False
     length: int = 0
+    tls_probe: str = ""  # X-Sink-TLS-Probe: the client sent this over a TLS probe it should have refused
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -103,7 +106,8 @@ def _date(when: float | None) -> str:
 
 def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: float | None = None) -> bytes:
     """The block written before the client's data: ``Return-Path``, one ``X-Original-To`` per
-    recipient, ``X-Sink-Auth`` after AUTH, and the server's ``Received`` (RFC 5321 section 4.4) last
+    recipient, ``X-Sink-Auth`` after AUTH, ``X-Sink-TLS-Probe`` when the client took the TLS
+    probe, and the server's ``Received`` (RFC 5321 section 4.4) last
     (``from api ... with HTTP`` for a message of the HTTP API).
 
     Addresses cannot hold CR or LF (``addresses.py`` refuses control characters); the HELO name
@@ -125,6 +129,8 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
         recipient = ""
     if envelope.auth_user is not None:
         text += f"X-Sink-Auth: {_clean(envelope.auth_user)}\r\n"
+    if envelope.tls_probe:  # a probe name (config.TLSProbe): no control characters
+        text += f"X-Sink-TLS-Probe: {envelope.tls_probe}\r\n"
     text += (
         f"Received: from {helo or 'unknown'} ([{envelope.peer}])\r\n"
         f"\tby {hostname} (smtp-sink {__version__}) with {protocol} id {message_id}{recipient};\r\n"
@@ -224,8 +230,12 @@ def read(source: bytes | bytearray | Message) -> Trace:
     if field is not None and field[0] == "x-sink-auth":
         auth_user = _value(field[1], path=False)
         field = next(fields, None)
+    tls_probe = ""
+    if field is not None and field[0] == "x-sink-tls-probe":
+        tls_probe = _value(field[1], path=False)
+        field = next(fields, None)
     if rcpt_to and field is not None and field[0] == "received" and _own_received(field[1]):
-        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field))
+        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field), tls_probe)
     return Trace(mail_from, tuple(rcpt_to))  # not written by smtp-sink: no login
 
 

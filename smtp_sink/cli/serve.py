@@ -34,6 +34,8 @@ def register(commands: Commands) -> None:
     serve.add_argument("--tls-port", type=int, metavar="PORT", help="implicit-TLS port (default 2465; 0 picks one)")
     serve.add_argument("--tls-cert", metavar="PEM", help="certificate file (default: self-signed, generated once)")
     serve.add_argument("--tls-key", metavar="PEM", help="private key file for --tls-cert")
+    serve.add_argument("--tls-probe", metavar="PROBE", help="present a bad certificate to see whether clients verify "
+                       "it: expired, self-signed, wrong-host, untrusted-ca or tls1.0 (docs/tls-probe.md)")
     serve.add_argument(
         "--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto: uvloop if installed)"
     )
@@ -55,7 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "http": {"enabled": False if args.no_http else None, "host": args.http_host, "port": args.http_port,
                  "auth": args.http_auth},
         "auth": {"mode": args.auth, "require_tls": args.require_tls},
-        "tls": {"mode": args.tls, "port": args.tls_port, "cert": args.tls_cert, "key": args.tls_key},
+        "tls": {"mode": args.tls, "port": args.tls_port, "cert": args.tls_cert, "key": args.tls_key,
+                "probe": args.tls_probe},
         "log": {"level": level},
     })
     logging.basicConfig(
