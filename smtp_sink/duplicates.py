@@ -25,11 +25,11 @@ T = TypeVar("T")
 
 
 def duplicate_key(raw: bytes | bytearray, message_id: str) -> bytes:
-    """The key that equal mails share: from ``message_id`` (the Message-ID header without its angle
-    brackets, as :mod:`smtp_sink.message` reads it) or, when that is empty, the client's bytes."""
-    found = message_id.strip().strip("<>").strip()
-    if found:
-        return hashlib.blake2b(b"message-id\0" + found.encode("utf-8", "surrogatepass"),
+    """The key that equal mails share: from ``message_id`` (the Message-ID header as
+    :mod:`smtp_sink.message` reads it: white space and angle brackets removed) or, when that is
+    empty, the client's bytes."""
+    if message_id:
+        return hashlib.blake2b(b"message-id\0" + message_id.encode("utf-8", "surrogatepass"),
                                digest_size=KEY_BYTES).digest()
     body = memoryview(raw)[trace.read(raw).length:]  # after the server's trace block: what the client sent
     digest = hashlib.blake2b(b"data\0", digest_size=KEY_BYTES)

@@ -24,10 +24,12 @@ from support.processes import run_cli
 from support.servers import Servers
 from support.wire import connect
 
-from smtp_sink.config import ConfigError, load
+from smtp_sink.config import Config, ConfigError, load
 from smtp_sink.index import INDEX_FILE
+from smtp_sink.policy import MailboxPolicy
+from smtp_sink.protocol import CLOSE, MessageReceived, Settings, SMTPSession, State
 from smtp_sink.pytest_plugin import SinkFixture, build_config
-from smtp_sink.rules import Rule, RuleError
+from smtp_sink.rules import Rule, RuleError, RuleSet, StoreThenDrop
 from smtp_sink.server import SinkServer
 from smtp_sink.store import Store
 
@@ -82,6 +84,21 @@ def wait_indexed(port: int, count: int) -> list[dict[str, Any]]:
 
 
 # -- the rule -------------------------------------------------------------------------------------
+
+
+def test_the_session_hands_over_the_message_then_closes_without_a_reply() -> None:
+    """Sans-I/O: the message goes out marked ``drop`` and CLOSE follows; nothing pipelined runs."""
+    rule = Rule(stage="after-data", action="store-then-drop")  # type: ignore[arg-type]
+    assert rule.outcome == StoreThenDrop()
+    session = SMTPSession(Settings.from_config(Config()), MailboxPolicy(Config().policy, rules=RuleSet([rule])),
+                          peer="192.0.2.1")
+    session.greeting()
+    for line in (b"EHLO c.test\r\n", b"MAIL FROM:<a@example.test>\r\n", b"RCPT TO:<b@example.test>\r\n", b"DATA\r\n"):
+        session.feed(line)
+    out = session.feed(b"Subject: s\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n")
+    assert out == [MessageReceived(out[0].envelope, b"Subject: s\r\n\r\nbody\r\n", True), CLOSE]  # type: ignore[union-attr]
+    assert out[0].envelope.rcpt_to == ["b@example.test"]  # type: ignore[union-attr]
+    assert session.state is State.QUIT and session.messages == 1
 
 
 @HTTP
@@ -239,7 +256,7 @@ def test_schedule_probability_with_a_seed_is_reproducible(smtp_sink: SinkFixture
         while draws.random() < probability:
             lost += 1
         expected.append(lost)
-    assert 0 < sum(expected) and 0 in expected  # the seed drops some and spares some
+    assert sum(expected) > 0 and 0 in expected  # the seed drops some and spares some
     failures = [len(send_with_retries(smtp_sink.port, mail(f"p{i}", f"<p{i}@shop.example.test>"), attempts=10))
                 for i in range(6)]
     assert failures == expected
@@ -310,7 +327,8 @@ def test_an_older_copy_indexed_later_becomes_the_original(tmp_path: Path) -> Non
 @pytest.mark.parametrize("stage", ["connect", "helo", "mail", "rcpt", "data"])
 def test_store_then_drop_is_refused_at_any_other_stage(stage: str, web_server: SinkServer, smtp_sink: SinkFixture,
                                                       tmp_path: Path) -> None:
-    with pytest.raises(RuleError, match=rf"^stage: action store-then-drop works at stage after-data only .*got {stage}$"):
+    refusal = rf"^stage: action store-then-drop works at stage after-data only .*got {stage}$"
+    with pytest.raises(RuleError, match=refusal):
         Rule(stage=stage, action="store-then-drop")  # type: ignore[arg-type]
     status, _, body = send_json(web_server, "/api/v1/rules", "POST", {"stage": stage, "action": "store-then-drop"})
     assert status == 400 and b"stage: action store-then-drop works at stage after-data only" in body
@@ -318,7 +336,7 @@ def test_store_then_drop_is_refused_at_any_other_stage(stage: str, web_server: S
     config.write_text(f'[[rules]]\nstage = "{stage}"\naction = "store-then-drop"\n')
     with pytest.raises(ConfigError, match=r"bad\.toml.*stage: action store-then-drop"):
         load(config, {}, environ={})
-    with pytest.raises(RuleError, match="^smtp_sink.add_rule: stage: action store-then-drop"):
+    with pytest.raises(RuleError, match=r"^smtp_sink\.add_rule: stage: action store-then-drop"):
         smtp_sink.add_rule(stage, "store-then-drop")
 
 
@@ -334,3 +352,13 @@ def test_the_cli_and_the_api_add_a_store_then_drop_rule(web_server: SinkServer, 
     assert get_json(web_server, "/api/v1/rules")[0]["action"] == "store-then-drop"
     assert len(send_with_retries(web_server.smtp_port, mail("via the CLI"))) == 1
     assert len(Store(tmp_path / "mail").ids()) == 2
+
+
+@pytest.mark.smtp_sink(http={"enabled": True}, tags={"filters": {"is:duplicate": "retried"}})
+def test_a_tag_filter_tags_duplicates_as_they_arrive(smtp_sink: SinkFixture) -> None:
+    smtp_sink.add_rule("after-data", "store-then-drop", schedule="nth", n=1)
+    send_with_retries(smtp_sink.port, mail("tagged copy"))
+    port = smtp_sink.http_port
+    assert port is not None
+    original, duplicate = smtp_sink.messages
+    assert {m["ID"]: m["Tags"] for m in wait_indexed(port, 2)} == {original.id: [], duplicate.id: ["retried"]}
