@@ -6,6 +6,7 @@ retry loop as applications write it, aiosmtplib, Django's mail API, raw sockets,
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import smtplib
@@ -362,3 +363,19 @@ def test_a_tag_filter_tags_duplicates_as_they_arrive(smtp_sink: SinkFixture) -> 
     assert port is not None
     original, duplicate = smtp_sink.messages
     assert {m["ID"]: m["Tags"] for m in wait_indexed(port, 2)} == {original.id: [], duplicate.id: ["retried"]}
+
+
+def test_the_cli_marks_duplicates_and_finds_them(start_server: Servers, tmp_path: Path) -> None:
+    server = start_server()
+    server.rules.add(Rule.from_mapping(DROP_FIRST))
+    send_with_retries(server.smtp_port, mail("listed twice"))
+    send_with_retries(server.smtp_port, mail("listed once", "<once@shop.example.test>"))
+    first, second, once = Store(tmp_path / "mail").ids()
+    listed = run_cli("list", store=tmp_path / "mail")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if line.split(" ", 1)[0] in (first, second, once)]
+    subjects = {line.split()[0]: line.split("  ")[-1] for line in rows}
+    assert subjects == {first: "listed twice", second: "(dup) listed twice", once: "listed once"}
+    found = run_cli("search", "is:duplicate", "--json", store=tmp_path / "mail")
+    assert found.returncode == 0, found.stderr
+    assert [(m["ID"], m["DuplicateOf"]) for m in json.loads(found.stdout)["messages"]] == [(second, first)]
