@@ -11,17 +11,14 @@ import random
 import shutil
 import smtplib
 import time
-import urllib.parse
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any
 
 import aiosmtplib
 import pytest
 from support.http import get_json, send_json
 from support.processes import run_cli
+from support.retrying import indexed, mail, send_with_retries, wait_indexed
 from support.servers import Servers
 from support.wire import connect
 
@@ -36,52 +33,6 @@ from smtp_sink.store import Store
 
 HTTP = pytest.mark.smtp_sink(http={"enabled": True})
 DROP_FIRST = {"stage": "after-data", "action": "store-then-drop", "schedule": "nth", "n": 1}
-
-
-def mail(subject: str, message_id: str | None = "<order-7@shop.example.test>", body: str = "Your order.\n",
-         to: str = "ann@example.test") -> bytes:
-    """A message as an application builds it (``message_id=None``: without a Message-ID)."""
-    message = EmailMessage()
-    message["From"] = "shop@example.test"
-    message["To"] = to
-    message["Subject"] = subject
-    if message_id is not None:
-        message["Message-ID"] = message_id
-    message.set_content(body)
-    return message.as_bytes(policy=SMTP)
-
-
-def send_with_retries(port: int, data: bytes, rcpt: str = "ann@example.test", attempts: int = 5,
-                      back_off: float = 0.02) -> list[Exception]:
-    """Send ``data`` the way applications retry: a new connection after each lost connection,
-    waiting longer each time (exponential back-off). Returns the failures seen; the last attempt
-    must succeed."""
-    failures: list[Exception] = []
-    for attempt in range(attempts):
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-                smtp.sendmail("shop@example.test", [rcpt], data)
-            return failures
-        except smtplib.SMTPServerDisconnected as exc:  # no reply to DATA: did it arrive? send it again
-            failures.append(exc)
-            time.sleep(back_off * 2 ** attempt)
-    raise AssertionError(f"not sent in {attempts} attempts: {failures}")
-
-
-def indexed(port: int, query: str = "") -> list[dict[str, Any]]:
-    """The message list (or a search) over HTTP, newest first."""
-    path = f"/api/v1/search?query={urllib.parse.quote(query)}" if query else "/api/v1/messages"
-    messages: list[dict[str, Any]] = get_json(port, path)["messages"]
-    return messages
-
-
-def wait_indexed(port: int, count: int) -> list[dict[str, Any]]:
-    """The list once it holds ``count`` messages (indexing runs once SMTP is quiet)."""
-    deadline = time.monotonic() + 10
-    while len(found := indexed(port)) != count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(found) == count, found
-    return found
 
 
 # -- the rule -------------------------------------------------------------------------------------
