@@ -59,3 +59,8 @@ def test_the_list_marks_the_copy_and_its_badge_opens_the_original(page: Page, we
     expect(page.locator(f'#messages li[data-id="{original}"] button.duplicate')).to_have_count(0)
     page.locator(f'#messages li[data-id="{copy}"] button.duplicate').click()
     expect(page.locator(f'#messages li[data-id="{original}"]')).to_have_class(re.compile(r"\bactive\b"))
+    page.locator("#search-help-button").click()
+    page.locator("#search-help").get_by_role("button", name="Add is:duplicate to the search").click()
+    expect(page.locator("#query")).to_have_value("is:duplicate")
+    expect(rows).to_have_count(1)
+    expect(rows).to_have_attribute("data-id", copy)
