@@ -66,9 +66,10 @@ CREATE INDEX IF NOT EXISTS messages_unread ON messages(id) WHERE read = 0;
 -- duplicate. Each insert or delete changes at most two flags, each found in O(log n).
 CREATE INDEX IF NOT EXISTS messages_dupkey ON messages(dupkey, id);
 CREATE INDEX IF NOT EXISTS messages_duplicate ON messages(id) WHERE dup = 1;
-CREATE TRIGGER IF NOT EXISTS messages_dup_insert AFTER INSERT ON messages WHEN new.dupkey IS NOT NULL BEGIN
-    UPDATE messages SET dup = 1 WHERE n = new.n
-        AND EXISTS (SELECT 1 FROM messages WHERE dupkey = new.dupkey AND id < new.id);
+-- An insert sets its own flag (Index.insert: an older row with its dupkey exists); a row older than
+-- the original (a file put back) makes the original a duplicate.
+CREATE TRIGGER IF NOT EXISTS messages_dup_insert AFTER INSERT ON messages
+WHEN new.dupkey IS NOT NULL AND new.dup = 0 BEGIN
     UPDATE messages SET dup = 1 WHERE dup = 0 AND n = (
         SELECT n FROM messages WHERE dupkey = new.dupkey AND id > new.id ORDER BY id LIMIT 1);
 END;
@@ -495,11 +496,11 @@ class Index:
                 data = summary.to_json()
                 del data["Read"], data["Tags"], data["DuplicateOf"]
                 read = summary.read or summary.id in self._carried
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO messages (id, read, size, attachments, inline, dupkey) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (summary.id, int(read), summary.size, summary.attachments, summary.inline,
-                     summary.duplicate_key or None),
+                key = summary.duplicate_key or None
+                cursor = db.execute(  # dup: an older message has the same key (docs/retries.md)
+                    "INSERT OR IGNORE INTO messages (id, read, size, attachments, inline, dupkey, dup) VALUES "
+                    "(?, ?, ?, ?, ?, ?, EXISTS (SELECT 1 FROM messages WHERE dupkey = ? AND id < ?))",
+                    (summary.id, int(read), summary.size, summary.attachments, summary.inline, key, key, summary.id),
                 )
                 if cursor.rowcount != 1:
                     continue
