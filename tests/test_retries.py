@@ -30,6 +30,7 @@ from smtp_sink.pytest_plugin import SinkFixture, build_config
 from smtp_sink.rules import Rule, RuleError, RuleSet, StoreThenDrop
 from smtp_sink.server import SinkServer
 from smtp_sink.store import Store
+from smtp_sink.summary import Summary
 
 HTTP = pytest.mark.smtp_sink(http={"enabled": True})
 DROP_FIRST = {"stage": "after-data", "action": "store-then-drop", "schedule": "nth", "n": 1}
@@ -330,3 +331,16 @@ def test_the_cli_marks_duplicates_and_finds_them(start_server: Servers, tmp_path
     found = run_cli("search", "is:duplicate", "--json", store=tmp_path / "mail")
     assert found.returncode == 0, found.stderr
     assert [(m["ID"], m["DuplicateOf"]) for m in json.loads(found.stdout)["messages"]] == [(second, first)]
+
+
+def test_the_new_message_event_says_which_message_it_duplicates(smtp_sink: SinkFixture) -> None:
+    """Subscribers (the page's /api/events, webhooks) get the flag with the new message."""
+    seen: list[Summary] = []
+    smtp_sink.sink.subscribe(lambda event: seen.append(event) if isinstance(event, Summary) else None)
+    smtp_sink.add_rule("after-data", "store-then-drop", schedule="nth", n=1)
+    send_with_retries(smtp_sink.port, mail("announced"))
+    first, second = (m.id for m in smtp_sink.messages)
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert {s.id: s.to_json()["DuplicateOf"] for s in seen} == {first: "", second: first}
