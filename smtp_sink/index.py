@@ -44,7 +44,7 @@ __all__ = [
 ]
 log = logging.getLogger("smtp_sink")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: duplicates (dupkey, dup)
 INDEX_FILE = "index.sqlite"
 _CHUNK = 500  # ids per IN (...) list
 SEARCH_SECONDS = 5.0  # a search still running after this long is stopped (SearchError)
@@ -57,9 +57,26 @@ CREATE TABLE IF NOT EXISTS messages (
     read INTEGER NOT NULL DEFAULT 0,
     size INTEGER NOT NULL DEFAULT 0,
     attachments INTEGER NOT NULL DEFAULT 0,
-    inline INTEGER NOT NULL DEFAULT 0
+    inline INTEGER NOT NULL DEFAULT 0,
+    dupkey BLOB,                    -- duplicates.duplicate_key: the same Message-ID, or the same data
+    dup INTEGER NOT NULL DEFAULT 0  -- 1: an older message holds the same dupkey (kept by triggers)
 );
 CREATE INDEX IF NOT EXISTS messages_unread ON messages(id) WHERE read = 0;
+-- Duplicates (docs/retries.md): the oldest message of a dupkey is the original, every later one a
+-- duplicate. Each insert or delete changes at most two flags, each found in O(log n).
+CREATE INDEX IF NOT EXISTS messages_dupkey ON messages(dupkey, id);
+CREATE INDEX IF NOT EXISTS messages_duplicate ON messages(id) WHERE dup = 1;
+-- An insert sets its own flag (Index.insert: an older row with its dupkey exists); a row older than
+-- the original (a file put back) makes the original a duplicate.
+CREATE TRIGGER IF NOT EXISTS messages_dup_insert AFTER INSERT ON messages
+WHEN new.dupkey IS NOT NULL AND new.dup = 0 BEGIN
+    UPDATE messages SET dup = 1 WHERE dup = 0 AND n = (
+        SELECT n FROM messages WHERE dupkey = new.dupkey AND id > new.id ORDER BY id LIMIT 1);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_dup_delete AFTER DELETE ON messages
+WHEN old.dupkey IS NOT NULL AND old.dup = 0 BEGIN
+    UPDATE messages SET dup = 0 WHERE n = (SELECT n FROM messages WHERE dupkey = old.dupkey ORDER BY id LIMIT 1);
+END;
 CREATE TABLE IF NOT EXISTS summaries (
     n INTEGER PRIMARY KEY,          -- messages.n
     summary TEXT NOT NULL           -- Summary.to_json() without Read and Tags
@@ -203,6 +220,8 @@ def where(query: Query, rows: tuple[int, int] | None = None) -> Where:
         elif term.kind == "read":
             found.clauses.append("read = ?")
             found.params.append(int(bool(term.value)))
+        elif term.kind == "duplicate":  # is:duplicate (docs/retries.md)
+            found.clauses.append(f"dup = {0 if term.exclude else 1}")
         elif term.kind in ("attachments", "inline"):
             found.clauses.append(f"{term.kind} {'=' if term.exclude else '>'} 0")
         elif term.kind == "created":  # ids sort by arrival: compare with the first id of that millisecond
@@ -262,6 +281,8 @@ _REQUIRED = {
     ("table", "messages"), ("table", "summaries"), ("table", "stats"), ("table", "search"), ("table", "search_docsize"),
     ("table", "tags"), ("table", "message_tags"), ("index", "messages_unread"), ("index", "message_tags_by_tag"),
     ("trigger", "messages_insert"), ("trigger", "messages_delete"), ("trigger", "messages_read"),
+    ("index", "messages_dupkey"), ("index", "messages_duplicate"),  # duplicates (docs/retries.md)
+    ("trigger", "messages_dup_insert"), ("trigger", "messages_dup_delete"),
 }
 
 
@@ -473,11 +494,13 @@ class Index:
         with self.transaction() as db:
             for summary in summaries:
                 data = summary.to_json()
-                del data["Read"], data["Tags"]
+                del data["Read"], data["Tags"], data["DuplicateOf"]
                 read = summary.read or summary.id in self._carried
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO messages (id, read, size, attachments, inline) VALUES (?, ?, ?, ?, ?)",
-                    (summary.id, int(read), summary.size, summary.attachments, summary.inline),
+                key = summary.duplicate_key or None
+                cursor = db.execute(  # dup: an older message has the same key (docs/retries.md)
+                    "INSERT OR IGNORE INTO messages (id, read, size, attachments, inline, dupkey, dup) VALUES "
+                    "(?, ?, ?, ?, ?, ?, EXISTS (SELECT 1 FROM messages WHERE dupkey = ? AND id < ?))",
+                    (summary.id, int(read), summary.size, summary.attachments, summary.inline, key, key, summary.id),
                 )
                 if cursor.rowcount != 1:
                     continue
@@ -489,6 +512,9 @@ class Index:
                            "message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (n, *search_row(summary)))
                 added.append((n, summary))
             self._tag_arrivals(db, added)
+            originals = _originals(db, [n for n, _ in added])
+        for n, summary in added:
+            summary.duplicate_of = originals.get(n, "")
         return [summary for _, summary in added]
 
     def _tag_arrivals(self, db: sqlite3.Connection, added: list[tuple[int, Summary]]) -> None:
@@ -681,11 +707,13 @@ class Index:
             marks = ",".join("?" * len(chunk))
             stored.update(self.db.execute(f"SELECT n, summary FROM summaries WHERE n IN ({marks})", chunk))
         tags = self._tags_by_n(self.db, ns)
+        originals = _originals(self.db, ns)
         found = []
         for n, message_id, read in rows:
             summary = self._summary(n, message_id, stored.get(n), read)
             if summary is not None:
                 summary.tags = tags.get(n, [])
+                summary.duplicate_of = originals.get(n, "")
             found.append(summary)
         return found
 
@@ -703,7 +731,7 @@ class Index:
             return None
         fixed.read = bool(read)
         data = fixed.to_json()
-        del data["Read"], data["Tags"]
+        del data["Read"], data["Tags"], data["DuplicateOf"]
         with contextlib.suppress(sqlite3.OperationalError):  # best effort (e.g. a full disk): fixed next time
             self.db.execute("INSERT OR REPLACE INTO summaries (n, summary) VALUES (?, ?)", (n, json.dumps(data)))
         return fixed
@@ -819,6 +847,18 @@ def time_limit(db: sqlite3.Connection, seconds: float) -> Iterator[None]:
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
     for at in range(0, len(items), size):
         yield items[at:at + size]
+
+
+def _originals(db: sqlite3.Connection, ns: Sequence[int]) -> dict[int, str]:
+    """Row number -> the id of the message it duplicates, for those of ``ns`` that are duplicates
+    (the oldest message with the same key: one lookup in ``messages_dupkey`` each)."""
+    found: dict[int, str] = {}
+    for chunk in _chunks(list(ns)):
+        marks = ",".join("?" * len(chunk))
+        found.update(db.execute(
+            "SELECT m.n, (SELECT min(o.id) FROM messages o WHERE o.dupkey = m.dupkey) FROM messages m "
+            f"WHERE m.n IN ({marks}) AND m.dup = 1", chunk))
+    return found
 
 
 def _prune_tags(db: sqlite3.Connection) -> None:

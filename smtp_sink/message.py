@@ -36,6 +36,7 @@ from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import trace
+from .duplicates import duplicate_key
 from .errors import NotFound
 from .ids import id_time
 from .summary import Address, Summary, rfc3339  # noqa: F401  (rfc3339: re-exported, the tests use it)
@@ -938,7 +939,9 @@ def summarize(message_id: str, raw: bytes, size: int | None = None) -> Summary:
     except Exception as exc:  # past every guard (e.g. out of memory): the header block alone
         notes.append(f"message: {_describe(exc)}")
         head, parts = _bare_head(raw, notes), _Parts()
-    return _summary(message_id, head, parts, size, notes)
+    found = _summary(message_id, head, parts, size, notes)
+    found.duplicate_key = duplicate_key(raw, found.message_id)  # duplicates (docs/retries.md)
+    return found
 
 
 def _summary(message_id: str, head: _Head, parts: _Parts, size: int, notes: list[str]) -> Summary:
@@ -971,6 +974,7 @@ def envelope_summary(message_id: str, raw: bytes, size: int) -> Summary:
         id=message_id, message_id="", sender=None, to=[], cc=[], bcc=[Address("", r) for r in rcpt_to],
         reply_to=[], subject="", created=_created(message_id), size=size, attachments=0, snippet="",
         mail_from=found.mail_from, rcpt_to=rcpt_to, username=found.auth_user or "",
+        duplicate_key=duplicate_key(raw, ""),  # duplicates (docs/retries.md): by the client's bytes
     )
 
 

@@ -29,7 +29,7 @@ from .addresses import AddressError, parse_mailbox, parse_params, split_path
 from .config import AuthMode
 from .data_reader import DataReader
 from .replies import Code, Reply, reply
-from .rules import Delay, Disconnect, Outcome, Refuse, Stage, Throttle
+from .rules import Delay, Disconnect, Outcome, Refuse, Stage, StoreThenDrop, Throttle
 from .sasl import MECHANISMS, Credentials, SASLError, SASLExchange, check
 from .trace import Envelope
 
@@ -94,6 +94,7 @@ class MessageReceived:
 
     envelope: Envelope
     data: bytes | bytearray
+    drop: bool = False  # a store-then-drop rule fired: store it, send no reply (CLOSE follows; docs/retries.md)
 
 
 Output = Reply | MessageReceived | _Close | _StartTLS | Delay | Throttle
@@ -238,6 +239,7 @@ class SMTPSession:
         self.data_phase = 0  # DATA phases begun (354 sent): the caller times each one
         self._reader: DataReader | None = None  # the message being read, in State.DATA
         self._out: list[Output] = []
+        self._drop = False  # a store-then-drop rule fired at the end of DATA (see _fault)
 
     # -- entry points -------------------------------------------------------------------
 
@@ -379,6 +381,9 @@ class SMTPSession:
             return outcome.reply
         if isinstance(outcome, Disconnect):
             raise _End(None)
+        if isinstance(outcome, StoreThenDrop):  # after-data only (rules.py): _finish_message stores, then ends
+            self._drop = True
+            return None
         self._out.append(outcome)  # Delay or Throttle: the caller carries it out
         return None
 
@@ -745,6 +750,11 @@ class SMTPSession:
             self._out.append(reply(Code.EXCEEDED_STORAGE, f"Message exceeds fixed maximum message size {limit}"))
         elif refusal is not None:  # refused: nothing is stored
             self._out.append(refusal)
+        elif self._drop:  # store-then-drop: the message is stored, its 250 is never sent (docs/retries.md)
+            self._drop = False
+            self.messages += 1
+            self._out.append(MessageReceived(envelope, data, True))
+            raise _End(None)
         else:
             self.messages += 1
             self._out.append(MessageReceived(envelope, data))

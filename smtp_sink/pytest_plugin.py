@@ -37,6 +37,7 @@ import pytest
 
 from . import trace
 from .config import Config, ConfigError, assemble, validate
+from .duplicates import groups
 from .errors import ListenError, NotFound
 from .lint import LintReport, lint_stored
 from .matching import Criteria, SubjectMatcher
@@ -248,6 +249,13 @@ class SinkFixture:
             found[message_id] = captured
         self._cache = found
         return list(found.values())
+
+    @property
+    def duplicates(self) -> list[list[CapturedMessage]]:
+        """Mail stored more than once (a client's retry after a lost reply, docs/retries.md): one
+        list per mail, its original (the oldest) first, then its duplicates; the same ``Message-ID``,
+        or the same data when there is none. A mail stored once is in none of them."""
+        return groups(self.messages, lambda message: message.summary.duplicate_key)
 
     def clear(self) -> int:
         """Delete every stored message; return how many were removed."""

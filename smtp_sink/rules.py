@@ -1,14 +1,15 @@
 """Fault rules: make the server refuse, stall or hang up on purpose, reproducibly.
 
 A rule has a match (stage, optional address globs, optional client address glob), an action
-(reply a code, disconnect without reply, delay the reply, throttle the session) and a
+(reply a code, disconnect without reply, delay the reply, throttle the session, or store the
+message and then disconnect before its 250: the lost reply that makes a client retry) and a
 schedule (always, the nth occurrence, every nth, the first n, or a probability with a seed).
 Occurrences are counted per rule across all sessions of a server. Rules come from
 ``[[rules]]`` in the config, or are added at run time (:class:`RuleSet`).
 
 What a rule does is its :attr:`Rule.outcome`, a typed value the session carries out in one
-place: :class:`Refuse` (send a reply; 421 also closes), :class:`Disconnect`, :class:`Delay` or
-:class:`Throttle`.
+place: :class:`Refuse` (send a reply; 421 also closes), :class:`Disconnect`, :class:`Delay`,
+:class:`Throttle` or :class:`StoreThenDrop` (stage after-data only).
 
 Mailpit's chaos triggers (``GET/PUT /api/v1/chaos``: an error code and a percentage for the
 sender, the recipient and authentication) are rules too, marked ``chaos``: :meth:`RuleSet.chaos`
@@ -50,6 +51,7 @@ class Action(Choice):
     DISCONNECT = "disconnect"
     DELAY = "delay"
     THROTTLE = "throttle"
+    STORE_THEN_DROP = "store-then-drop"  # after-data only: stored, then dropped before the 250 (docs/retries.md)
 
 
 class Schedule(Choice):
@@ -116,7 +118,13 @@ class Throttle:
     rate: int
 
 
-Outcome = Refuse | Disconnect | Delay | Throttle
+@dataclass(frozen=True, slots=True)
+class StoreThenDrop:
+    """Outcome (stage after-data): store the message as usual, then end the session before its 250
+    is sent, so the client believes it failed and sends it again (docs/retries.md)."""
+
+
+Outcome = Refuse | Disconnect | Delay | Throttle | StoreThenDrop
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,9 @@ class Rule:
             raise RuleError(f"code: only action = \"reply\" sends a code (action is {self.action.value!r})")
         if self.action is Action.DELAY and self.seconds <= 0:
             raise RuleError("seconds: a delay rule needs seconds > 0")
+        if self.action is Action.STORE_THEN_DROP and self.stage is not Stage.AFTER_DATA:
+            raise RuleError(f"stage: action store-then-drop works at stage after-data only (a message must be "
+                            f"complete to be stored), got {self.stage}")
         if self.action is Action.THROTTLE and self.rate <= 0:
             raise RuleError("rate: a throttle rule needs rate > 0 (bytes per second)")
         if self.recipient and self.stage not in WITH_RECIPIENTS:
@@ -227,6 +238,8 @@ class Rule:
             return Delay(self.seconds)
         if self.action is Action.THROTTLE:
             return Throttle(self.rate)
+        if self.action is Action.STORE_THEN_DROP:
+            return StoreThenDrop()
         answer = Reply(self.code, self.lines or (explain(self.code),))
         return Refuse(answer, close=self.code == Code.SERVICE_UNAVAILABLE)  # 421 closes (RFC 5321 section 3.8)
 

@@ -7,7 +7,8 @@ The rules are Mailpit's (``internal/storage/search.go``, ``tools.ArgsParser``):
 - A token starting with ``-`` or ``!`` (and longer than that one character) is negated.
 - ``to:``, ``from:``, ``cc:``, ``bcc:``, ``reply-to:``, ``addressed:`` (any of those five),
   ``subject:``, ``message-id:`` and ``tag:`` limit a value to one field; ``is:read``,
-  ``is:unread``, ``is:tagged``, ``has:attachment(s)``, ``has:inline(s)`` test flags;
+  ``is:unread``, ``is:tagged``, ``has:attachment(s)``, ``has:inline(s)`` test flags, and so does
+  ``is:duplicate``, smtp-sink's own (a later copy of an older message, docs/retries.md);
   ``before:``/``after:`` a date (inclusive; in ``tz`` when it names no zone of its own);
   ``larger:``/``smaller:`` a size (``10k``, ``1.5MB``). Anything else is free text.
 - Every value matches as a case-insensitive substring (``elcome`` finds ``Welcome``). Values,
@@ -66,7 +67,8 @@ class Term:
     """One condition of a query.
 
     ``kind``: ``text`` (``value`` is a substring of one of ``columns``), ``tag`` (the message
-    has the tag ``value``, any case), ``tagged`` (it has a tag), ``read`` (its read flag is
+    has the tag ``value``, any case), ``tagged`` (it has a tag), ``duplicate`` (an older message
+    has the same Message-ID or data), ``read`` (its read flag is
     ``value``), ``attachments``/``inline`` (it has some), ``created`` (its arrival time in ms
     compares ``op`` with ``value``), ``size`` (its size in bytes compares ``op`` with ``value``).
     ``exclude``: the condition must not hold (``read``, ``created`` and ``size`` are already
@@ -163,7 +165,7 @@ def _term(token: str, where: tzinfo | None) -> Term | None:
         return Term("tag", value, exclude=exclude) if value else None
     if lower in ("is:read", "is:unread"):
         return Term("read", (lower == "is:read") != exclude)
-    flags = {"is:tagged": "tagged", "has:inline": "inline", "has:inlines": "inline",
+    flags = {"is:tagged": "tagged", "is:duplicate": "duplicate", "has:inline": "inline", "has:inlines": "inline",
              "has:attachment": "attachments", "has:attachments": "attachments"}
     if lower in flags:
         return Term(flags[lower], exclude=exclude)

@@ -289,7 +289,10 @@ class SMTPConnection(asyncio.BufferedProtocol):
         chunks = []
         for i, item in enumerate(outputs):
             if isinstance(item, MessageReceived):
-                item = self.server.deliver(item)
+                answer = self.server.deliver(item)
+                if item.drop:  # store-then-drop rule: stored, the reply is lost (the CLOSE follows)
+                    continue
+                item = answer
             if isinstance(item, Reply):
                 chunks.append(item.encode())
                 if item.code >= 400:

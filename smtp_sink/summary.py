@@ -53,11 +53,15 @@ class Summary:
     attachment_names: list[str] = field(default_factory=list, repr=False)  # searched as free text
     x_tags: str = field(default="", repr=False)  # its first X-Tags header (tags at arrival)
     tls_probe: str = field(default="", repr=False)  # the TLS probe its client took (tag tls-not-verified)
+    # Duplicates (docs/retries.md): the key is read when it is indexed (an indexed column, not in the
+    # JSON); ``duplicate_of`` is the original's id, set by the index ("": not a duplicate).
+    duplicate_key: bytes = field(default=b"", repr=False, compare=False)
+    duplicate_of: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Mailpit's message summary, field for field (``From`` is ``{"Name": "", "Address": ""}``
         when there is none, address lists are ``[]`` when empty), plus ``MailFrom``/``RcptTo``
-        (the envelope) and ``ParseError``."""
+        (the envelope), ``ParseError`` and ``DuplicateOf`` (the original's id, docs/retries.md)."""
         return {
             "ID": self.id,
             "MessageID": self.message_id,
@@ -77,6 +81,7 @@ class Summary:
             "MailFrom": self.mail_from,
             "RcptTo": list(self.rcpt_to),
             "ParseError": self.parse_error,
+            "DuplicateOf": self.duplicate_of,
         }
 
     @classmethod
@@ -96,7 +101,7 @@ class Summary:
             attachments=data["Attachments"], snippet=data["Snippet"],
             mail_from=data.get("MailFrom", ""), rcpt_to=list(data.get("RcptTo", [])), read=read,
             parse_error=data.get("ParseError", ""), username=data.get("Username", ""),
-            tags=list(data.get("Tags", [])),
+            tags=list(data.get("Tags", [])), duplicate_of=data.get("DuplicateOf", ""),
         )
 
 

@@ -202,7 +202,8 @@ def _row(summary: Summary, widths: tuple[int, int, int]) -> str:
         summary.id, _when(summary.created),
         _fit(_addr(summary), widths[0]).ljust(widths[0]),
         _fit(to, widths[1]).ljust(widths[1]),
-        _fit(("(!) " if summary.parse_error else "") + summary.subject + clip, widths[2]),
+        _fit(("(!) " if summary.parse_error else "") + ("(dup) " if summary.duplicate_of else "")  # docs/retries.md
+             + summary.subject + clip, widths[2]),
     ]).rstrip()
 
 

@@ -105,7 +105,8 @@ def _describe(rule: dict[str, Any]) -> str:
     match = " ".join(f"{key}={rule[key]}" for key in ("sender", "recipient", "client") if rule.get(key))
     text = " / ".join(rule["text"]) if isinstance(rule["text"], list) else rule["text"]
     action = {"reply": f"reply {rule['code']}" + (f" {text!r}" if text else ""), "disconnect": "disconnect",
-              "delay": f"delay {rule['seconds']}s", "throttle": f"throttle {rule['rate']} B/s"}[rule["action"]]
+              "delay": f"delay {rule['seconds']}s", "throttle": f"throttle {rule['rate']} B/s",
+              "store-then-drop": "store-then-drop (stored, then dropped before the 250)"}[rule["action"]]
     schedule = rule["schedule"]
     if schedule in ("nth", "every", "first"):
         schedule += f" {rule['n']}"

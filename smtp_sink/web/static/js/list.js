@@ -90,6 +90,9 @@ function row(m, index) {
     "aria-label": `Show messages tagged ${tag}`, title: `Search tag:${tag}`, on: { click: () => searchFor(tagQuery(tag)) } }, tag)));
   const attachments = m.Attachments > 0 ? el("span", { class: "attachment", title: `${m.Attachments} attachment${m.Attachments === 1 ? "" : "s"}`,
     "aria-label": `${m.Attachments} attachment${m.Attachments === 1 ? "" : "s"}` }, "📎") : null;
+  // A later copy of an older message (a client's retry, docs/retries.md): a badge that opens the original.
+  const duplicate = m.DuplicateOf ? el("button", { type: "button", class: "duplicate", title: "A copy of an older message (a retry): open the original",
+    "aria-label": `Duplicate: open the original of ${subject}`, on: { click: () => openMessage(m.DuplicateOf) } }, "duplicate") : null;
   const item = el("li", {
     class: ["message", m.Read ? "read" : "unread", state.current === m.ID ? "active" : "", state.selected.has(m.ID) ? "selected" : "",
       index === state.cursor ? "cursor" : ""].join(" ").replace(/\s+/g, " ").trim(),
@@ -99,7 +102,7 @@ function row(m, index) {
   checkbox, toggle,
   el("div", { class: "body" },
     el("div", { class: "meta" }, el("span", { class: "from" }, addr(m.From) || "(no sender)"),
-      el("span", { class: "info" }, attachments, el("span", { class: "size", title: `${m.Size} bytes` }, formatSize(m.Size)),
+      el("span", { class: "info" }, duplicate, attachments, el("span", { class: "size", title: `${m.Size} bytes` }, formatSize(m.Size)),
         el("time", { datetime: created.toISOString(), title: created.toLocaleString() }, relativeTime(created)))),
     el("a", { class: "subject", href: urlFor(`/view/${encodeURIComponent(m.ID)}`, state.query),
       on: { click: (event) => { event.preventDefault(); openMessage(m.ID); } } }, subject),

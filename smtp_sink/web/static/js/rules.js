@@ -7,12 +7,13 @@ import { api, el, sendJSON, text } from "./api.js";
 
 const POLL_MS = 5000;
 const STAGES = ["connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "after-data"];
-const ACTIONS = ["reply", "disconnect", "delay", "throttle"];
+const ACTIONS = ["reply", "disconnect", "delay", "throttle", "store-then-drop"]; // store-then-drop: after-data only
 const SCHEDULES = ["always", "nth", "every", "first", "probability"];
 const BEFORE_MAIL = ["connect", "helo", "starttls", "auth"];
 const WITH_RECIPIENTS = ["rcpt", "data", "after-data"];
 // Which form fields a choice uses (a field not shown is not sent).
-const ACTION_FIELDS = { reply: ["code", "text"], disconnect: [], delay: ["seconds"], throttle: ["rate"] };
+const ACTION_FIELDS = { reply: ["code", "text"], disconnect: [], delay: ["seconds"], throttle: ["rate"],
+  "store-then-drop": [] };
 const SCHEDULE_FIELDS = { always: [], nth: ["n"], every: ["n"], first: ["n"], probability: ["probability", "seed"] };
 const NUMBERS = { code: "int", seconds: "float", rate: "int", n: "int", probability: "float", seed: "int" };
 
@@ -219,6 +220,7 @@ function describeAction(rule) {
   }
   if (rule.action === "delay") return `delay ${rule.seconds} s`;
   if (rule.action === "throttle") return `throttle to ${rule.rate} B/s`;
+  if (rule.action === "store-then-drop") return "store, then drop the connection before the 250";
   return rule.action;
 }
 

@@ -15,6 +15,7 @@ export const FILTERS = [
   ["tag:billing", "messages with this tag"],
   ["is:read", "read messages (also is:unread)"],
   ["is:tagged", "messages with any tag"],
+  ["is:duplicate", "later copies of a mail (a client's retry)"],
   ["has:attachment", "messages with attachments (also has:inline)"],
   ["before:2024-01-31", "received before a date"],
   ["after:2024-01-01", "received after a date"],
