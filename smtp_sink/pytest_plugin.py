@@ -43,6 +43,7 @@ from .message import detail, summarize
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
 from .sink import Sink
+from .snapshot_pytest import Snapshots, add_option
 from .summary import Summary
 
 __all__ = ["CapturedMessage", "SinkFixture", "build_config"]
@@ -149,6 +150,18 @@ class SinkFixture:
         self._thread = ServerThread(config)
         self.server: SinkServer = self._thread.server
         self._cache: dict[str, CapturedMessage] = {}
+        self.snapshots: Snapshots | None = None  # set by the smtp_sink fixture (issue 17: snapshot tests)
+
+    def assert_snapshot(self, message: CapturedMessage | bytes, name: str, *,
+                        tokens: Mapping[str, Any] | None = None) -> None:
+        """Compare ``message`` (normalised: :mod:`smtp_sink.snapshot`) with its snapshot ``name``
+        (``tokens``: name -> regular expression, each match shown as ``<name>``); see
+        :mod:`smtp_sink.snapshot_pytest` and docs/snapshots.md."""
+        __tracebackhide__ = True
+        if self.snapshots is None:
+            raise RuntimeError("smtp_sink.assert_snapshot needs the smtp_sink fixture (it knows the test's file)")
+        raw, label = (message.raw, message.id) if isinstance(message, CapturedMessage) else (message, "(bytes)")
+        self.snapshots.check(raw, name, label, tokens)
 
     @property
     def sink(self) -> Sink:
@@ -351,6 +364,11 @@ def build_config(
 # -- the pytest side ------------------------------------------------------------------------
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--smtp-sink-snapshot-update`` (see :mod:`smtp_sink.snapshot_pytest`)."""
+    add_option(parser)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the ``smtp_sink`` marker."""
     config.addinivalue_line(
@@ -383,6 +401,7 @@ def smtp_sink(
     problem = None
     try:
         sink = SinkFixture(build_config(*layers, store=tmp_path / "smtp-sink", where=tuple(where)))
+        sink.snapshots = Snapshots.for_test(request)
         sink.start()
     except ConfigError as exc:
         problem = f"smtp_sink: {exc}"
