@@ -88,7 +88,8 @@ def normalise(raw: bytes, tokens: Mapping[str, str | re.Pattern[str]] | None = N
     """The normalised text of a stored message (see the module's docstring); never raises but
     :class:`TokenError` for a bad token. Linear in the message's size, within the display limits."""
     replacements = compile_tokens(tokens)
-    found = trace.read(raw)
+    # trace.read reads the first field whole before it looks at its name: only when it can be ours
+    found = trace.read(raw) if raw[:12].lower() == b"return-path:" else trace.Trace()
     client = raw[found.length:] if found.own else raw
     msg, notes = message._parse(client)
     ids, boundaries, content_ids = _Numbers("message-id"), _Numbers("boundary"), _Numbers("content-id")
@@ -270,6 +271,52 @@ def _attribute(name: str, value: str, content_ids: _Numbers) -> str:
 
 
 def unified_diff(expected: str, actual: str, expected_name: str, actual_name: str) -> str:
-    """A unified diff of two normalised texts (``""`` when they are equal)."""
-    return "".join(difflib.unified_diff(expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-                                        expected_name, actual_name, n=DIFF_CONTEXT))
+    """A unified diff of two normalised texts (``""`` when they are equal). The lines both share at
+    the start and the end are set aside first (linear); ``difflib`` (quadratic at worst) compares
+    what is left only when each side has at most :data:`DIFF_LINES` lines, else that middle is
+    shown as one hunk: every old line removed, every new line added."""
+    a, b = _lines(expected), _lines(actual)
+    if a == b:
+        return ""
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0  # lines shared at the end, not overlapping those at the start
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    lo = max(0, start - DIFF_CONTEXT)
+    after = min(end, DIFF_CONTEXT)
+    a_hi, b_hi = len(a) - end + after, len(b) - end + after
+    head = [f"--- {expected_name}\n", f"+++ {actual_name}\n"]
+    if len(a) - end - start <= DIFF_LINES and len(b) - end - start <= DIFF_LINES:
+        found = list(difflib.unified_diff(a[lo:a_hi], b[lo:b_hi], n=DIFF_CONTEXT))[2:]
+        return "".join(head + [_HUNK_RE.sub(lambda m: _shifted(m, lo), line, count=1) for line in found])
+    hunk = [f"@@ -{_range(lo, a_hi - lo)} +{_range(lo, b_hi - lo)} @@\n"]
+    hunk += [" " + line for line in a[lo:start]] + ["-" + line for line in a[start:len(a) - end]]
+    hunk += ["+" + line for line in b[start:len(b) - end]] + [" " + line for line in a[len(a) - end:a_hi]]
+    return "".join(head + hunk)
+
+
+DIFF_LINES = 2000  # lines of each side's differing middle that difflib compares (see unified_diff)
+_HUNK_RE = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` split at ``\\n`` only (a CR or U+2028 in a body stays inside its line), each line
+    ending in one."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line + "\n" for line in lines]
+
+
+def _shifted(found: re.Match[str], offset: int) -> str:
+    """A hunk header of a diff of lines from ``offset`` on, numbered as in the whole texts."""
+    a_start, a_len, b_start, b_len = found.groups()
+    return f"@@ -{int(a_start) + offset}{a_len or ''} +{int(b_start) + offset}{b_len or ''} @@"
+
+
+def _range(lo: int, count: int) -> str:
+    """A unified diff's ``start,count`` for ``count`` lines after the first ``lo`` (1-based; an
+    empty range names the line before it)."""
+    return f"{lo + 1 if count else lo},{count}"
