@@ -36,7 +36,10 @@ from typing import Any
 import pytest
 
 from . import trace
-from .config import Config, ConfigError, assemble, validate
+from .checks.dkim_check import Report as DKIMReport
+from .checks.dkim_check import keys_of
+from .checks.dkim_check import verify as verify_dkim
+from .config import ChecksConfig, Config, ConfigError, assemble, validate
 from .errors import ListenError, NotFound
 from .matching import Criteria, SubjectMatcher
 from .message import detail, summarize
@@ -78,14 +81,22 @@ class CapturedMessage:
     raw: bytes = field(repr=False)  # the stored bytes, trace headers included
     summary: Summary = field(repr=False)  # the message's summary (as listed by the web page and the CLI)
     auth_user: str | None = None  # the user the client logged in as (AUTH), or None
+    checks: ChecksConfig = field(default_factory=ChecksConfig, repr=False)  # the server's [checks] (DKIM keys)
 
     @classmethod
-    def read(cls, message_id: str, path: Path, raw: bytes) -> CapturedMessage:
+    def read(cls, message_id: str, path: Path, raw: bytes, checks: ChecksConfig | None = None) -> CapturedMessage:
         """A stored file: the envelope and login from the server's trace block, the rest from its
         summary (:func:`smtp_sink.message.summarize`)."""
         found = trace.read(raw)
         return cls(message_id, path, found.mail_from, found.rcpt_to, raw, summarize(message_id, raw),
-                   found.auth_user)
+                   found.auth_user, checks or ChecksConfig())
+
+    @functools.cached_property
+    def dkim(self) -> DKIMReport:
+        """The DKIM check (issue 17, :mod:`smtp_sink.checks.dkim_check`) with the keys of the server's
+        ``checks`` settings (``dkim_keys``, ``dkim_keys_file``), never DNS: ``.valid``, ``.aligned``,
+        ``.signatures``, ``.errors``, ``.warnings``."""
+        return verify_dkim(self.raw, keys_of(self.checks.dkim_keys, self.checks.dkim_keys_file), self.from_)
 
     @functools.cached_property
     def message(self) -> EmailMessage:
@@ -231,7 +242,7 @@ class SinkFixture:
                     raw = store.read(message_id)
                 except NotFound:  # removed meanwhile
                     continue
-                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw)
+                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw, self.config.checks)
             found[message_id] = captured
         self._cache = found
         return list(found.values())

@@ -23,6 +23,7 @@ Callers run it off the event loop (the web app's reader threads).
 from __future__ import annotations
 
 import base64
+import email.utils
 import logging
 import re
 from collections.abc import Mapping
@@ -50,9 +51,11 @@ SPACE_RUN_BUDGET = 50_000_000  # the sum of their squared lengths (dkimpy's rela
 # covering one is a warning, as anyone on the way may change it.
 SHOULD_SIGN = ("subject", "to", "cc", "date", "message-id", "reply-to", "content-type", "mime-version")
 RFC_DKIM = "RFC 6376"
+REASON_MAX = 500  # characters of a signature's Reason (dkimpy quotes tag values in its errors)
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go"})
 _SPACES_RE = re.compile(rb"[\t ]{%d,}" % SPACE_RUN)
 _BLANK_RE = re.compile(rb"\r?\n\r?\n")
+_FROM_LIMIT = 2048  # characters of the From header read for its address
 _quiet = logging.getLogger("smtp_sink.dkim")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
@@ -217,9 +220,11 @@ def _from_header(head: bytes) -> str:
     match = re.search(rb"^from:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", head, re.IGNORECASE | re.MULTILINE)
     if match is None:
         return ""
-    value = match.group(1).decode("utf-8", "replace")
-    angle = re.search(r"<([^<>]*)>\s*$", value)
-    return (angle.group(1) if angle else value).strip()
+    value = match.group(1).decode("utf-8", "replace")[:_FROM_LIMIT]
+    try:
+        return email.utils.parseaddr(value)[1]
+    except Exception:  # e.g. parentheses nested past the recursion limit
+        return ""
 
 
 def _too_big(data: bytes, header_ended: bool) -> str:
@@ -317,7 +322,7 @@ def _check(message: dkim.DKIM, index: int, tags: dict[bytes, bytes], signature: 
            keys: Mapping[str, str]) -> None:
     """The cryptographic verification of one signature, its result and reason set on ``signature``."""
     def fail(result: str, check: str, reason: str, section: str, severity: str = "error") -> None:
-        signature.result, signature.reason = result, reason
+        signature.result, signature.reason = result, reason[:REASON_MAX]
         signature.findings.append(_finding(check, severity, reason, section))
 
     if b"from" not in [name.strip().lower() for name in tags.get(b"h", b"").split(b":")]:

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import diff, inspect, rules, serve
+from . import diff, dkim, inspect, rules, serve
 from .common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, run
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "main"]
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smtp-sink {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for group in (serve, inspect, rules, diff):  # diff: issue 17, snapshot tests
+    for group in (serve, inspect, rules, diff, dkim):  # diff, dkim: issue 17
         group.register(commands)
     return parser
 
