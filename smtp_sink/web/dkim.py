@@ -17,15 +17,14 @@ from .message import message_id
 def _dkim(request: web.Request) -> dict[str, Any]:
     """The report (in a reader thread); 500 naming the setting when the keys cannot be read."""
     the_sink = sink(request)
-    checks = the_sink.config.checks
+    store, checks = the_sink.store, the_sink.config.checks
+    found = message_id(request)
+    raw, sender = store.read(found), store.summary(found).sender  # an unknown message is 404 first
     try:
         keys = keys_of(checks.dkim_keys, checks.dkim_keys_file)
     except DKIMKeyError as exc:
         raise APIError(500, str(exc)) from None
-    store = the_sink.store
-    found = message_id(request)
-    sender = store.summary(found).sender
-    return verify(store.read(found), keys, sender.address if sender else "").to_json()
+    return verify(raw, keys, sender.address if sender else "").to_json()
 
 
 async def dkim_check(request: web.Request) -> web.Response:
