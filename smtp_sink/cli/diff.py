@@ -9,8 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..snapshot import TokenError, compile_tokens, normalise, unified_diff
-from .common import EXIT_OK, EXIT_RUNTIME, UsageError, add_options
-from .inspect import _resolve, _store, printable
+from .common import EXIT_OK, EXIT_RUNTIME, UsageError, add_options, open_store, printable, resolve_message
 
 if TYPE_CHECKING:
     from .common import Commands
@@ -49,8 +48,8 @@ def tokens(given: list[str]) -> dict[str, str]:
 def cmd_diff(args: argparse.Namespace) -> int:
     """Print the unified diff of the two messages' normalised forms; 1 when there is one."""
     replace = tokens(args.tokens)
-    store = _store(args)
-    first, second = _resolve(store, args.first), _resolve(store, args.second)
+    store = open_store(args)
+    first, second = resolve_message(store, args.first), resolve_message(store, args.second)
     diff = unified_diff(normalise(store.read(first), replace), normalise(store.read(second), replace), first, second)
     if not diff:
         return EXIT_OK

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..checks.dkim_check import Report, keys_of, verify
 from ..checks.dkim_keys import DKIMKeyError, read_keys_file
-from .common import EXIT_OK, EXIT_RUNTIME, UsageError, add_options, load
-from .inspect import _resolve, _store, printable
+from .common import EXIT_OK, EXIT_RUNTIME, UsageError, add_options, load, open_store, printable, resolve_message
 
 if TYPE_CHECKING:
     from .common import Commands
@@ -40,8 +39,8 @@ def cmd_dkim(args: argparse.Namespace) -> int:
             keys.update(read_keys_file(args.keys_file, "--keys-file"))
     except DKIMKeyError as exc:
         raise UsageError(str(exc)) from None
-    store = _store(args)
-    message_id = _resolve(store, args.id)
+    store = open_store(args)
+    message_id = resolve_message(store, args.id)
     sender = store.summary(message_id).sender
     report = verify(store.read(message_id), keys, sender.address if sender else "")
     if args.json:
