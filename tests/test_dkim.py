@@ -11,12 +11,14 @@ import json
 import smtplib
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import HASH_ALGORITHMS, parse_pem_private_key
 from support.config import make_config
@@ -330,3 +332,35 @@ def test_a_key_file_error_is_an_api_error(start_server: Servers, key: Key, tmp_p
     assert status == 500 and json.loads(body)["Error"].startswith(f"[checks] dkim_keys_file: {keys}: invalid TOML")
     status, _, body = request(server, "/api/v1/message/01ZZZZZZZZZZZZZZZZZZZZZZZZ/dkim")
     assert status == 404
+
+
+class _Ed25519Signer:
+    """What dkimpy's header generator calls for ed25519-sha256 (PyNaCl's ``SigningKey.sign``), made
+    with cryptography: the test signs without PyNaCl, as an ed25519 sender would."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self.private = private
+
+    def sign(self, data: bytes) -> types.SimpleNamespace:
+        return types.SimpleNamespace(signature=self.private.sign(data))
+
+
+def test_an_ed25519_signature_says_pynacl_is_needed(start_server: Servers) -> None:
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signer = dkim.DKIM(MESSAGE, signature_algorithm=b"ed25519-sha256")
+    signer.hasher = HASH_ALGORITHMS[b"ed25519-sha256"]
+    canon = CanonicalizationPolicy.from_c_value(b"relaxed/simple")
+    body_hash = base64.b64encode(signer.hasher(canon.canonicalize_body(signer.body)).digest())
+    fields = [(b"v", b"1"), (b"a", b"ed25519-sha256"), (b"c", b"relaxed/simple"), (b"d", b"example.com"),
+              (b"s", b"ed"), (b"h", b" : ".join(SIGNED)), (b"bh", body_hash), (b"b", b"0" * 60)]
+    header = signer.gen_header(fields, SIGNED, canon, b"DKIM-Signature", _Ed25519Signer(private))
+    record = f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
+    config = make_config(start_server.store, http=True)
+    server = start_server(config=dataclasses.replace(
+        config, checks=ChecksConfig(dkim_keys={"ed._domainkey.example.com": record})))
+    found = report(server, send(server, b"DKIM-Signature: " + header + MESSAGE))
+    (signature,) = found["Signatures"]
+    assert (signature["Algorithm"], signature["Result"]) == ("ed25519-sha256", "permerror")
+    assert signature["Reason"] == "key ed._domainkey.example.com: ed25519 keys need PyNaCl (pip install pynacl)"
+    assert checks(signature) == ["dkim-key-invalid"]

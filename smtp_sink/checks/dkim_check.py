@@ -361,7 +361,7 @@ def _check(message: dkim.DKIM, index: int, tags: dict[bytes, bytes], signature: 
         return fail("permerror", "dkim-malformed", f"the DKIM-Signature is invalid: {exc}", "3.5")
     except dkim.KeyFormatError as exc:
         return fail("permerror", "dkim-key-invalid", f"key {signature.key}: {exc}", "3.6.1")
-    except NameError:  # dkimpy's ed25519 support needs PyNaCl
+    except (dkim.NaClNotFoundError, NameError):  # dkimpy's ed25519 support needs PyNaCl
         return fail("permerror", "dkim-key-invalid", f"key {signature.key}: ed25519 keys need PyNaCl "
                     "(pip install pynacl)", "RFC 8463")
     except dkim.DKIMException as exc:
