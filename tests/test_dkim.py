@@ -364,3 +364,15 @@ def test_an_ed25519_signature_says_pynacl_is_needed(start_server: Servers) -> No
     assert (signature["Algorithm"], signature["Result"]) == ("ed25519-sha256", "permerror")
     assert signature["Reason"] == "key ed._domainkey.example.com: ed25519 keys need PyNaCl (pip install pynacl)"
     assert checks(signature) == ["dkim-key-invalid"]
+
+
+def test_sha1_is_weak_and_a_broken_signature_is_malformed(dkim_server: SinkServer, key: Key) -> None:
+    data = dkim.sign(MESSAGE, b"s1", b"example.com", key.private, include_headers=SIGNED,
+                     signature_algorithm=b"rsa-sha1") + MESSAGE
+    (signature,) = report(dkim_server, send(dkim_server, data))["Signatures"]
+    assert (signature["Result"], signature["Algorithm"]) == ("pass", "rsa-sha1")
+    assert checks(signature) == ["dkim-weak-algorithm"]
+    data = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; h=from; bh=AAAA; b=AAAA\r\n" + MESSAGE  # no s=
+    (signature,) = report(dkim_server, send(dkim_server, data))["Signatures"]
+    assert (signature["Result"], signature["Reason"]) == ("permerror", "the DKIM-Signature is invalid: missing s=")
+    assert checks(signature)[-1] == "dkim-malformed"

@@ -332,12 +332,12 @@ def _check(message: dkim.DKIM, index: int, tags: dict[bytes, bytes], signature: 
     try:
         prepared = message.verify_headerprep(index)
     except dkim.ValidationError as exc:
-        text = str(exc)
+        text = _said(exc)
         if text.startswith("x= value is past"):
             return fail("fail", "dkim-expired", f"the signature expired (x={signature.expires})", "3.5")
         return fail("permerror", "dkim-malformed", f"the DKIM-Signature is invalid: {text}", "3.5")
     except dkim.DKIMException as exc:
-        return fail("permerror", "dkim-malformed", f"the DKIM-Signature cannot be read: {exc}", "3.5")
+        return fail("permerror", "dkim-malformed", f"the DKIM-Signature cannot be read: {_said(exc)}", "3.5")
     if not prepared:
         return fail("permerror", "dkim-malformed", "the DKIM-Signature cannot be read", "3.5")
     record = keys.get(signature.key)
@@ -358,14 +358,14 @@ def _check(message: dkim.DKIM, index: int, tags: dict[bytes, bytes], signature: 
         if str(exc).startswith("body hash mismatch"):
             return fail("fail", "dkim-body-hash-mismatch", "body hash mismatch: the body changed after signing "
                         f"(bh={signature_bh(tags)})", "3.7")
-        return fail("permerror", "dkim-malformed", f"the DKIM-Signature is invalid: {exc}", "3.5")
+        return fail("permerror", "dkim-malformed", f"the DKIM-Signature is invalid: {_said(exc)}", "3.5")
     except dkim.KeyFormatError as exc:
-        return fail("permerror", "dkim-key-invalid", f"key {signature.key}: {exc}", "3.6.1")
+        return fail("permerror", "dkim-key-invalid", f"key {signature.key}: {_said(exc)}", "3.6.1")
     except (dkim.NaClNotFoundError, NameError):  # dkimpy's ed25519 support needs PyNaCl
         return fail("permerror", "dkim-key-invalid", f"key {signature.key}: ed25519 keys need PyNaCl "
                     "(pip install pynacl)", "RFC 8463")
     except dkim.DKIMException as exc:
-        return fail("permerror", "dkim-malformed", f"{type(exc).__name__}: {exc}", "3.5")
+        return fail("permerror", "dkim-malformed", f"{type(exc).__name__}: {_said(exc)}", "3.5")
     if not valid:
         return fail("fail", "dkim-bad-signature", "the signature does not match the signed headers: one of "
                     f"{', '.join(signature.signed_headers)} changed after signing, or another key signed it", "3.7")
@@ -373,7 +373,16 @@ def _check(message: dkim.DKIM, index: int, tags: dict[bytes, bytes], signature: 
     return None
 
 
+_BYTES_REPR_RE = re.compile(r"""\bb'([^'\\]*)'""")
+
+
+def _said(exc: Exception) -> str:
+    """dkimpy's message, without the ``b'...'`` of the bytes it quotes."""
+    return _BYTES_REPR_RE.sub(r"\1", str(exc))
+
+
 def signature_bh(tags: dict[bytes, bytes]) -> str:
+    """The ``bh=`` tag without its folding white space."""
     return _text(re.sub(rb"\s+", b"", tags.get(b"bh", b"")))
 
 
