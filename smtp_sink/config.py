@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .addresses import AddressError, parse_mailbox
+from .checks.dkim_keys import DKIMKeyError, check_keys, read_keys_file
 from .choices import Choice
 from .rules import Rule, RuleError
 
@@ -266,6 +267,9 @@ class ChecksConfig(_Section):
     spamassassin: str = _opt("", empty=True)  # "host:port" or "unix:/path" of a spamd; empty: sa-check is 404
     allow_internal: bool = False  # the link check may reach loopback and private addresses
     link_timeout: float = _opt(5.0, low=0.1)  # seconds for each link (redirects included)
+    # DKIM public keys, never DNS (issue 17, docs/dkim.md): "selector._domainkey.domain" -> TXT record
+    dkim_keys: dict[str, str] = field(default_factory=dict)
+    dkim_keys_file: str = _opt("", empty=True)  # a TOML file of more such keys (read at each check)
 
 
 @dataclass(frozen=True)
@@ -528,7 +532,14 @@ def check_webhook(webhook: WebhookConfig) -> None:
 
 
 def check_checks(checks: ChecksConfig) -> None:
-    """``[checks] spamassassin``: empty, ``host:port`` or ``unix:/path``."""
+    """``[checks] spamassassin``: empty, ``host:port`` or ``unix:/path``; ``dkim_keys`` and the
+    ``dkim_keys_file`` (it must read now) hold DKIM key records."""
+    try:  # issue 17: DKIM keys (smtp_sink.checks.dkim_keys)
+        check_keys(checks.dkim_keys, "[checks] dkim_keys")
+        if checks.dkim_keys_file:
+            read_keys_file(checks.dkim_keys_file)
+    except DKIMKeyError as exc:
+        raise ConfigError(str(exc)) from None
     value = checks.spamassassin
     if not value or (value.startswith("unix:") and len(value) > 5):
         return

@@ -36,7 +36,10 @@ from typing import Any
 import pytest
 
 from . import trace
-from .config import Config, ConfigError, assemble, validate
+from .checks.dkim_check import Report as DKIMReport
+from .checks.dkim_check import keys_of
+from .checks.dkim_check import verify as verify_dkim
+from .config import ChecksConfig, Config, ConfigError, assemble, validate
 from .duplicates import groups
 from .errors import ListenError, NotFound
 from .lint import LintReport, lint_stored
@@ -45,6 +48,7 @@ from .message import detail, summarize
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
 from .sink import Sink
+from .snapshot_pytest import Snapshots, add_option
 from .summary import Summary
 from .tls_findings import TLSFinding
 
@@ -80,14 +84,22 @@ class CapturedMessage:
     raw: bytes = field(repr=False)  # the stored bytes, trace headers included
     summary: Summary = field(repr=False)  # the message's summary (as listed by the web page and the CLI)
     auth_user: str | None = None  # the user the client logged in as (AUTH), or None
+    checks: ChecksConfig = field(default_factory=ChecksConfig, repr=False)  # the server's [checks] (DKIM keys)
 
     @classmethod
-    def read(cls, message_id: str, path: Path, raw: bytes) -> CapturedMessage:
+    def read(cls, message_id: str, path: Path, raw: bytes, checks: ChecksConfig | None = None) -> CapturedMessage:
         """A stored file: the envelope and login from the server's trace block, the rest from its
         summary (:func:`smtp_sink.message.summarize`)."""
         found = trace.read(raw)
         return cls(message_id, path, found.mail_from, found.rcpt_to, raw, summarize(message_id, raw),
-                   found.auth_user)
+                   found.auth_user, checks or ChecksConfig())
+
+    @functools.cached_property
+    def dkim(self) -> DKIMReport:
+        """The DKIM check (issue 17, :mod:`smtp_sink.checks.dkim_check`) with the keys of the server's
+        ``checks`` settings (``dkim_keys``, ``dkim_keys_file``), never DNS: ``.valid``, ``.aligned``,
+        ``.signatures``, ``.errors``, ``.warnings``."""
+        return verify_dkim(self.raw, keys_of(self.checks.dkim_keys, self.checks.dkim_keys_file), self.from_)
 
     @functools.cached_property
     def message(self) -> EmailMessage:
@@ -157,6 +169,18 @@ class SinkFixture:
         self._thread = ServerThread(config)
         self.server: SinkServer = self._thread.server
         self._cache: dict[str, CapturedMessage] = {}
+        self.snapshots: Snapshots | None = None  # set by the smtp_sink fixture (issue 17: snapshot tests)
+
+    def assert_snapshot(self, message: CapturedMessage | bytes, name: str, *,
+                        tokens: Mapping[str, Any] | None = None) -> None:
+        """Compare ``message`` (normalised: :mod:`smtp_sink.snapshot`) with its snapshot ``name``
+        (``tokens``: name -> regular expression, each match shown as ``<name>``); see
+        :mod:`smtp_sink.snapshot_pytest` and docs/snapshots.md."""
+        __tracebackhide__ = True
+        if self.snapshots is None:
+            raise RuntimeError("smtp_sink.assert_snapshot needs the smtp_sink fixture (it knows the test's file)")
+        raw, label = (message.raw, message.id) if isinstance(message, CapturedMessage) else (message, "(bytes)")
+        self.snapshots.check(raw, name, label, tokens)
 
     @property
     def sink(self) -> Sink:
@@ -245,7 +269,7 @@ class SinkFixture:
                     raw = store.read(message_id)
                 except NotFound:  # removed meanwhile
                     continue
-                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw)
+                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw, self.config.checks)
             found[message_id] = captured
         self._cache = found
         return list(found.values())
@@ -395,6 +419,11 @@ def build_config(
 # -- the pytest side ------------------------------------------------------------------------
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--smtp-sink-snapshot-update`` (see :mod:`smtp_sink.snapshot_pytest`)."""
+    add_option(parser)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the ``smtp_sink`` marker."""
     config.addinivalue_line(
@@ -428,6 +457,7 @@ def smtp_sink(
     problem = None
     try:
         sink = SinkFixture(build_config(*layers, store=tmp_path / "smtp-sink", where=tuple(where)))
+        sink.snapshots = Snapshots.for_test(request)
         sink.start()
     except ConfigError as exc:
         problem = f"smtp_sink: {exc}"

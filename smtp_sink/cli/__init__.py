@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import inspect, lint, rules, serve  # lint: issue 17, smtp-sink lint ID
+from . import diff, dkim, inspect, lint, rules, serve  # diff, dkim, lint: issue 17
 from .common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, run
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "main"]
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smtp-sink {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for group in (serve, inspect, rules, lint):
+    for group in (serve, inspect, rules, lint, diff, dkim):
         group.register(commands)
     return parser
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError
 from ..config import load as load_config
+from ..errors import NotFound
+from ..store import Store
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -60,6 +63,55 @@ def api_base(args: argparse.Namespace) -> str:
     http = load(args).http
     host = f"[{http.host}]" if ":" in http.host else http.host
     return f"http://{host}:{http.port}"
+
+
+# -- reading the store (every command that reads messages; moved here from inspect for issue 17) --
+
+
+def open_store(args: argparse.Namespace, *, wait: bool = False) -> Store:
+    """The store the configuration names. It must exist (a command never creates an empty one),
+    unless ``wait``: then the caller waits for a server to create it."""
+    config = load(args)
+    store = Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age,
+                  tags=config.tags)
+    if not wait and not store.path.is_dir():
+        raise CommandError(no_store(store.path))
+    return store
+
+
+def no_store(path: Path) -> str:
+    """Why ``path`` is no store, naming the folder and ``--store``."""
+    where = path.absolute()
+    if path.exists():
+        return f"{where} is not a folder: give the store folder with --store DIR"
+    return (f"no store at {where}: give its folder with --store DIR (or [store] path in --config FILE), "
+            "or start `smtp-sink serve` here first")
+
+
+def resolve_message(store: Store, ref: str) -> str:
+    """The id ``ref`` names (``latest``: the newest); :class:`CommandError` naming it when there is none."""
+    try:
+        message_id = store.resolve(ref)
+        store.file(message_id)
+    except (NotFound, KeyError):
+        where = store.path
+        if ref == "latest":
+            raise CommandError(f"no messages in {where}") from None
+        raise CommandError(f"no message {ref!r} in {where}") from None
+    return message_id
+
+
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts escape sequences
+# that can rewrite the screen or the window title), DEL, and bidirectional overrides. Captured
+# mail is attacker-controlled: human output shows these as U+FFFD (JSON and --raw keep everything).
+_UNSHOWABLE = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
+                                      *range(0x2066, 0x206A)]}
+_LINES_KEPT = {**_UNSHOWABLE, ord("\n"): "\n", ord("\t"): "\t"}
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """``text`` safe to print on a terminal (``lines``: newlines and tabs kept)."""
+    return text.translate(_LINES_KEPT if lines else _UNSHOWABLE)
 
 
 def error(message: str) -> None:

@@ -27,7 +27,10 @@ from ..search import SearchError
 from ..store import Store
 from ..summary import Summary
 from ..web.mailpit import page_json
-from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, load
+from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, printable
+from .common import no_store as _no_store  # moved to common for diff and dkim (issue 17)
+from .common import open_store as _store
+from .common import resolve_message as _resolve
 
 if TYPE_CHECKING:
     from .common import Commands
@@ -118,26 +121,6 @@ def register(commands: Commands) -> None:
     export.add_argument("--json", action="store_true", help='print {"exported": N, "file": FILE}')
 
 
-def _store(args: argparse.Namespace, *, wait: bool = False) -> Store:
-    """The store the configuration names. It must exist (a command never creates an empty one),
-    unless ``wait``: then the caller waits for a server to create it (see :func:`_appeared`)."""
-    config = load(args)
-    store = Store(config.store.path, max_messages=config.store.max_messages, max_age=config.store.max_age,
-                  tags=config.tags)
-    if not wait and not store.path.is_dir():
-        raise CommandError(_no_store(store.path))
-    return store
-
-
-def _no_store(path: Path) -> str:
-    """Why ``path`` is no store, naming the folder and ``--store``."""
-    where = path.absolute()
-    if path.exists():
-        return f"{where} is not a folder: give the store folder with --store DIR"
-    return (f"no store at {where}: give its folder with --store DIR (or [store] path in --config FILE), "
-            "or start `smtp-sink serve` here first")
-
-
 def _appeared(store: Store) -> bool:
     """Whether the store folder exists yet (wait and watch do not create it: the server does)."""
     return store.path.is_dir()
@@ -171,19 +154,6 @@ def _addr(summary: Summary) -> str:
     if sender is None:
         return summary.mail_from
     return sender.address or sender.name
-
-
-# What a terminal would act on rather than show: C0 and C1 controls (ESC starts escape sequences
-# that can rewrite the screen or the window title), DEL, and bidirectional overrides. Captured
-# mail is attacker-controlled: human output shows these as U+FFFD (JSON and --raw keep everything).
-_UNSHOWABLE = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
-                                      *range(0x2066, 0x206A)]}
-_LINES_KEPT = {**_UNSHOWABLE, ord("\n"): "\n", ord("\t"): "\t"}
-
-
-def printable(text: str, lines: bool = False) -> str:
-    """``text`` safe to print on a terminal (``lines``: newlines and tabs kept)."""
-    return text.translate(_LINES_KEPT if lines else _UNSHOWABLE)
 
 
 def _fit(text: str, width: int) -> str:
@@ -252,18 +222,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"search: {exc}") from None
     _json(page_json(page)) if args.json else print_table(page)
     return EXIT_OK
-
-
-def _resolve(store: Store, ref: str) -> str:
-    try:
-        message_id = store.resolve(ref)
-        store.file(message_id)
-    except _MISSING:
-        where = store.path
-        if ref == "latest":
-            raise CommandError(f"no messages in {where}") from None
-        raise CommandError(f"no message {ref!r} in {where}") from None
-    return message_id
 
 
 def _write_bytes(data: bytes) -> None:
