@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import pkgutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,15 @@ from support.processes import Processes
 from support.servers import Servers
 from support.system import skip_unless_root, tmpfs
 
+import smtp_sink
 from smtp_sink.server import SinkServer
+
+# Every module of the package is imported once, up front: pytester's in-process runs (the plugin,
+# snapshot and DKIM tests) drop the modules first imported inside them, and a module imported
+# again afterwards would hold new objects (aiohttp's AppKeys among them) that the old ones miss.
+for _module in pkgutil.walk_packages(smtp_sink.__path__, "smtp_sink."):
+    if _module.name != "smtp_sink.__main__":
+        importlib.import_module(_module.name)
 
 # The console scripts (smtp-sink, smtp-send) the tests run are those of the Python running the
 # tests, as in an activated virtual environment: `.venv/bin/python -m pytest` finds .venv/bin's.
