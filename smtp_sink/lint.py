@@ -29,6 +29,7 @@ from . import message as display
 from . import trace
 from .addresses import parse_params, split_path
 from .findings import Finding
+from .tls_findings import ACCEPTED, PROBES, probe_reference
 
 __all__ = ["CHECKS", "MAX_LINE", "LintReport", "MailParams", "lint_message", "lint_stored", "message_findings"]
 
@@ -146,7 +147,13 @@ def lint_stored(raw: bytes, mail_params: MailParams | None = None) -> LintReport
     """:func:`lint_message` of a stored file: the envelope from the server's trace block, the
     checks over what the client sent after it."""
     found = trace.read(raw)
-    return LintReport(tuple(lint_message(raw[found.length:], found, mail_params)))
+    findings = lint_message(raw[found.length:], found, mail_params)
+    if found.tls_probe:  # the server's own flag (trace.py): the client took the TLS probe (docs/tls-probe.md)
+        findings.insert(0, Finding(ACCEPTED, "error",
+                                   f"sent over the TLS probe {found.tls_probe!r}: the client accepted "
+                                   f"{PROBES.get(found.tls_probe, 'a bad certificate')}",
+                                   probe_reference(found.tls_probe)))
+    return LintReport(tuple(findings))
 
 
 def lint_message(data: bytes, envelope: trace.Trace | None = None, mail_params: MailParams | None = None

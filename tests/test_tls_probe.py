@@ -386,6 +386,13 @@ def test_the_api_lists_the_findings(start_server: Servers) -> None:
     assert flagged["Helo"] == HELO and flagged["Peer"] == "127.0.0.1" and flagged["Probe"] == "untrusted-ca"
     assert flagged["MessageID"] == server.store.ids()[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", flagged["Time"])
+    # the message's lint names it too (from the server's flag in the file: the API, CLI and plugin alike)
+    lint_url = f"http://127.0.0.1:{server.http_port}/api/v1/message/{flagged['MessageID']}/lint"
+    with urllib.request.urlopen(lint_url, timeout=10) as reply:
+        lint = json.load(reply)
+    first = lint["Findings"][0]
+    assert first["Check"] == "tls-not-verified" and first["Severity"] == "error" and lint["Errors"] >= 1
+    assert "'untrusted-ca'" in first["Evidence"] and "RFC 8314" in first["Reference"]
     with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/api/v1/swagger.json", timeout=10) as reply:
         assert "/api/v1/tls-findings" in json.load(reply)["paths"]
 
