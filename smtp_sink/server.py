@@ -742,7 +742,9 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             if choice == "uvloop":
-                raise RuntimeError("--loop uvloop needs uvloop: pip install 'smtp-sink[fast]'") from None
+                # a dependency on CPython/Linux/macOS (pyproject.toml): missing only on other platforms
+                raise RuntimeError("--loop uvloop needs uvloop, which is not installed for this Python "
+                                   "(pip install uvloop; it exists for CPython on Linux and macOS)") from None
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
