@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["-m", "cProfile", "-o", str(stats)]
             cmd += ["-m", "smtp_sink", "serve", "--no-http", "--host", HOST, "--port", str(port),
                     "--store", str(folder), "--log-level", "warning", "--loop", args.loop]
-            proc = subprocess.Popen(cmd, env=ours_env(), stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, env=ours_env(), stdin=subprocess.DEVNULL, cwd=scratch)  # not this checkout
             try:
                 wait_smtp(port, proc, timeout=300)
                 settle(proc.pid, 0.3)

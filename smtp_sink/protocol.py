@@ -174,7 +174,46 @@ class Policy:
 
 def _valid_helo_name(name: str) -> bool:
     """A HELO/EHLO argument: one non-empty word of printable characters (RFC 5321 section 4.1.1.1)."""
+    if name.isascii() and name.isprintable():  # the usual: printable ASCII, so only a space can be wrong
+        return bool(name) and " " not in name
     return bool(name) and all(" " < ch != "\x7f" for ch in name)
+
+
+_by_hostname: dict[tuple[str, str], Reply] = {}  # the 220 greeting and the 221 to QUIT of a hostname
+
+
+def _host_reply(kind: str, hostname: str) -> Reply:
+    """The greeting (``kind`` "220") or the QUIT reply ("221") naming ``hostname``: made once per
+    server, not once per session."""
+    key = (kind, hostname)
+    made = _by_hostname.get(key)
+    if made is None:
+        made = (reply(Code.READY, f"{hostname} ESMTP smtp-sink {__version__} ready") if kind == "220" else
+                reply(Code.CLOSING, f"{hostname} Service closing transmission channel")).wired()
+        if len(_by_hostname) >= 64:  # hostnames come from the configuration: a few per process
+            _by_hostname.clear()
+        _by_hostname[key] = made
+    return made
+
+
+_ehlo_tails: dict[tuple[int, bool, str], tuple[tuple[str, ...], bytes]] = {}  # see SMTPSession._ehlo
+
+
+def _ehlo_tail(size: int, smtputf8: bool, offers: str) -> tuple[tuple[str, ...], bytes]:
+    """The EHLO lines after the first (the extensions) and their wire form, made once per combination."""
+    key = (size, smtputf8, offers)
+    made = _ehlo_tails.get(key)
+    if made is None:
+        lines = [f"SIZE {size}" if size else "SIZE", "8BITMIME", "PIPELINING"]
+        if smtputf8:
+            lines.append("SMTPUTF8")
+        lines += [line for line in offers.split("\n") if line]
+        lines.append("HELP")
+        wire = "".join(f"250{' ' if i == len(lines) - 1 else '-'}{line}\r\n" for i, line in enumerate(lines))
+        if len(_ehlo_tails) >= 64:
+            _ehlo_tails.clear()
+        made = _ehlo_tails[key] = (tuple(lines), wire.encode())
+    return made
 
 
 def accepted(message_id: str) -> Reply:
@@ -284,7 +323,7 @@ class SMTPSession:
             self._end(end.last)
             return out
         if refusal is None:
-            out.append(reply(Code.READY, f"{self.settings.hostname} ESMTP smtp-sink {__version__} ready"))
+            out.append(_host_reply("220", self.settings.hostname))
         else:
             out.append(refusal)
             self.state = _NO_SERVICE
@@ -562,17 +601,12 @@ class SMTPSession:
             return refusal
         self._greet(arg, esmtp=True)
         settings = self.settings
-        lines = [f"{settings.hostname} Hello {arg} [{self.peer}]"]
-        lines.append(f"SIZE {settings.max_message_size}" if settings.max_message_size else "SIZE")
-        lines += ["8BITMIME", "PIPELINING"]
-        if settings.smtputf8:
-            lines.append("SMTPUTF8")
-        if settings.starttls and not self.tls:
-            lines.append("STARTTLS")
+        offers = "STARTTLS\n" if settings.starttls and not self.tls else ""
         if settings.auth is not AuthMode.OFF and (self.tls or not settings.require_tls):
-            lines.append("AUTH " + " ".join(self.mechanisms))
-        lines.append("HELP")
-        return reply(Code.OK, *lines)
+            offers += "AUTH " + " ".join(self.mechanisms)
+        tail, wire = _ehlo_tail(settings.max_message_size, settings.smtputf8, offers)
+        first = f"{settings.hostname} Hello {arg} [{self.peer}]"
+        return Reply(Code.OK, (first, *tail), f"250-{first}\r\n".encode("utf-8", "replace") + wire)
 
     def _greet(self, name: str, esmtp: bool) -> None:
         self.helo, self.esmtp = name, esmtp
@@ -694,7 +728,7 @@ class SMTPSession:
 
     def _quit(self, arg: str) -> Reply:
         """QUIT: 221, then the session ends."""
-        raise _End(reply(Code.CLOSING, f"{self.settings.hostname} Service closing transmission channel"))
+        raise _End(_host_reply("221", self.settings.hostname))
 
     def _vrfy(self, arg: str) -> Reply:
         """VRFY: what the policy knows of an address."""

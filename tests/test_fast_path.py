@@ -29,7 +29,8 @@ LINES = st.one_of(
         b"MAIL FROM: <a@b.test>", b"RCPT TO: <a@b.test>", b"RCPT TO:<a@b.test> NOTIFY=NEVER",
         b"MAIL FROM:<a@b.test>>", b"RCPT TO:<<a@b.test>", b"MAIL  FROM:<a@b.test>", b"AUTH PLAIN AHUAcA==",
         b"Subject: hi\r\n\r\nbody\r\n.", b".", b"MAIL FROM:<a@b.test>\xff", b"RCPT TO:<\xc3\xbc@d.test>",
-        b"MAIL FROM:<" + b"x" * 600 + b"@b.test>", b"HELP", b"STARTTLS",
+        b"MAIL FROM:<" + b"x" * 600 + b"@b.test>", b"HELP", b"STARTTLS", b"EHLO h\xc3\xbcst", b"EHLO a b",
+        b"EHLO \x7f", b"HELO x\xc2\x85y", b"EHLO",
     ]),
     st.builds(lambda verb, address: verb + address.encode() + b">",
               st.sampled_from([b"MAIL FROM:<", b"RCPT TO:<", b"mail from:<", b"Rcpt To:<"]),
@@ -43,6 +44,8 @@ CONFIGS = {
     "accept-any login": ({"auth": "accept-any"}, None),
     "mailbox policy": ({}, POLICY),
     "small budget": ({"output_budget": 80}, None),
+    "STARTTLS offered, no size limit": ({"starttls": True, "max_message_size": 0}, None),
+    "TLS required for AUTH": ({"auth": "accept-any", "require_tls": True}, None),
 }
 RULES = [
     Rule(stage="mail", code=451, schedule="nth", n=2),
@@ -66,6 +69,9 @@ def wire(outputs: list[object]) -> list[object]:
     seen: list[object] = []
     for item in outputs:
         if isinstance(item, Reply):
+            # a reply whose wire form was made ahead (once per server, address or EHLO variant) is
+            # exactly what encoding its code and lines gives
+            assert item.encode() == Reply(item.code, item.lines).encode()
             seen.append(item.encode())
         elif isinstance(item, MessageReceived):
             env = item.envelope
@@ -154,3 +160,8 @@ def test_over_a_socket_the_replies_are_the_general_paths_bytes(server: SinkServe
         got.append(_exchange(sock, b"Subject: x\r\n\r\nbody\r\n."))
     expected.append(b"250 OK: queued as ")
     assert got[:-1] == expected[:-1] and got[-1].startswith(expected[-1])
+
+
+@given(st.text(max_size=12))
+def test_the_quick_helo_name_check_agrees_with_the_rule(name: str) -> None:
+    assert protocol._valid_helo_name(name) == (bool(name) and all(" " < ch != "\x7f" for ch in name))
