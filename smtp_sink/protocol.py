@@ -73,6 +73,7 @@ _CONNECTED, _NO_SERVICE, _GREETED = State.CONNECTED, State.NO_SERVICE, State.GRE
 _MAIL, _RCPT, _DATA, _QUIT = State.MAIL, State.RCPT, State.DATA, State.QUIT
 _AT_CONNECT, _AT_HELO, _AT_MAIL, _AT_RCPT = Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT
 _AT_DATA, _AT_AFTER_DATA = Stage.DATA, Stage.AFTER_DATA
+_CODE_OK = Code.OK
 
 
 class _Close:
@@ -218,7 +219,8 @@ def _ehlo_tail(size: int, smtputf8: bool, offers: str) -> tuple[tuple[str, ...],
 
 def accepted(message_id: str) -> Reply:
     """The final reply once a message is safely stored."""
-    return reply(Code.OK, f"OK: queued as {message_id}")
+    text = f"OK: queued as {message_id}"
+    return Reply(_CODE_OK, (text,), f"250 {text}\r\n".encode())  # its wire form at once (one per message)
 
 
 def store_failed() -> Reply:

@@ -221,7 +221,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         session = self.session
         if session is not None and session.state is _IN_DATA:
             return self.server.read_buffer
-        return self.server.read_buffer[:READ_COMMANDS]
+        return self.server.read_commands
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` were read into the shared buffer."""
@@ -489,6 +489,7 @@ class SMTPServer:
         self.connections: set[SMTPConnection] = set()
         self.max_connections = smtp.max_connections  # lowered at start when open files are short
         self.read_buffer = memoryview(bytearray(READ_DATA))  # every connection reads into it (see SMTPConnection)
+        self.read_commands = self.read_buffer[:READ_COMMANDS]  # its start, for reads in command mode (made once)
         self._backlog = BACKLOG
         self._runnable: collections.deque[SMTPConnection] = collections.deque()  # see run_later
         self._draining = False

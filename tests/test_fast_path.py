@@ -165,3 +165,9 @@ def test_over_a_socket_the_replies_are_the_general_paths_bytes(server: SinkServe
 @given(st.text(max_size=12))
 def test_the_quick_helo_name_check_agrees_with_the_rule(name: str) -> None:
     assert protocol._valid_helo_name(name) == (bool(name) and all(" " < ch != "\x7f" for ch in name))
+
+
+def test_replies_made_ahead_encode_as_their_lines() -> None:
+    for made in (protocol.accepted("01JDQ9ZP3X8V2Y5K7M4N6R8T0W"), protocol._host_reply("220", "h.test"),
+                 protocol._host_reply("221", "h.test"), protocol._OK, protocol._START_INPUT):
+        assert made.wire and made.encode() == Reply(made.code, made.lines).encode()
