@@ -431,6 +431,9 @@ class SMTPSession:
             self._command(line)
             if self._tls_starting:
                 return  # after STARTTLS, pipelined plaintext is discarded (RFC 3207 section 4.2)
+            if pos == len(buf):  # the usual: that was the last line read (what the next turn finds)
+                self._buf = b""
+                return
 
     def _end(self, last: Reply | None) -> None:
         """The one place a session ends (QUIT, a disconnect or 421 rule): ``last``, then CLOSE.

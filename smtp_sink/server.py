@@ -156,6 +156,8 @@ def tune_malloc() -> list[str]:
         if f"MALLOC_{name[2:]}_" not in os.environ and mallopt(param, value) == 1:
             applied.append(name)
     return applied
+
+
 _IN_DATA = State.DATA  # read per received chunk: a module constant, not an Enum class attribute (slower)
 
 
