@@ -73,7 +73,7 @@ _CONNECTED, _NO_SERVICE, _GREETED = State.CONNECTED, State.NO_SERVICE, State.GRE
 _MAIL, _RCPT, _DATA, _QUIT = State.MAIL, State.RCPT, State.DATA, State.QUIT
 _AT_CONNECT, _AT_HELO, _AT_MAIL, _AT_RCPT = Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT
 _AT_DATA, _AT_AFTER_DATA = Stage.DATA, Stage.AFTER_DATA
-_CODE_OK = Code.OK
+_CODE_OK, _AUTH_USERS = Code.OK, AuthMode.USERS
 
 
 class _Close:
@@ -520,7 +520,7 @@ class SMTPSession:
         state = self.state
         if state is _GREETED:
             if (raw[:11] != b"MAIL FROM:<" or raw.find(b">") != len(raw) - 1 or len(raw) + 2 > MAIL_LINE_MAX
-                    or not raw.isascii() or (self.settings.auth is AuthMode.USERS and self.auth_user is None)):
+                    or not raw.isascii() or (self.settings.auth is _AUTH_USERS and self.auth_user is None)):
                 return False
             known = _mailbox(raw[11:-1].decode("ascii"))
             if known is None:
