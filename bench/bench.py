@@ -21,6 +21,11 @@ from .tools import CACHE, SMTP_SOURCE, BenchError, loadavg, machine, median, ver
 from .workloads import WORKLOADS, Run, loopback_reference, run_once
 
 PARTS = ("a", "b", "c", "d", "memory", "inspect")
+DEFAULT_PARTS = ("a", "b", "c", "d", "memory")  # issue 18's figures; inspect (several minutes more) on request
+# issue 18's targets for one process: (part, the other server, ours/theirs at least); "socat": (d)'s reference
+TARGETS = [("a", "postfix-d", 1.0), ("b", "postfix-d", 1.0), ("c", "postfix-d", 1.3), ("d", "socat", 0.5)] + [
+    (part, other, floor) for other, floor in (("aiosmtpd-mailbox", 3.0), ("maildev", 1.0)) for part in "abcd"]
+RSS_GROWTH_MAX_MB = 20.0
 MB = 1_000_000
 
 
@@ -28,8 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small counts and one run: a smoke test of the harness, not figures to quote")
-    parser.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
-                        help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
+    parser.add_argument("--only", default=",".join(DEFAULT_PARTS), metavar="PARTS",
+                        help=f"comma-separated parts to run, of {','.join(PARTS)} (default {','.join(DEFAULT_PARTS)})")
     parser.add_argument("--servers", default=",".join(s.key for s in SERVERS), metavar="KEYS",
                         help=f"comma-separated servers (default all: {','.join(s.key for s in SERVERS)})")
     parser.add_argument("--runs", type=int, metavar="N", help="runs per figure, the median is printed (default 3)")
@@ -73,7 +78,8 @@ def run_throughput(args: argparse.Namespace, work: Path, results: dict) -> None:
                 if server.key in failed:
                     continue
                 try:
-                    run = run_once(server, workload, work, peak_rss=server.key.startswith(OURS) and key == "b")
+                    run = run_once(server, workload, work, peak_rss=server.key.startswith(OURS) and key == "b",
+                                   noop=key == "b" and server.key in NOOP_SERVERS)
                 except BenchError as exc:
                     failed[server.key] = str(exc)
                     print(f"  {server.label:42} run {n + 1}: FAILED: {exc}", flush=True)
@@ -81,8 +87,11 @@ def run_throughput(args: argparse.Namespace, work: Path, results: dict) -> None:
                 runs[server.key].append(run)
                 figure = f"{run.mbps:8.1f} MiB/s" if key == "d" else f"{run.rate:8.0f} msg/s"
                 user, system = run.cpu_per_message
+                noop = "" if not run.noop else (
+                    f"; NOOP of another client: p99 {_percentile(run.noop, 99) * 1e3:.2f} ms, "
+                    f"max {max(run.noop) * 1e3:.2f} ms of {len(run.noop)}")
                 print(f"  {server.label:42} run {n + 1}: {figure} ({run.seconds:.2f} s; server CPU per message: "
-                      f"user {user:,.0f} us, system {system:,.0f} us)", flush=True)
+                      f"user {user:,.0f} us, system {system:,.0f} us{noop})", flush=True)
         entry: dict = {"workload": workload.describe(), "load_after": loadavg(), "servers": {}}
         for server in servers:
             if server.key in failed:
@@ -96,6 +105,12 @@ def run_throughput(args: argparse.Namespace, work: Path, results: dict) -> None:
                 "cpu_user_us": median([r.cpu_per_message[0] for r in got]),
                 "cpu_sys_us": median([r.cpu_per_message[1] for r in got]),
             }
+            timed = [r for r in got if r.noop]
+            if timed:  # NOOP round trips of a separate client during the run, all runs pooled
+                pooled = sorted(t for r in timed for t in r.noop or ())
+                entry["servers"][server.key]["noop_ms"] = {
+                    "p50": _percentile(pooled, 50) * 1e3, "p99": _percentile(pooled, 99) * 1e3,
+                    "max": pooled[-1] * 1e3, "count": len(pooled)}
             if got and got[0].peak_rss is not None:
                 entry["servers"][server.key]["peak_rss_mb"] = median([r.peak_rss / MB for r in got])  # type: ignore
         if key == "d":
@@ -108,6 +123,15 @@ def run_throughput(args: argparse.Namespace, work: Path, results: dict) -> None:
                 entry["socat"] = {"failed": str(exc)}
         print(f"  load average after: {entry['load_after']}", flush=True)
         results["throughput"][key] = entry
+
+
+NOOP_SERVERS = ("ours", "ours-asyncio", "postfix-d")  # item 5: NOOP round trips timed during (b)
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))]
 
 
 def print_table(results: dict) -> None:
@@ -157,12 +181,48 @@ def print_table(results: dict) -> None:
             else:
                 cells.append(f"{got['cpu_user_us']:,.0f} + {got['cpu_sys_us']:,.0f}")
         print(f"| {server.label} | " + " | ".join(cells) + " |")
+    noop = {key: got["noop_ms"] for k in keys for key, got in throughput[k]["servers"].items() if "noop_ms" in got}
+    if noop:
+        print("\n## Latency under load: a separate client's NOOP round trips while (b) runs (all runs pooled)\n")
+        print("| server | p50 ms | p99 ms | max ms | round trips |")
+        print("|---|---|---|---|---|")
+        for server in [s for s in SERVERS if s.key in noop]:
+            got = noop[server.key]
+            print(f"| {server.label} | {got['p50']:.2f} | {got['p99']:.2f} | {got['max']:.2f} | {got['count']:,} |")
     for k in keys:
         for key, got in throughput[k]["servers"].items():
             if "failed" in got:
                 print(f"\nFAILED ({k}) {BY_KEY[key].label}: {got['failed']}")
             if "peak_rss_mb" in got:
                 print(f"\nPeak RSS (VmHWM) of {BY_KEY[key].label} during ({k}): {got['peak_rss_mb']:.1f} MB")
+
+
+def print_targets(results: dict) -> None:
+    """Each of issue 18's one-process targets that this run measured: the ratio and met or not."""
+    throughput, rows = results["throughput"], []
+    for part, other, floor in TARGETS:
+        entry = throughput.get(part)
+        if entry is None:
+            continue
+        unit = "mib_per_s" if part == "d" else "msg_per_s"
+        ours = entry["servers"].get(OURS, {}).get(unit)
+        theirs = (entry.get("socat") if other == "socat" else entry["servers"].get(other, {})) or {}
+        if ours is None or not theirs.get(unit):
+            continue
+        ratio = ours / theirs[unit]
+        label = "socat" if other == "socat" else BY_KEY[other].label
+        verdict = "met" if ratio >= floor else "NOT MET"
+        rows.append(f"| ({part}) ours / {label} >= {floor:g} | {ratio:.2f} | {verdict} |")
+    memory = results.get("memory", {})
+    if "growth_mb" in memory:
+        growth = memory["growth_mb"]
+        rows.append(f"| RSS growth {memory['first']:,} -> {memory['total']:,} messages < {RSS_GROWTH_MAX_MB:g} MB | "
+                    f"{growth:+.1f} MB | {'met' if growth < RSS_GROWTH_MAX_MB else 'NOT MET'} |")
+    if rows:
+        print("\n## Issue 18's targets (one process)\n")
+        print("| target | this run | |")
+        print("|---|---|---|")
+        print("\n".join(rows))
 
 
 def print_inspection(results: dict) -> None:
@@ -242,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nMemory (ours, default loop): RSS {m['rss_first_mb']:.1f} MB after {m['first']:,} messages, "
                   f"{m['rss_total_mb']:.1f} MB after {m['total']:,} (growth {m['growth_mb']:+.1f} MB), "
                   f"peak {m['hwm_mb']:.1f} MB")
+    print_targets(results)
     print_inspection(results)
     print(f"\nload average: start {results['load_start']}, end {results['load_end']}")
     if args.json:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark smtp-sink against Postfix's smtp-sink, aiosmtpd and MailDev, driven by Postfix's
 # smtp-source. One command from a fresh clone (as root, non-interactive):
-#     bench/run.sh            the full run (about 15-20 minutes on 2 cores)
+#     bench/run.sh            issue 18's figures: (a)-(d), NOOP latency, memory (about 9 minutes on 2 cores)
 #     bench/run.sh --quick    small counts, one run: checks the harness in about a minute
-#     bench/run.sh --only a,b --servers ours,postfix-d
+#     bench/run.sh --only a,b --servers ours,postfix-d     (--only inspect: the inspection figures)
 # Everything it fetches goes into bench/.cache/ (git-ignored); it installs only what is missing:
 # Postfix's binaries extracted from the Debian package (no mail system is installed), socat (apt),
 # MailDev (npm), and this package with its extras (pip: uvloop, aiosmtpd).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -54,6 +56,7 @@ class Run:
     peak_rss: int | None = None
     cpu_user: float = 0.0
     cpu_sys: float = 0.0
+    noop: list[float] | None = None  # seconds of each NOOP round trip of a separate client during the run
 
     @property
     def cpu_per_message(self) -> tuple[float, float]:
@@ -103,15 +106,71 @@ def verify(server: Server, folder: Path, expected: int, size: int, timeout: floa
         raise BenchError(f"{server.label} stored {total} bytes, less than {expected} x {size}")
 
 
-def run_once(server: Server, workload: Workload, work: Path, peak_rss: bool = False) -> Run:
-    """Start the server with an empty folder, drive it, verify what it stored, stop it."""
+class NoopProbe:
+    """A separate client timing ``NOOP`` round trips (one every PERIOD seconds) while a load runs."""
+
+    PERIOD = 0.002
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reply()  # 220
+        self.sock.sendall(b"EHLO probe.test\r\n")
+        self._reply()
+        self.times: list[float] = []
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _reply(self) -> bytes:
+        got = b""
+        while not got.endswith(b"\r\n") or got.splitlines()[-1][3:4] == b"-":
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise BenchError("the NOOP client's connection closed")
+            got += chunk
+        return got
+
+    def _run(self) -> None:
+        clock = time.perf_counter
+        try:
+            while not self._stop.wait(self.PERIOD):
+                start = clock()
+                self.sock.sendall(b"NOOP\r\n")
+                if not self._reply().startswith(b"250"):
+                    raise BenchError("NOOP was not answered 250")
+                self.times.append(clock() - start)
+        except (OSError, BenchError) as exc:
+            self.error = str(exc)
+
+    def __enter__(self) -> NoopProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"QUIT\r\n")
+        self.sock.close()
+        if self.error:
+            raise BenchError(f"NOOP client: {self.error}")
+
+
+def run_once(server: Server, workload: Workload, work: Path, peak_rss: bool = False, noop: bool = False) -> Run:
+    """Start the server with an empty folder, drive it, verify what it stored, stop it. ``noop``: a
+    separate client times NOOP round trips meanwhile (:class:`NoopProbe`)."""
     folder = work / f"{server.key}-{workload.key}"
     shutil.rmtree(folder, ignore_errors=True)
     port = free_port()
     proc = server.start(port, folder)
+    probe: NoopProbe | None = None
     try:
+        probe = NoopProbe(port) if noop else None
         user, system = proc_cpu(proc.pid)
-        seconds = smtp_source(port, workload.messages, workload.size, workload.sessions, workload.keep_connection)
+        with probe or contextlib.nullcontext():
+            seconds = smtp_source(port, workload.messages, workload.size, workload.sessions,
+                                  workload.keep_connection)
         user_after, system_after = proc_cpu(proc.pid)
         verify(server, folder, workload.messages, workload.size)
         hwm = proc_status(proc.pid, "VmHWM") if peak_rss else None
@@ -121,7 +180,7 @@ def run_once(server: Server, workload: Workload, work: Path, peak_rss: bool = Fa
         stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
     return Run(seconds, workload.messages, workload.messages * workload.size, hwm, user_after - user,
-               system_after - system)
+               system_after - system, probe.times if probe is not None else None)
 
 
 def loopback_reference(workload: Workload, work: Path) -> Run:

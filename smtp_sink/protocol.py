@@ -67,6 +67,15 @@ class State(Enum):
     QUIT = "quit"  # QUIT answered or the session was closed
 
 
+# The members as module constants for the per-command code: on Python 3.11 reading an attribute of
+# an Enum class goes through EnumType.__getattr__'s hook (about 0.1 us, a dozen times per message).
+_CONNECTED, _NO_SERVICE, _GREETED = State.CONNECTED, State.NO_SERVICE, State.GREETED
+_MAIL, _RCPT, _DATA, _QUIT = State.MAIL, State.RCPT, State.DATA, State.QUIT
+_AT_CONNECT, _AT_HELO, _AT_MAIL, _AT_RCPT = Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT
+_AT_DATA, _AT_AFTER_DATA = Stage.DATA, Stage.AFTER_DATA
+_CODE_OK, _AUTH_USERS = Code.OK, AuthMode.USERS
+
+
 class _Close:
     """Marker: the caller must close the connection after sending what came before."""
 
@@ -167,12 +176,52 @@ class Policy:
 
 def _valid_helo_name(name: str) -> bool:
     """A HELO/EHLO argument: one non-empty word of printable characters (RFC 5321 section 4.1.1.1)."""
+    if name.isascii() and name.isprintable():  # the usual: printable ASCII, so only a space can be wrong
+        return bool(name) and " " not in name
     return bool(name) and all(" " < ch != "\x7f" for ch in name)
+
+
+_by_hostname: dict[tuple[str, str], Reply] = {}  # the 220 greeting and the 221 to QUIT of a hostname
+
+
+def _host_reply(kind: str, hostname: str) -> Reply:
+    """The greeting (``kind`` "220") or the QUIT reply ("221") naming ``hostname``: made once per
+    server, not once per session."""
+    key = (kind, hostname)
+    made = _by_hostname.get(key)
+    if made is None:
+        made = (reply(Code.READY, f"{hostname} ESMTP smtp-sink {__version__} ready") if kind == "220" else
+                reply(Code.CLOSING, f"{hostname} Service closing transmission channel")).wired()
+        if len(_by_hostname) >= 64:  # hostnames come from the configuration: a few per process
+            _by_hostname.clear()
+        _by_hostname[key] = made
+    return made
+
+
+_ehlo_tails: dict[tuple[int, bool, str], tuple[tuple[str, ...], bytes]] = {}  # see SMTPSession._ehlo
+
+
+def _ehlo_tail(size: int, smtputf8: bool, offers: str) -> tuple[tuple[str, ...], bytes]:
+    """The EHLO lines after the first (the extensions) and their wire form, made once per combination."""
+    key = (size, smtputf8, offers)
+    made = _ehlo_tails.get(key)
+    if made is None:
+        lines = [f"SIZE {size}" if size else "SIZE", "8BITMIME", "PIPELINING"]
+        if smtputf8:
+            lines.append("SMTPUTF8")
+        lines += [line for line in offers.split("\n") if line]
+        lines.append("HELP")
+        wire = "".join(f"250{' ' if i == len(lines) - 1 else '-'}{line}\r\n" for i, line in enumerate(lines))
+        if len(_ehlo_tails) >= 64:
+            _ehlo_tails.clear()
+        made = _ehlo_tails[key] = (tuple(lines), wire.encode())
+    return made
 
 
 def accepted(message_id: str) -> Reply:
     """The final reply once a message is safely stored."""
-    return reply(Code.OK, f"OK: queued as {message_id}")
+    text = f"OK: queued as {message_id}"
+    return Reply(_CODE_OK, (text,), f"250 {text}\r\n".encode())  # its wire form at once (one per message)
 
 
 def store_failed() -> Reply:
@@ -197,6 +246,31 @@ def _cost(outputs: list[Output], start: int) -> int:
     return total
 
 
+MAILBOX_CACHE = 512  # addresses whose parse _mailbox keeps (then it starts over: bounded memory)
+_mailboxes: dict[str, tuple[str, Reply, Reply] | None] = {}
+
+
+def _mailbox(path: str) -> tuple[str, Reply, Reply] | None:
+    """A path of a fast-path MAIL/RCPT (brackets removed, ASCII): its mailbox and the 250 replies to
+    MAIL and RCPT (their wire bytes made once), or None when it is empty, ``postmaster`` or does
+    not parse (the general path answers). Remembered for the next transactions, which mostly
+    name the same few addresses."""
+    known = _mailboxes.get(path, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    try:
+        address = parse_mailbox(path) if path and path.lower() != "postmaster" else None
+    except AddressError:
+        address = None
+    known = None if address is None else (
+        address, reply(Code.OK, f"<{address}>... Sender ok").wired(),
+        reply(Code.OK, f"<{address}>... Recipient ok").wired())
+    if len(_mailboxes) >= MAILBOX_CACHE:
+        _mailboxes.clear()
+    _mailboxes[path] = known
+    return known
+
+
 class _End(Exception):
     """The session ends: after QUIT (221), or when a fault rule disconnects (no reply) or sends 421.
     Raised wherever that happens and handled in one place (:meth:`SMTPSession._end`)."""
@@ -218,7 +292,7 @@ class SMTPSession:
         self.settings = settings
         self.policy = policy or Policy()
         self.peer = peer
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
         self.helo = ""
         self.esmtp = False
         self.tls = tls  # the connection is encrypted (implicit TLS, or after STARTTLS)
@@ -240,6 +314,7 @@ class SMTPSession:
         self._reader: DataReader | None = None  # the message being read, in State.DATA
         self._out: list[Output] = []
         self._drop = False  # a store-then-drop rule fired at the end of DATA (see _fault)
+        self.fast = True  # the fast path for MAIL/RCPT/DATA (see _fast_command); False: the table only
 
     # -- entry points -------------------------------------------------------------------
 
@@ -247,15 +322,15 @@ class SMTPSession:
         """What to send on connect: the 220 banner, or what a connect fault rule says."""
         out = self._out = []
         try:
-            refusal = self._fault(Stage.CONNECT)
+            refusal = self._fault(_AT_CONNECT)
         except _End as end:
             self._end(end.last)
             return out
         if refusal is None:
-            out.append(reply(Code.READY, f"{self.settings.hostname} ESMTP smtp-sink {__version__} ready"))
+            out.append(_host_reply("220", self.settings.hostname))
         else:
             out.append(refusal)
-            self.state = State.NO_SERVICE
+            self.state = _NO_SERVICE
         return out
 
     def feed(self, data: bytes) -> list[Output]:
@@ -267,7 +342,7 @@ class SMTPSession:
         reads nothing meanwhile), so a flood of pipelined commands costs bounded memory.
         """
         out = self._out = []
-        if self.state is State.QUIT:
+        if self.state is _QUIT:
             return out
         buf, pos = self._buf, self._pos
         if data:
@@ -286,7 +361,7 @@ class SMTPSession:
     @property
     def partial_line(self) -> bool:
         """A command line has begun and not ended (the caller gives it a deadline)."""
-        return (not self.pending and self.state is not State.DATA and self.state is not State.QUIT
+        return (not self.pending and self.state is not _DATA and self.state is not _QUIT
                 and (bool(self._buf) or self._discarding))
 
     @property
@@ -303,13 +378,13 @@ class SMTPSession:
         """The TLS handshake after STARTTLS succeeded: start over (RFC 3207 section 4.2)."""
         self._tls_starting = False
         self.tls = True
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
         self.helo, self.esmtp, self.auth_user = "", False, None
         self._reset_transaction()
 
     def close(self) -> None:
         """Mark the session closed (the connection is gone); a message in progress is dropped."""
-        self.state = State.QUIT
+        self.state = _QUIT
         self._reader = None
         self._buf, self._pos, self.pending = b"", 0, False
 
@@ -321,7 +396,8 @@ class SMTPSession:
         budget, spent, counted = self.settings.output_budget, 0, 0
         transcript = self.transcript
         while True:
-            if budget and len(out) > counted:
+            # The budget can only stop a feed with input left: count the replies then (same totals).
+            if budget and len(out) > counted and pos < len(buf):
                 spent += _cost(out, counted)
                 counted = len(out)
                 if spent >= budget and pos < len(buf):
@@ -331,6 +407,8 @@ class SMTPSession:
                     return
             reader = self._reader
             if reader is not None:
+                if pos >= len(buf):
+                    return  # nothing of the message yet (DATA was the last line)
                 rest = self._read_data(reader, buf[pos:] if pos else buf)
                 if rest is None:
                     return
@@ -355,6 +433,9 @@ class SMTPSession:
             self._command(line)
             if self._tls_starting:
                 return  # after STARTTLS, pipelined plaintext is discarded (RFC 3207 section 4.2)
+            if pos == len(buf):  # the usual: that was the last line read (what the next turn finds)
+                self._buf = b""
+                return
 
     def _end(self, last: Reply | None) -> None:
         """The one place a session ends (QUIT, a disconnect or 421 rule): ``last``, then CLOSE.
@@ -368,7 +449,7 @@ class SMTPSession:
         """The fault rule for ``stage``, if one fires: its refusal is returned (the handler sends it
         instead of going on); a delay or throttle goes out now and the session goes on; a disconnect
         or a 421 ends the session (:class:`_End`)."""
-        if sender is None and stage is not Stage.CONNECT and stage is not Stage.HELO:
+        if sender is None and stage is not _AT_CONNECT and stage is not _AT_HELO:
             sender = self.envelope.mail_from
         if recipients is None:
             recipients = self.envelope.rcpt_to
@@ -412,6 +493,8 @@ class SMTPSession:
         if self._sasl is not None:
             self._out.append(self._sasl_response(raw))
             return
+        if self.fast and self._fast_command(raw):
+            return
         verb_end = raw.find(b" ")
         name = (raw if verb_end < 0 else raw[:verb_end]).decode("ascii", "replace").upper()
         if len(raw) + 2 > LINE_LIMITS.get(name, COMMAND_LINE_MAX):
@@ -433,11 +516,43 @@ class SMTPSession:
         if self._tls_starting:
             self._out.append(START_TLS)
 
+    def _fast_command(self, raw: bytes) -> bool:
+        """The common commands, ``MAIL FROM:<a>``, ``RCPT TO:<b>`` (upper case, no parameters, ASCII)
+        and ``DATA`` in the states where the table lets them run, without the general parsing:
+        True when handled. Anything else (or an address that does not parse) returns False and
+        goes the general way, which gives the same replies (tests/test_fast_path.py compares the
+        two on generated sessions)."""
+        state = self.state
+        if state is _GREETED:
+            if (raw[:11] != b"MAIL FROM:<" or raw.find(b">") != len(raw) - 1 or len(raw) + 2 > MAIL_LINE_MAX
+                    or not raw.isascii() or (self.settings.auth is _AUTH_USERS and self.auth_user is None)):
+                return False
+            known = _mailbox(raw[11:-1].decode("ascii"))
+            if known is None:
+                return False
+            self._out.append(self._open_transaction(known[0], False, known[1]))
+            return True
+        if state is _RCPT or state is _MAIL:
+            if raw == b"DATA":
+                if state is _MAIL:
+                    return False  # 503 or 554: the table says which
+                self._out.append(self._data(""))
+                return True
+            if (raw[:9] != b"RCPT TO:<" or raw.find(b">") != len(raw) - 1 or len(raw) + 2 > MAIL_LINE_MAX
+                    or not raw.isascii()):
+                return False
+            known = _mailbox(raw[9:-1].decode("ascii"))
+            if known is None:
+                return False
+            self._out.append(self._add_recipient(known[0], known[2]))
+            return True
+        return False
+
     def _refusal(self, verb: Verb) -> Reply | None:
         """The table's answer when ``verb`` may not run now (None: run its handler). In order: not
         offered (502/454), out of sequence because of a flag (TLS on, logged in...), out of
         sequence in this state. After a refused greeting only the state counts: only QUIT is served."""
-        if self.state is not State.NO_SERVICE:
+        if self.state is not _NO_SERVICE:
             if verb.unavailable is not None:
                 unavailable = verb.unavailable(self.settings)
                 if unavailable is not None:
@@ -462,7 +577,7 @@ class SMTPSession:
     @property
     def no_valid_recipients(self) -> bool:
         """A transaction whose every recipient was refused (DATA gets 554, RFC 5321 section 3.3)."""
-        return self._refused_rcpt > 0 and self.state is State.MAIL
+        return self._refused_rcpt > 0 and self.state is _MAIL
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -481,7 +596,7 @@ class SMTPSession:
         """HELO: greet without extensions."""
         if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: HELO <hostname>")
-        refusal = self._fault(Stage.HELO)
+        refusal = self._fault(_AT_HELO)
         if refusal is not None:
             return refusal
         self._greet(arg, esmtp=False)
@@ -491,26 +606,21 @@ class SMTPSession:
         """EHLO: greet and list the extensions."""
         if not _valid_helo_name(arg):
             return reply(Code.PARAMETER_SYNTAX, "Syntax: EHLO <hostname>")
-        refusal = self._fault(Stage.HELO)
+        refusal = self._fault(_AT_HELO)
         if refusal is not None:
             return refusal
         self._greet(arg, esmtp=True)
         settings = self.settings
-        lines = [f"{settings.hostname} Hello {arg} [{self.peer}]"]
-        lines.append(f"SIZE {settings.max_message_size}" if settings.max_message_size else "SIZE")
-        lines += ["8BITMIME", "PIPELINING"]
-        if settings.smtputf8:
-            lines.append("SMTPUTF8")
-        if settings.starttls and not self.tls:
-            lines.append("STARTTLS")
+        offers = "STARTTLS\n" if settings.starttls and not self.tls else ""
         if settings.auth is not AuthMode.OFF and (self.tls or not settings.require_tls):
-            lines.append("AUTH " + " ".join(self.mechanisms))
-        lines.append("HELP")
-        return reply(Code.OK, *lines)
+            offers += "AUTH " + " ".join(self.mechanisms)
+        tail, wire = _ehlo_tail(settings.max_message_size, settings.smtputf8, offers)
+        first = f"{settings.hostname} Hello {arg} [{self.peer}]"
+        return Reply(Code.OK, (first, *tail), f"250-{first}\r\n".encode("utf-8", "replace") + wire)
 
     def _greet(self, name: str, esmtp: bool) -> None:
         self.helo, self.esmtp = name, esmtp
-        self.state = State.GREETED
+        self.state = _GREETED
         self._reset_transaction()
 
     def _mail(self, arg: str) -> Reply:
@@ -535,13 +645,18 @@ class SMTPSession:
             smtputf8 = smtputf8 or key == "SMTPUTF8"
         if not smtputf8 and not address.isascii():
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "Non-ASCII address needs the SMTPUTF8 parameter")
-        refusal = self._fault(Stage.MAIL, sender=address) or self.policy.check_sender(self.envelope, address)
+        return self._open_transaction(address, smtputf8)
+
+    def _open_transaction(self, address: str, smtputf8: bool, ok: Reply | None = None) -> Reply:
+        """A MAIL command that parsed: the fault rules and the policy decide (``ok``: the 250 to send)."""
+        refusal = self._fault(_AT_MAIL, sender=address) or self.policy.check_sender(self.envelope, address)
         if refusal is not None:
             return refusal
-        self.envelope.mail_from = address
-        self.envelope.smtputf8 = smtputf8
-        self.state = State.MAIL
-        return reply(Code.OK, f"<{address}>... Sender ok")
+        envelope = self.envelope
+        envelope.mail_from = address
+        envelope.smtputf8 = smtputf8
+        self.state = _MAIL
+        return ok or reply(Code.OK, f"<{address}>... Sender ok")
 
     def _mail_param(self, key: str, value: str | None) -> Reply | None:
         """Check one MAIL parameter: None when it is accepted, else the refusal."""
@@ -579,6 +694,10 @@ class SMTPSession:
             return reply(Code.PARAMETER_SYNTAX, f"Syntax error in RCPT TO: {exc}")
         if params:
             return reply(Code.PARAMETERS_NOT_RECOGNIZED, f"RCPT parameter {next(iter(params))} not recognized")
+        return self._add_recipient(address)
+
+    def _add_recipient(self, address: str, ok: Reply | None = None) -> Reply:
+        """A RCPT command that parsed: limits, fault rules and the policy decide (``ok``: the 250 to send)."""
         if not self.envelope.smtputf8 and not address.isascii():
             self._refused_rcpt += 1
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "Non-ASCII address needs the SMTPUTF8 parameter")
@@ -586,40 +705,40 @@ class SMTPSession:
         if limit and len(self.envelope.rcpt_to) >= limit:
             self._refused_rcpt += 1
             return reply(Code.INSUFFICIENT_STORAGE, f"Too many recipients (limit {limit})")
-        decision = self._fault(Stage.RCPT, recipients=[address]) or self.policy.check_recipient(self.envelope, address)
+        decision = self._fault(_AT_RCPT, recipients=[address]) or self.policy.check_recipient(self.envelope, address)
         if decision is not None and decision.code >= 300:
             self._refused_rcpt += 1
             return decision
         self.envelope.rcpt_to.append(address)
         if decision is not None and decision.code == Code.WILL_FORWARD:
             self.envelope.rcpt_to.extend(self.policy.forwarded(address))
-        self.state = State.RCPT
-        return decision or reply(Code.OK, f"<{address}>... Recipient ok")
+        self.state = _RCPT
+        return decision or ok or reply(Code.OK, f"<{address}>... Recipient ok")
 
     def _data(self, arg: str) -> Reply:
         """DATA: 354, then the message is read (see :class:`~smtp_sink.data_reader.DataReader`)."""
-        refusal = self._fault(Stage.DATA) or self.policy.check_data(self.envelope)
+        refusal = self._fault(_AT_DATA) or self.policy.check_data(self.envelope)
         if refusal is not None:
             return refusal
-        self.state = State.DATA
+        self.state = _DATA
         self.data_phase += 1
         self._reader = DataReader(self.settings.max_message_size)
-        return reply(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>")
+        return _START_INPUT
 
     def _rset(self, arg: str) -> Reply:
         """RSET: abort the transaction."""
-        if self.state is not State.CONNECTED:
-            self.state = State.GREETED
+        if self.state is not _CONNECTED:
+            self.state = _GREETED
         self._reset_transaction()
-        return reply(Code.OK, "OK")
+        return _OK
 
     def _noop(self, arg: str) -> Reply:
         """NOOP: 250 (an argument is allowed and ignored, RFC 5321 section 4.1.1.9)."""
-        return reply(Code.OK, "OK")
+        return _OK
 
     def _quit(self, arg: str) -> Reply:
         """QUIT: 221, then the session ends."""
-        raise _End(reply(Code.CLOSING, f"{self.settings.hostname} Service closing transmission channel"))
+        raise _End(_host_reply("221", self.settings.hostname))
 
     def _vrfy(self, arg: str) -> Reply:
         """VRFY: what the policy knows of an address."""
@@ -742,8 +861,8 @@ class SMTPSession:
         """The end of DATA: the after-data rule, then the message (``data``; None: too large, 552)."""
         envelope = self.envelope
         # The after-data rule runs while the state is still DATA (an error there is inside the transaction).
-        refusal = None if data is None else self._fault(Stage.AFTER_DATA, envelope.rcpt_to, envelope.mail_from)
-        self.state = State.GREETED
+        refusal = None if data is None else self._fault(_AT_AFTER_DATA, envelope.rcpt_to, envelope.mail_from)
+        self.state = _GREETED
         self._reset_transaction()
         if data is None:
             limit = self.settings.max_message_size
@@ -786,11 +905,14 @@ def _refused(**why: str) -> dict[State, Reply]:
     """The 503 replies of a verb, ``STATE="why"`` for each state it is out of sequence in. After a
     refused greeting every verb but QUIT is (RFC 5321 section 3.1)."""
     refused = {State[name]: _bad_sequence(text) for name, text in why.items()}
-    refused[State.NO_SERVICE] = _bad_sequence("no service here, send QUIT")
+    refused[_NO_SERVICE] = _bad_sequence("no service here, send QUIT")
     return refused
 
 
-_NOT_IMPLEMENTED = reply(Code.NOT_IMPLEMENTED, "Command not implemented")
+_NOT_IMPLEMENTED = reply(Code.NOT_IMPLEMENTED, "Command not implemented").wired()
+# Replies whose text never changes: their wire bytes are made once (see Reply.wired).
+_OK = reply(Code.OK, "OK").wired()
+_START_INPUT = reply(Code.START_MAIL_INPUT, "Start mail input; end with <CRLF>.<CRLF>").wired()
 
 
 def _starttls_unavailable(settings: Settings) -> Reply | None:

@@ -10,7 +10,7 @@ sends it. The README's reply-code table is rendered from it
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 
@@ -183,9 +183,18 @@ class Reply:
 
     code: int
     lines: tuple[str, ...]
+    wire: bytes = field(default=b"", compare=False, repr=False)  # the wire form when made once (wired())
+
+    def wired(self) -> Reply:
+        """This reply with its wire form made now: for a reply sent again and again (made once per
+        server or per address instead of once per reply)."""
+        return Reply(self.code, self.lines, self._encode())
 
     def encode(self) -> bytes:
         """Wire form: ``250-first``/``250 last`` lines, each ending in CRLF."""
+        return self.wire or self._encode()
+
+    def _encode(self) -> bytes:
         lines = self.lines
         code = _CODE_TEXT.get(self.code) or str(self.code)
         if len(lines) == 1:  # the usual case: one line, no loop

@@ -135,6 +135,33 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 _TRIM = _malloc_trim()
 
+# glibc's malloc for large messages (issue 18): a 10 MiB message is read into a growing buffer; by
+# default glibc serves such sizes with fresh mmap()s and gives freed memory back at once, so every
+# message touches fresh pages (hundreds to thousands of page faults each). Keeping up to 128 MiB of
+# freed heap and serving up to 32 MiB from it lets the next message reuse the pages; _trim_memory
+# still returns it all after a flood. A MALLOC_*_ environment variable set by the user wins.
+MALLOPT = (("M_TRIM_THRESHOLD", -1, 128 << 20), ("M_MMAP_THRESHOLD", -3, 32 << 20))
+
+
+def tune_malloc() -> list[str]:
+    """Apply :data:`MALLOPT` where glibc is present; return the names of the settings applied."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl and macOS have other allocators)
+        mallopt: Callable[[int, int], int] = libc.mallopt
+    except (ImportError, OSError, AttributeError):
+        return []
+    applied = []
+    for name, param, value in MALLOPT:
+        if f"MALLOC_{name[2:]}_" not in os.environ and mallopt(param, value) == 1:
+            applied.append(name)
+    return applied
+
+
+_IN_DATA = State.DATA  # read per received chunk: a module constant, not an Enum class attribute (slower)
+
 
 class SMTPConnection(asyncio.BufferedProtocol):
     """One client connection.
@@ -196,9 +223,9 @@ class SMTPConnection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the next read goes: the shared buffer (smaller in command mode)."""
         session = self.session
-        if session is not None and session.state is State.DATA:
+        if session is not None and session.state is _IN_DATA:
             return self.server.read_buffer
-        return self.server.read_buffer[:READ_COMMANDS]
+        return self.server.read_commands
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` were read into the shared buffer."""
@@ -242,6 +269,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
         session, transport = self.session, self.transport
         assert session is not None and transport is not None
         stalled = self._write_paused or self._held or self._upgrading is not None or transport.is_closing()
+        if not stalled and not session.pending and self._reading:
+            return  # the usual: reading, nothing held back
         if session.pending and not stalled and not self._resuming:
             self._resuming = True
             self.server.run_later(self)  # round-robin with other busy sessions, I/O in between
@@ -281,11 +310,14 @@ class SMTPConnection(asyncio.BufferedProtocol):
         transport = self.transport
         assert transport is not None
         first = outputs[0]
-        if len(outputs) == 1 and isinstance(first, Reply) and not self._debug:  # the usual: one reply
-            transport.write(first.encode())
-            if first.code >= 400:
-                self._refused(first)
-            return
+        if len(outputs) == 1 and not self._debug:  # the usual: one reply, or one message to store
+            if type(first) is MessageReceived:
+                first = self.server.deliver(first)
+            if isinstance(first, Reply):
+                transport.write(first.encode())
+                if first.code >= 400:
+                    self._refused(first)
+                return
         chunks = []
         for i, item in enumerate(outputs):
             if isinstance(item, MessageReceived):
@@ -470,6 +502,7 @@ class SMTPServer:
         self.connections: set[SMTPConnection] = set()
         self.max_connections = smtp.max_connections  # lowered at start when open files are short
         self.read_buffer = memoryview(bytearray(READ_DATA))  # every connection reads into it (see SMTPConnection)
+        self.read_commands = self.read_buffer[:READ_COMMANDS]  # its start, for reads in command mode (made once)
         self._backlog = BACKLOG
         self._runnable: collections.deque[SMTPConnection] = collections.deque()  # see run_later
         self._draining = False
@@ -762,7 +795,9 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             if choice == "uvloop":
-                raise RuntimeError("--loop uvloop needs uvloop: pip install 'smtp-sink[fast]'") from None
+                # a dependency on CPython/Linux/macOS (pyproject.toml): missing only on other platforms
+                raise RuntimeError("--loop uvloop needs uvloop, which is not installed for this Python "
+                                   "(pip install uvloop; it exists for CPython on Linux and macOS)") from None
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
@@ -782,6 +817,8 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, Any]], choice: str) -> Any:
 
 def serve(config: Config, ready: Callable[[SinkServer], None] | None = None) -> None:
     """Run the server until SIGINT or SIGTERM (the ``smtp-sink serve`` command)."""
+
+    tune_malloc()  # the serve command's process only: a library user's process keeps its allocator settings
 
     async def main() -> None:
         server = SinkServer(config)

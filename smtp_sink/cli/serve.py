@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING
 
+from .. import logqueue
 from ..config import FLAG_NAMES, Config
 from ..errors import ListenError
 from .common import EXIT_OK, CommandError, add_options, load
@@ -61,17 +61,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "probe": args.tls_probe},
         "log": {"level": level},
     })
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    # log lines are written by a thread, never on the event loop (smtp_sink/logqueue.py)
+    stop_logging = logqueue.configure(config.log.level, sys.stderr)
     try:
         serve(config)
     except OSError as exc:
         raise CommandError(listen_failure(exc, config)) from None
     except RuntimeError as exc:
         raise CommandError(str(exc)) from None
+    finally:
+        stop_logging()
     return EXIT_OK
 
 
