@@ -34,4 +34,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,fast]' </dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
