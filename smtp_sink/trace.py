@@ -5,6 +5,7 @@ Every ``.eml`` file starts with a block the server writes (the order of Postfix'
     Return-Path: <sender>
     X-Original-To: rcpt               one per envelope recipient (Bcc included)
     X-Sink-Auth: user                 only after AUTH
+    X-Sink-Session: <session id>      the SMTP session that delivered it (issue 17)
     Received: from helo ([peer])      RFC 5321 section 4.4; always last
     \tby host (smtp-sink 1.2) with ESMTPSA id <message id>[ for <rcpt>];
     \t<date>
@@ -38,7 +39,7 @@ from . import __version__
 
 __all__ = ["HEADER_NAMES", "Envelope", "Trace", "read", "trace_headers"]
 
-HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "received"})
+HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "x-sink-session", "received"})
 SIGNATURE = "(smtp-sink"  # in the server's own Received line: "by host (smtp-sink 1.2) with ..."
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE_RE = re.compile(r"\s+")
@@ -58,6 +59,7 @@ class Envelope:
     tls: bool = False
     auth_user: str | None = None
     api: bool = False  # made by the HTTP API, not received over SMTP
+    session: str = ""  # the id of the recorded SMTP session (see smtp_sink.sessions); "": none
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Trace:
     auth_user: str | None = None
     own: bool = False
     length: int = 0
+    session: str = ""  # the recorded SMTP session that delivered it (X-Sink-Session; own blocks only)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -125,6 +128,8 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
         recipient = ""
     if envelope.auth_user is not None:
         text += f"X-Sink-Auth: {_clean(envelope.auth_user)}\r\n"
+    if envelope.session:  # an id of smtp_sink.ids (made by the server): nothing to clean
+        text += f"X-Sink-Session: {envelope.session}\r\n"
     text += (
         f"Received: from {helo or 'unknown'} ([{envelope.peer}])\r\n"
         f"\tby {hostname} (smtp-sink {__version__}) with {protocol} id {message_id}{recipient};\r\n"
@@ -224,8 +229,12 @@ def read(source: bytes | bytearray | Message) -> Trace:
     if field is not None and field[0] == "x-sink-auth":
         auth_user = _value(field[1], path=False)
         field = next(fields, None)
+    session = ""
+    if field is not None and field[0] == "x-sink-session":  # issue 17; before the server's Received
+        session = _value(field[1], path=False)
+        field = next(fields, None)
     if rcpt_to and field is not None and field[0] == "received" and _own_received(field[1]):
-        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field))
+        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field), session)
     return Trace(mail_from, tuple(rcpt_to))  # not written by smtp-sink: no login
 
 
