@@ -44,7 +44,7 @@ def test_a_delivering_session_is_recorded_with_commands_replies_and_its_message(
     kinds = [e.kind for e in session.events]
     assert kinds == ["S", "C", "S", "C", "S", "C", "S", "C", "S", "D", "M", "S", "C", "S", "N"]
     times = [e.time for e in session.events]
-    assert times == sorted(times) and times[-1] <= session.duration + 0.001
+    assert times == sorted(times) and times[-1] <= session.duration + 0.05  # loop clock vs wall clock
     [message_id] = session.message_ids
     assert f"250 OK: queued as {message_id}" in session.replies
     data_event = next(e for e in session.events if e.kind == "D")
