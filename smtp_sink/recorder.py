@@ -61,8 +61,23 @@ class Recording:
     ``("M", t, message_id or None, size, reply)`` once a message was stored (or not),
     ``("T", t, version, cipher)`` and ``("N", t, text)``."""
 
-    __slots__ = ("auth_user", "chunk", "clock", "dropped", "ended", "events", "helo", "id", "message_ids",
-                 "outcome", "peer", "room", "started", "tls", "_recorder")
+    __slots__ = (
+        "_recorder",
+        "auth_user",
+        "chunk",
+        "clock",
+        "dropped",
+        "ended",
+        "events",
+        "helo",
+        "id",
+        "message_ids",
+        "outcome",
+        "peer",
+        "room",
+        "started",
+        "tls",
+    )
 
     def __init__(self, recorder: Recorder, peer: str, clock: float) -> None:
         self._recorder = recorder

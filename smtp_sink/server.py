@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .config import Config, SMTPConfig, is_loopback
 from .errors import ListenError
-from .recorder import Recorder, Recording
 from .protocol import (
     CLOSE,
     START_TLS,
@@ -45,6 +44,7 @@ from .protocol import (
     shutting_down,
     store_failed,
 )
+from .recorder import Recorder, Recording
 from .replies import Reply
 from .sasl import cram_md5_challenge
 from .sink import Sink

@@ -128,7 +128,7 @@ def _store(where: Any) -> SessionStore:
     if isinstance(where, SessionStore):
         return where
     if isinstance(where, (str, os.PathLike)):
-        return SessionStore(where)
+        return SessionStore(os.fspath(where))
     return SessionStore(where.store.path)
 
 

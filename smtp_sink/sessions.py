@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -154,7 +155,7 @@ def _row_session(row: sqlite3.Row, events: bool) -> Session:
 class SessionStore:
     """``<store>/sessions.sqlite3``: finished sessions, written in batches, read by id or in pages."""
 
-    def __init__(self, folder: str | Path, max_sessions: int = 0, max_age: float = 0.0) -> None:
+    def __init__(self, folder: str | os.PathLike[str], max_sessions: int = 0, max_age: float = 0.0) -> None:
         self.path = Path(folder) / DB_NAME
         self.max_sessions = max_sessions  # retention applied by write (0: none)
         self.max_age = max_age
@@ -232,7 +233,8 @@ class SessionStore:
         """Newest first, ``limit`` from ``start`` (0: all), filtered by client address, outcome (one of
         :data:`OUTCOMES`, or ``refused`` / ``delivered`` / ``undelivered``) and start time
         (``since`` <= started < ``until``)."""
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[str | float] = []
         if client:
             where.append("client = ?")
             args.append(client)

@@ -16,6 +16,7 @@ from aiohttp import web
 from ..config import HTTPConfig, is_loopback
 from ..sink import Sink
 from . import app_info, chaos, checks, events, listing, message, release, rules, send, tags, view
+from . import sessions as session_routes  # issue 17: recorded SMTP sessions
 from .common import AUTH_KEY, READERS_KEY, SINK_KEY, SMTP_PORT_KEY, Readers
 from .security import guard, security_headers
 
@@ -40,6 +41,7 @@ def create_app(sink: Sink, http: HTTPConfig, *, smtp_port: int = 0) -> web.Appli
     app.on_cleanup.append(_stop_readers)
     for area in (listing, message, view, rules, events, send, release, chaos, checks, tags, app_info):
         app.add_routes(area.ROUTES)
+    app.add_routes(session_routes.ROUTES)  # issue 17
     app.add_routes([web.get("/", index_page), web.get("/view/{id}", index_page), web.static("/static", STATIC)])
     events.setup(app)
     return app
