@@ -40,8 +40,10 @@ from .config import Config, ConfigError, assemble, validate
 from .errors import ListenError, NotFound
 from .matching import Criteria, SubjectMatcher
 from .message import detail, summarize
+from .plugin_sessions import find, recorded, wait_sessions
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
+from .sessions import Session
 from .sink import Sink
 from .summary import Summary
 
@@ -49,6 +51,7 @@ __all__ = ["CapturedMessage", "SinkFixture", "build_config"]
 
 MARKER = "smtp_sink"
 POLL_INTERVAL = 0.01  # seconds between two looks at the store in wait_for
+SESSION_WAIT = 5.0  # seconds message.session waits for its session to end and be written (issue 17)
 REPORT_LIMIT = 20  # captured messages listed when wait_for times out (the newest)
 # What a test's server differs in from `smtp-sink serve`: free ports, no web side.
 TEST_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -77,14 +80,25 @@ class CapturedMessage:
     raw: bytes = field(repr=False)  # the stored bytes, trace headers included
     summary: Summary = field(repr=False)  # the message's summary (as listed by the web page and the CLI)
     auth_user: str | None = None  # the user the client logged in as (AUTH), or None
+    session_id: str = ""  # issue 17: the recorded SMTP session that delivered it ("" if none)
+    _find_session: Callable[[str], Session | None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def read(cls, message_id: str, path: Path, raw: bytes) -> CapturedMessage:
+    def read(cls, message_id: str, path: Path, raw: bytes,
+             find_session: Callable[[str], Session | None] | None = None) -> CapturedMessage:
         """A stored file: the envelope and login from the server's trace block, the rest from its
         summary (:func:`smtp_sink.message.summarize`)."""
         found = trace.read(raw)
         return cls(message_id, path, found.mail_from, found.rcpt_to, raw, summarize(message_id, raw),
-                   found.auth_user)
+                   found.auth_user, found.session, find_session)
+
+    @property
+    def session(self) -> Session | None:
+        """The SMTP session that delivered this message (issue 17; see :class:`~smtp_sink.sessions.Session`),
+        with its findings: waits up to SESSION_WAIT s for it to end; None when it was not recorded."""
+        if not self.session_id or self._find_session is None:
+            return None
+        return self._find_session(self.session_id)
 
     @functools.cached_property
     def message(self) -> EmailMessage:
@@ -218,10 +232,22 @@ class SinkFixture:
                     raw = store.read(message_id)
                 except NotFound:  # removed meanwhile
                     continue
-                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw)
+                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw,
+                                                lambda sid: find(self.server, sid, SESSION_WAIT))
             found[message_id] = captured
         self._cache = found
         return list(found.values())
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every recorded SMTP session (issue 17), oldest first, delivered or refused, each with its
+        findings: ``[s.started for s in smtp_sink.sessions]`` shows a client's retry back-off."""
+        return recorded(self.server)
+
+    def wait_for_sessions(self, count: int = 1, timeout: float = 5.0) -> list[Session]:
+        """:attr:`sessions` once at least ``count`` are recorded (a dropped connection ends a moment later)."""
+        __tracebackhide__ = True
+        return wait_sessions(self.server, count, timeout)
 
     def clear(self) -> int:
         """Delete every stored message; return how many were removed."""
