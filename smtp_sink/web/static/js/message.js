@@ -1,9 +1,10 @@
 // One message: its pane (built here, inside <section id="view">), the envelope, tabs (HTML with
-// preview widths, Text, Headers, Source, HTML check, Link check, Session once issue 17 lands),
+// preview widths, Text, Headers, Source, HTML check, Link check, Session: the SMTP transcript),
 // attachments with thumbnails, the tags editor and release. Message data only ever goes in
 // through text()/el() (textContent, attributes); the HTML body only in the sandboxed iframe.
 import { ApiError, addr, api, el, emit, formatSize, messageURL, on, sendJSON, text } from "./api.js";
 import { renderHtmlCheck, renderLinkCheck } from "./message-checks.js";
+import { renderSession } from "./message-session.js";
 import { initRelease, initTags, showTags, resetRelease } from "./message-actions.js";
 
 const $ = (id) => document.getElementById(id);
@@ -109,6 +110,11 @@ async function load(key, m) {
       text(box, "Checking\u2026");
       const report = await api(messageURL(id, "/html-check"));
       if (current === m) renderHtmlCheck(box, report);
+    } else if (key === "session") { // issue 17: the SMTP session that delivered it
+      const box = $("session");
+      text(box, "Loading\u2026");
+      const session = await api(`/api/v1/session/${encodeURIComponent(m.SessionID)}`);
+      if (current === m) renderSession(box, session);
     }
   } catch (error) {
     loaded[key] = false;
@@ -117,7 +123,7 @@ async function load(key, m) {
 }
 
 function showError(key, error) {
-  const target = { headers: $("headers").tBodies[0], raw: $("raw"), checks: $("html-check") }[key];
+  const target = { headers: $("headers").tBodies[0], raw: $("raw"), checks: $("html-check"), session: $("session") }[key];
   if (target) target.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
 }
 
@@ -204,7 +210,8 @@ async function open(id) {
   $("html").contentWindow.location.replace(m.HTML ? `/view/${encodeURIComponent(m.ID)}.html?embed=1` : "about:blank");
   $("tab-html").hidden = !m.HTML;
   $("tab-checks").hidden = !m.HTML;
-  $("tab-session").hidden = !("SessionID" in m); // issue 17 (SMTP session transcript) adds SessionID
+  $("tab-session").hidden = !m.SessionID; // issue 17: the recorded SMTP session, "" when none
+  $("session").replaceChildren();
   text($("text"), m.Text);
   $("headers").tBodies[0].replaceChildren();
   text($("raw"), "");
