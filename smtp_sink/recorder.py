@@ -97,26 +97,30 @@ class Recording:
         self.message_ids: list[str] = []
 
     def took(self, session: SMTPSession | None, outputs: list[Output], now: float) -> None:
-        """A feed (or the greeting, or held-back outputs) ran: keep its input lines and outputs."""
+        """A feed (or the greeting, or held-back outputs) ran: keep its input lines and outputs
+        (past the cap only their number: a kept connection sending thousands of messages costs a
+        subtraction per feed)."""
         lines: Sequence[bytes | int] = _NO_LINES
-        if session is not None:
-            transcript = session.transcript
-            if transcript:
-                lines = transcript
-                session.transcript = []
-        for item in outputs:
-            kind = item.__class__
-            if kind is MessageReceived or kind is Delay:
-                outputs = self._own(outputs)
-                break
+        transcript = None if session is None else session.transcript
+        if transcript:
+            lines = transcript
         count = len(lines) + len(outputs)
         if not count:
             return
         self.room -= count
         if self.room >= 0:
+            if transcript and session is not None:
+                session.transcript = []
+            for item in outputs:
+                kind = item.__class__
+                if kind is MessageReceived or kind is Delay:
+                    outputs = self._own(outputs)  # no message data kept; stop at a delay
+                    break
             self.events.append(("F", now, self.chunk, lines, outputs))
         else:
             self.dropped += count
+            if transcript:
+                transcript.clear()
         if outputs and outputs[-1] is CLOSE:  # QUIT answered, or a fault rule ended it: the session is over
             last = outputs[-2] if len(outputs) > 1 else None
             self.finish(session, "quit" if isinstance(last, Reply) and last.code == 221 else "rule")
@@ -139,7 +143,8 @@ class Recording:
         """A message was handed to the store: its id (None: not stored) and the reply it got."""
         if message_id is not None and len(self.message_ids) < MAX_MESSAGE_IDS:
             self.message_ids.append(message_id)
-        self.events.append(("M", now, message_id, size, reply))  # paired with a DELIVERED, uncapped
+        if self.room >= 0:  # paired with the DELIVERED of a kept feed (past the cap: the id alone)
+            self.events.append(("M", now, message_id, size, reply))
 
     def tls_started(self, version: str, cipher: str, now: float) -> None:
         """The TLS handshake succeeded (STARTTLS or implicit TLS)."""
@@ -338,10 +343,11 @@ class _Renderer:
                 self.add(event[1], "T", f"TLS {event[2]} {event[3]}", 0)
             elif kind == "N":
                 self.add(event[1], "N", event[2], 0)
-        for _, when, message_id, size, reply in self.stored:  # stored after the cap: still shown
-            if message_id is not None:
-                self.add(when, "M", f"message {message_id} stored ({size} bytes)", 0)
-            self.add(when, "S", _reply_text(reply), 0)
+        shown = {e[2] for e in self.recording.events if e[0] == "M"}
+        for message_id in self.recording.message_ids:  # stored past the cap: the id is still shown
+            if message_id not in shown:
+                self.add(self.recording.clock + (self.events[-1][0] if self.events else 0.0), "M",
+                         f"message {message_id} stored", 0)
         # one D event per data phase: a count followed at once by a larger one is dropped
         events = [e for i, e in enumerate(self.events)
                   if not (e[1] == "D" and i + 1 < len(self.events) and self.events[i + 1][1] == "D")]
