@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from .config import SessionsConfig
 from .ids import new_id
-from .protocol import CLOSE, START_TLS, Delay, MessageReceived, Output, Throttle
+from .protocol import CLOSE, Delay, MessageReceived, Output, Throttle
 from .replies import Reply
 from .sessions import SessionStore
 
 if TYPE_CHECKING:
     from .protocol import SMTPSession
 
-__all__ = ["Recorder", "Recording", "render"]
+__all__ = ["Recorder", "Recording", "raw_events", "row"]
 
 log = logging.getLogger("smtp_sink")
 
@@ -256,117 +256,47 @@ class Recorder:
             self._done.notify_all()
 
 
-# -- off the loop: raw records to display events --------------------------------------------
+# -- off the loop: a recording as JSON (rendered into display events when read) ----------------
 
 
-def _reply_text(reply: Reply) -> str:
-    return reply.encode().decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n")
+def _output(item: Any) -> Any:
+    """One output as JSON: a reply as ``[code, [lines]]``, a marker as its name, a rule's delay or throttle."""
+    if item.__class__ is Reply:
+        return [item.code, item.lines]
+    if isinstance(item, Delay):
+        return ["DELAY", item.seconds]
+    if isinstance(item, Throttle):
+        return ["THROTTLE", item.rate]
+    return repr(item)  # DELIVERED, CLOSE, START_TLS
 
 
-def _line_text(line: bytes) -> str:
-    """A command line as recorded, without its CRLF: bytes that are not UTF-8 escaped, a bare CR or LF
-    kept (the lint reads them; a line cut at 200 bytes has no ending)."""
-    text = line.decode("utf-8", "backslashreplace")
-    return text[:-2] if text.endswith("\r\n") else text
-
-
-class _Renderer:
-    """Pairs each command with its reply and turns a recording into ``[time, kind, text, chunk]`` lists."""
-
-    def __init__(self, recording: Recording) -> None:
-        self.recording = recording
-        self.events: list[list[Any]] = []
-        self.refused = False
-        stored = [e for e in recording.events if e[0] == "M"]
-        self.stored = collections.deque(stored)
-        self.verb = ""  # the verb of the command the next reply answers ("" for the greeting)
-
-    def add(self, t: float, kind: str, text: str, chunk: int) -> None:
-        self.events.append([round(max(0.0, t - self.recording.clock), 6), kind, text, chunk])
-
-    def output(self, t: float, item: Any, chunk: int) -> None:
-        if isinstance(item, Reply):
-            self.add(t, "S", _reply_text(item), chunk)
-            if item.code >= 500 and self.verb in ("", "MAIL", "RCPT", "DATA", "(data)"):
-                self.refused = True
-        elif item is DELIVERED:
-            found = self.stored.popleft() if self.stored else None
-            if found is None:
-                self.add(t, "N", "message not stored: the connection closed first", chunk)
-                return
-            _, _when, message_id, size, reply = found
-            if message_id is not None:
-                self.add(t, "M", f"message {message_id} stored ({size} bytes)", chunk)
-            self.add(t, "S", _reply_text(reply), chunk)
-        elif isinstance(item, Delay):
-            self.add(t, "N", f"fault rule: delay {item.seconds:g} s", chunk)
-        elif isinstance(item, Throttle):
-            self.add(t, "N", f"fault rule: throttle to {item.rate} bytes/s", chunk)
-        elif item is START_TLS:
-            self.add(t, "N", "TLS handshake", chunk)
-        elif item is CLOSE:
-            self.add(t, "N", "connection closed by the server", chunk)
-
-    def feed(self, t: float, chunk: int, lines: Sequence[bytes | int], outputs: list[Any]) -> None:
-        at = 0
-
-        def answer() -> None:  # outputs up to and including the next reply (or the close)
-            nonlocal at
-            while at < len(outputs):
-                item = outputs[at]
-                at += 1
-                self.output(t, item, chunk)
-                if isinstance(item, Reply) or item is DELIVERED or item is CLOSE:
-                    return
-
-        for number, line in enumerate(lines):
-            if isinstance(line, int):
-                self.add(t, "D", f"{line} bytes of message data", chunk)
-                self.verb = "(data)"
-                if number < len(lines) - 1:  # more input followed: this data phase ended here
-                    answer()
-                continue
-            text = _line_text(line)
-            self.verb = text.split(" ", 1)[0].strip().upper()
-            self.add(t, "C", text, chunk)
-            answer()
-        while at < len(outputs):  # the greeting, a data phase's end, held-back outputs
-            self.output(t, outputs[at], chunk)
-            at += 1
-
-    def render(self) -> list[list[Any]]:
-        for event in self.recording.events:
-            kind = event[0]
-            if kind == "F":
-                self.feed(*event[1:])
-            elif kind == "T":
-                self.add(event[1], "T", f"TLS {event[2]} {event[3]}", 0)
-            elif kind == "N":
-                self.add(event[1], "N", event[2], 0)
-        shown = {e[2] for e in self.recording.events if e[0] == "M"}
-        for message_id in self.recording.message_ids:  # stored past the cap: the id is still shown
-            if message_id not in shown:
-                self.add(self.recording.clock + (self.events[-1][0] if self.events else 0.0), "M",
-                         f"message {message_id} stored", 0)
-        # one D event per data phase: a count followed at once by a larger one is dropped
-        events = [e for i, e in enumerate(self.events)
-                  if not (e[1] == "D" and i + 1 < len(self.events) and self.events[i + 1][1] == "D")]
-        if self.recording.dropped:
-            last = events[-1][0] if events else 0.0
-            events.append([last, "X", f"({self.recording.dropped} more events dropped)", 0])
-        return events
-
-
-def render(recording: Recording) -> tuple[list[list[Any]], bool]:
-    """The display events of a recording and whether a 5xx refused the connection or a transaction."""
-    renderer = _Renderer(recording)
-    events = renderer.render()
-    return events, renderer.refused
+def raw_events(recording: Recording) -> tuple[list[Any], bool]:
+    """The recording's events as JSON-ready lists (see :func:`smtp_sink.sessions.render`), times
+    relative to its start, and whether a 55x reply refused mail (connection, sender, recipient or
+    message: 550-559). Plain conversions only: the pairing of commands and replies waits for a reader."""
+    clock, events, refused = recording.clock, [], False
+    for event in recording.events:
+        kind = event[0]
+        if kind == "F":
+            _, t, chunk, lines, outputs = event
+            converted = [_output(item) for item in outputs]
+            refused = refused or any(o.__class__ is list and o[0].__class__ is int and 550 <= o[0] < 560
+                                     for o in converted)
+            events.append(["F", t - clock, chunk,
+                           [line.decode("utf-8", "backslashreplace") if line.__class__ is bytes else line
+                            for line in lines], converted])
+        elif kind == "M":
+            _, t, message_id, size, reply = event
+            refused = refused or 550 <= reply.code < 560
+            events.append(["M", t - clock, message_id, size, reply.code, reply.lines])
+        else:
+            events.append([kind, event[1] - clock, *event[2:]])
+    return events, refused
 
 
 def row(recording: Recording) -> dict[str, Any]:
     """A recording as a row of :class:`~smtp_sink.sessions.SessionStore` (in the writer thread)."""
-    events, refused = render(recording)
+    events, refused = raw_events(recording)
     tls = recording.tls or ("", "")
     return {
         "id": recording.id, "started": recording.started, "ended": recording.ended or time.time(),

@@ -11,6 +11,7 @@ index: deleting messages leaves their sessions, and rebuilding the index keeps t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from .findings import Finding
 from .ids import is_id
 
-__all__ = ["DB_NAME", "KINDS", "OUTCOMES", "Event", "Page", "Session", "SessionStore", "TLSInfo"]
+__all__ = ["DB_NAME", "KINDS", "OUTCOMES", "Event", "Page", "Session", "SessionStore", "TLSInfo", "render"]
 
 DB_NAME = "sessions.sqlite3"
 BUSY_TIMEOUT = 10.0  # seconds a writer or reader waits for another process's write
@@ -80,7 +81,7 @@ class Event:
 @dataclass(frozen=True)
 class Session:
     """One recorded SMTP session (see the module doc). ``started``/``ended`` are Unix times;
-    ``refused``: a 5xx answered the connection, MAIL, RCPT, DATA or the message data;
+    ``refused``: a 55x reply refused mail (the connection, a sender, a recipient or the message);
     ``findings``: the command-stream lint (filled in by :func:`smtp_sink.session_lint.with_findings`)."""
 
     id: str
@@ -140,15 +141,110 @@ class Page:
     count: int
 
 
+# -- display events from the recorder's raw events (see smtp_sink.recorder.raw_events) ---------------
+
+
+def _reply_text(code: int, lines: list[str]) -> str:
+    last = len(lines) - 1
+    return "\n".join(f"{code}{'-' if n < last else ' '}{line}" for n, line in enumerate(lines)) or str(code)
+
+
+def _line_text(line: str) -> str:
+    """A command line without its CRLF (a bare CR or LF is kept: the lint reads them)."""
+    return line[:-2] if line.endswith("\r\n") else line
+
+
+class _Renderer:
+    """Pairs each command with the outputs it caused, in order: the display events of a session."""
+
+    def __init__(self, raw: list[Any], message_ids: list[str], dropped: int) -> None:
+        self.raw, self.message_ids, self.dropped = raw, message_ids, dropped
+        self.events: list[Event] = []
+        self.stored = collections.deque(e for e in raw if e[0] == "M")
+
+    def add(self, t: float, kind: str, text: str, chunk: int) -> None:
+        self.events.append(Event(round(max(0.0, float(t)), 6), kind, text, chunk))
+
+    def output(self, t: float, item: Any, chunk: int) -> None:
+        if isinstance(item, list) and isinstance(item[0], int):
+            self.add(t, "S", _reply_text(item[0], item[1]), chunk)
+        elif item == "DELIVERED":
+            if not self.stored:
+                self.add(t, "N", "message not stored: the connection closed first", chunk)
+                return
+            _, _, message_id, size, code, lines = self.stored.popleft()
+            if message_id is not None:
+                self.add(t, "M", f"message {message_id} stored ({size} bytes)", chunk)
+            self.add(t, "S", _reply_text(code, lines), chunk)
+        elif isinstance(item, list) and item[0] == "DELAY":
+            self.add(t, "N", f"fault rule: delay {item[1]:g} s", chunk)
+        elif isinstance(item, list) and item[0] == "THROTTLE":
+            self.add(t, "N", f"fault rule: throttle to {item[1]} bytes/s", chunk)
+        elif item == "START_TLS":
+            self.add(t, "N", "TLS handshake", chunk)
+        elif item == "CLOSE":
+            self.add(t, "N", "connection closed by the server", chunk)
+
+    @staticmethod
+    def answers(item: Any) -> bool:
+        """The output that answers a command: a reply, a stored message's reply, or the close."""
+        return (isinstance(item, list) and isinstance(item[0], int)) or item in ("DELIVERED", "CLOSE")
+
+    def feed(self, t: float, chunk: int, lines: list[str | int], outputs: list[Any]) -> None:
+        at = 0
+        for number, line in enumerate(lines):
+            if isinstance(line, int):
+                self.add(t, "D", f"{line} bytes of message data", chunk)
+                if number == len(lines) - 1:
+                    continue  # the last input of the feed: what is left answers it (or nothing yet)
+            else:
+                self.add(t, "C", _line_text(line), chunk)
+            while at < len(outputs):  # the outputs up to and including the answer
+                item = outputs[at]
+                at += 1
+                self.output(t, item, chunk)
+                if self.answers(item):
+                    break
+        for item in outputs[at:]:  # the greeting, a data phase's end, held-back outputs
+            self.output(t, item, chunk)
+
+    def render(self) -> tuple[Event, ...]:
+        for event in self.raw:
+            kind = event[0]
+            if kind == "F":
+                self.feed(event[1], event[2], event[3], event[4])
+            elif kind == "T":
+                self.add(event[1], "T", f"TLS {event[2]} {event[3]}", 0)
+            elif kind == "N":
+                self.add(event[1], "N", str(event[2]), 0)
+        last = self.events[-1].time if self.events else 0.0
+        shown = {e[2] for e in self.raw if e[0] == "M"}
+        for message_id in self.message_ids:  # stored past the cap: the id is still shown
+            if message_id not in shown:
+                self.add(last, "M", f"message {message_id} stored", 0)
+        # one D event per data phase: a count followed at once by a larger one is dropped
+        events = [e for n, e in enumerate(self.events)
+                  if not (e.kind == "D" and n + 1 < len(self.events) and self.events[n + 1].kind == "D")]
+        if self.dropped:
+            events.append(Event(events[-1].time if events else 0.0, "X", f"({self.dropped} more events dropped)", 0))
+        return tuple(events)
+
+
+def render(raw: list[Any], message_ids: list[str], dropped: int) -> tuple[Event, ...]:
+    """The display events of a recorded session from its raw events (bounded by ``max_events``)."""
+    return _Renderer(raw, message_ids, dropped).render()
+
+
 def _row_session(row: sqlite3.Row, events: bool) -> Session:
     tls = TLSInfo(row["tls_version"], row["tls_cipher"]) if row["tls_version"] else None
+    message_ids = json.loads(row["message_ids"])
     decoded: tuple[Event, ...] = ()
     if events:
-        decoded = tuple(Event(float(t), str(k), str(x), int(c)) for t, k, x, c in json.loads(row["events"]))
+        decoded = render(json.loads(row["events"]), message_ids, row["dropped"])
     return Session(
         id=row["id"], client=row["client"], helo=row["helo"], tls=tls, auth_user=row["auth_user"],
         started=row["started"], ended=row["ended"], outcome=row["outcome"], refused=bool(row["refused"]),
-        message_ids=tuple(json.loads(row["message_ids"])), events=decoded, dropped=row["dropped"],
+        message_ids=tuple(message_ids), events=decoded, dropped=row["dropped"],
     )
 
 
