@@ -277,3 +277,15 @@ def test_session_store_list_filters(server: SinkServer) -> None:
 
 def test_the_defaults_live_in_config() -> None:
     assert SessionsConfig().enabled and SessionsConfig().max_events == 300
+
+
+def test_a_bad_sessions_key_names_key_and_file(tmp_path: Path) -> None:
+    from smtp_sink.config import ConfigError, load
+
+    path = tmp_path / "bad.toml"
+    path.write_text("[sessions]\nmax_events = 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml.*\[sessions\] max_events"):
+        load(path, environ={})
+    path.write_text('[sessions]\nenabled = "yes"\n')
+    with pytest.raises(ConfigError, match=r"\[sessions\] enabled: expected true or false"):
+        load(path, environ={})
