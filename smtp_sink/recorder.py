@@ -39,6 +39,7 @@ __all__ = ["Recorder", "Recording", "raw_events", "row"]
 log = logging.getLogger("smtp_sink")
 
 WRITE_PERIOD = 0.2  # seconds between two batches written by the thread
+WRITE_BATCH = 100  # sessions written in one transaction
 MAX_MESSAGE_IDS = 10000  # ids of stored messages kept per session (a kept connection may send many)
 _NO_LINES: tuple[bytes | int, ...] = ()
 
@@ -243,17 +244,20 @@ class Recorder:
             self._write_batch()
 
     def _write_batch(self) -> None:
-        batch: list[Recording] = []
-        while self._queue:
-            batch.append(self._queue.popleft())
-        if batch:
-            try:
-                self.store.write([row(r) for r in batch])
-            except Exception:  # a full disk, a damaged file: the sessions are lost, the server goes on
-                log.exception("cannot write %d session transcripts to %s", len(batch), self.store.path)
-        with self._done:
-            self._written += len(batch)
-            self._done.notify_all()
+        while True:  # at most WRITE_BATCH a transaction: a burst of sessions ending costs little memory
+            batch: list[Recording] = []
+            while self._queue and len(batch) < WRITE_BATCH:
+                batch.append(self._queue.popleft())
+            if batch:
+                try:
+                    self.store.write([row(r) for r in batch])
+                except Exception:  # a full disk, a damaged file: the sessions are lost, the server goes on
+                    log.exception("cannot write %d session transcripts to %s", len(batch), self.store.path)
+            with self._done:
+                self._written += len(batch)
+                self._done.notify_all()
+            if len(batch) < WRITE_BATCH:
+                return
 
 
 # -- off the loop: a recording as JSON (rendered into display events when read) ----------------

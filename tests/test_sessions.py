@@ -276,7 +276,7 @@ def test_session_store_list_filters(server: SinkServer) -> None:
 
 
 def test_the_defaults_live_in_config() -> None:
-    assert SessionsConfig().enabled and SessionsConfig().max_events == 300
+    assert SessionsConfig().enabled and SessionsConfig().max_events == 50
 
 
 def test_a_bad_sessions_key_names_key_and_file(tmp_path: Path) -> None:
