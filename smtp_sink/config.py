@@ -259,7 +259,7 @@ class SessionsConfig(_Section):
     """``[sessions]``: SMTP session transcripts (issue 17), kept beside the messages."""
 
     enabled: bool = True  # record every SMTP session (commands, replies, how it ended)
-    max_events: int = _opt(50, low=10, high=100000)  # commands and replies kept per session, then a marker (memory: see docs/sessions.md)
+    max_events: int = _opt(50, low=10, high=100000)  # events kept per session, then a marker (memory: docs/sessions.md)
     max_sessions: int = _opt(10000, low=1)  # retention: the newest this many sessions are kept
     max_age: float = _opt(604800.0, low=0)  # retention: seconds a session is kept (0: no age limit)
 
