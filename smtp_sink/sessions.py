@@ -81,7 +81,7 @@ class Event:
 @dataclass(frozen=True)
 class Session:
     """One recorded SMTP session (see the module doc). ``started``/``ended`` are Unix times;
-    ``refused``: a 55x reply refused mail (the connection, a sender, a recipient or the message);
+    ``refused``: a 5xx answered the connection, a MAIL, RCPT or DATA command, or the message data;
     ``findings``: the command-stream lint (filled in by :func:`smtp_sink.session_lint.with_findings`)."""
 
     id: str

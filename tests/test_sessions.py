@@ -289,3 +289,17 @@ def test_a_bad_sessions_key_names_key_and_file(tmp_path: Path) -> None:
     path.write_text('[sessions]\nenabled = "yes"\n')
     with pytest.raises(ConfigError, match=r"\[sessions\] enabled: expected true or false"):
         load(path, environ={})
+
+
+def test_a_5xx_to_another_command_is_not_refused_but_one_to_mail_is(server: SinkServer) -> None:
+    with Wire(server.smtp_port) as wire:
+        wire.code()
+        assert wire.cmd("EHLO x.example")[0] == 250
+        assert wire.cmd("BOGUS")[0] == 500
+        assert wire.cmd("QUIT")[0] == 221
+    assert not recorded(server)[0].refused
+    with Wire(server.smtp_port) as wire:
+        wire.code()
+        wire.send(b"EHLO x.example\r\nMAIL FROM:<not an address>\r\nQUIT\r\n")  # pipelined: paired in order
+        assert [wire.code(), wire.code(), wire.code()] == [250, 501, 221]
+    assert recorded(server)[0].refused
