@@ -274,24 +274,49 @@ def _output(item: Any) -> Any:
     return repr(item)  # DELIVERED, CLOSE, START_TLS
 
 
+_REFUSABLE = (b"", b"MAIL", b"RCPT", b"DATA", b"(data)")  # the greeting, the transaction, the message data
+
+
+def _refuses(lines: Sequence[bytes | int], outputs: list[Any], verb: bytes) -> tuple[bool, bytes]:
+    """Whether a 5xx in this feed answered the greeting, MAIL, RCPT, DATA or the message data (each
+    input line is answered by the next reply, as :func:`smtp_sink.sessions.render` pairs them);
+    and the verb the outputs left over answer (the next feed's held-back outputs)."""
+    at, last = 0, len(lines) - 1
+    for number, line in enumerate(lines):
+        verb = b"(data)" if line.__class__ is int else bytes(line[:4]).upper()  # type: ignore[index]
+        if line.__class__ is int and number == last:
+            break  # what is left answers it (or nothing yet)
+        while at < len(outputs):
+            item = outputs[at]
+            at += 1
+            if item.__class__ is Reply:
+                if item.code >= 500 and verb in _REFUSABLE:
+                    return True, verb
+                break
+            if item is DELIVERED or item is CLOSE:
+                break
+    for item in outputs[at:]:
+        if item.__class__ is Reply and item.code >= 500 and verb in _REFUSABLE:
+            return True, verb
+    return False, verb
+
+
 def raw_events(recording: Recording) -> tuple[list[Any], bool]:
     """The recording's events as JSON-ready lists (see :func:`smtp_sink.sessions.render`), times
-    relative to its start, and whether a 55x reply refused mail (connection, sender, recipient or
-    message: 550-559). Plain conversions only: the pairing of commands and replies waits for a reader."""
-    clock, events, refused = recording.clock, [], False
+    relative to its start, and whether a 5xx refused the connection, a MAIL, RCPT or DATA, or the
+    message data. Plain conversions only: the display pairing of commands and replies waits for a reader."""
+    clock, events, refused, verb = recording.clock, [], False, b""
     for event in recording.events:
         kind = event[0]
         if kind == "F":
             _, t, chunk, lines, outputs = event
-            converted = [_output(item) for item in outputs]
-            refused = refused or any(o.__class__ is list and o[0].__class__ is int and 550 <= o[0] < 560
-                                     for o in converted)
+            if not refused:
+                refused, verb = _refuses(lines, outputs, verb)
             events.append(["F", t - clock, chunk,
                            [line.decode("utf-8", "backslashreplace") if line.__class__ is bytes else line
-                            for line in lines], converted])
+                            for line in lines], [_output(item) for item in outputs]])
         elif kind == "M":
             _, t, message_id, size, reply = event
-            refused = refused or 550 <= reply.code < 560
             events.append(["M", t - clock, message_id, size, reply.code, reply.lines])
         else:
             events.append([kind, event[1] - clock, *event[2:]])
