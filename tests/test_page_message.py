@@ -339,6 +339,22 @@ def test_session_tab_shows_the_smtp_transcript_as_text(page: Page, web_server: S
     assert page.locator("#session img").count() == 0 and page.title() != "pwned"
 
 
+def test_session_tab_waits_for_a_session_still_open(page: Page, web_server: SinkServer) -> None:
+    """A session is written once it ends: the tab says so and shows it when the client quits."""
+    with Wire(web_server.smtp_port) as wire:
+        wire.code()
+        for line in ("EHLO open.example", "MAIL FROM:<ann@example.test>", "RCPT TO:<bob@example.test>", "DATA"):
+            assert wire.cmd(line)[0] in (250, 354)
+        wire.send(bytes(build("Still open", "<p>s</p>")) + b"\r\n.\r\n")
+        assert wire.code() == 250
+        open_message(page, "Still open")
+        page.locator("#tab-session").click()
+        expect(page.locator("#session")).to_contain_text("still open", timeout=WAIT)
+        assert wire.cmd("QUIT")[0] == 221
+    expect(page.locator("#session-info dt:text-is('Outcome') + dd")).to_have_text("quit", timeout=WAIT)
+    expect(page.locator("#session-info dt:text-is('HELO') + dd")).to_have_text("open.example")
+
+
 def test_session_tab_is_hidden_for_a_message_without_a_session(page: Page, web_server: SinkServer) -> None:
     status = send_json(web_server, "/api/v1/send", "POST", {"From": {"Email": "ann@example.test"},
                        "To": [{"Email": "bob@example.test"}], "Subject": "No session", "Text": "t"})[0]

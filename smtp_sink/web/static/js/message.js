@@ -14,6 +14,7 @@ const TABS = [["html", "HTML"], ["text", "Text"], ["headers", "Headers"], ["raw"
 const WIDTHS = [["phone", "Phone (375 px)"], ["tablet", "Tablet (768 px)"], ["desktop", "Desktop"]];
 let current = null; // the open message's detail
 let loaded = {}; // tabs whose content was fetched for the current message
+const SESSION_TRIES = 120; // x 0.5 s: how long the Session tab waits for a session to end (issue 17)
 
 /** Build the pane's markup once (index.html keeps only the empty #view section). */
 function build() {
@@ -113,12 +114,28 @@ async function load(key, m) {
     } else if (key === "session") { // issue 17: the SMTP session that delivered it
       const box = $("session");
       text(box, "Loading\u2026");
-      const session = await api(`/api/v1/session/${encodeURIComponent(m.SessionID)}`);
-      if (current === m) renderSession(box, session);
+      const session = await sessionOf(m, box);
+      if (current === m && session) renderSession(box, session);
     }
   } catch (error) {
     loaded[key] = false;
     if (current === m) showError(key, error);
+  }
+}
+
+/** The session of `m`: a session is written once it ends (a client may keep it open for more
+ * messages), so a 404 is waited out for a while, saying so; null if `m` is no longer open. */
+async function sessionOf(m, box) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api(`/api/v1/session/${encodeURIComponent(m.SessionID)}`);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404 || attempt >= SESSION_TRIES) throw error;
+    }
+    if (current !== m) return null;
+    text(box, "The SMTP session is still open or being written; it is shown once it has ended\u2026");
+    await new Promise((done) => setTimeout(done, 500));
+    if (current !== m) return null;
   }
 }
 
