@@ -273,6 +273,16 @@ class ChecksConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SessionsConfig(_Section):
+    """``[sessions]``: SMTP session transcripts (issue 17), kept beside the messages."""
+
+    enabled: bool = True  # record every SMTP session (commands, replies, how it ended)
+    max_events: int = _opt(50, low=10, high=100000)  # events kept per session, then a marker (memory: docs/sessions.md)
+    max_sessions: int = _opt(10000, low=1)  # retention: the newest this many sessions are kept
+    max_age: float = _opt(604800.0, low=0)  # retention: seconds a session is kept (0: no age limit)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections are the TOML tables."""
 
@@ -287,6 +297,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)  # issue 17: session transcripts
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     source: str = field(default="(defaults)", compare=False)
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import trace
 from .duplicates import duplicate_key
 from .errors import NotFound
-from .ids import id_time
+from .ids import id_time, is_id
 from .summary import Address, Summary, rfc3339  # noqa: F401  (rfc3339: re-exported, the tests use it)
 from .unsubscribe import list_unsubscribe
 
@@ -154,6 +154,7 @@ class _Head:
     x_tags: str = ""  # the first X-Tags header, decoded (tags at arrival)
     tls_probe: str = ""  # the TLS probe the client took (trace.Trace.tls_probe; tags at arrival)
     smtp: dict[str, Any] = field(default_factory=lambda: smtp_fields(None))  # HELO, peer, protocol, TLS
+    session: str = ""  # issue 17: the id of the SMTP session that delivered it (X-Sink-Session), "" if none
 
 
 # -- The bounded parser ----------------------------------------------------------------------------
@@ -539,6 +540,7 @@ def _head(msg: Message, notes: list[str]) -> _Head:
         return_path=mail_from or _return_path_header(msg) or (sender.address if sender else ""),
         x_tags=_guarded(notes, "X-Tags", lambda: _decoded(msg, "X-Tags"), ""), tls_probe=found.tls_probe,
         smtp=_guarded(notes, "Received", lambda: smtp_fields(msg if found.own else None), smtp_fields(None)),
+        session=found.session if is_id(found.session) else "",
     )
 
 
@@ -1044,6 +1046,7 @@ def detail(message_id: str, raw: bytes, *, read: bool = False, tags: list[str] |
         "RcptTo": list(head.rcpt_to),
         "SMTP": head.smtp,
         "ParseError": _parse_error(notes),
+        "SessionID": head.session,  # issue 17: GET /api/v1/session/{SessionID}; "" when not recorded
     }
 
 

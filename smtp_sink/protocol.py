@@ -308,8 +308,9 @@ class SMTPSession:
         self._pos = 0  # where the unexecuted input starts in _buf
         self.pending = False  # feed() stopped at the output budget with input left: call resume()
         self._discarding = False  # inside an over-long command line, until its LF
-        # Set to a list to collect the input as it is executed, credentials masked (for debug logs).
-        self.transcript: list[bytes] | None = None
+        # Set to a list to collect the input as it is executed, credentials masked (debug logs, session
+        # transcripts): command lines as bytes, message data as the bytes of its DATA phase so far (an int).
+        self.transcript: list[bytes | int] | None = None
         self.data_phase = 0  # DATA phases begun (354 sent): the caller times each one
         self._reader: DataReader | None = None  # the message being read, in State.DATA
         self._out: list[Output] = []
@@ -849,8 +850,8 @@ class SMTPSession:
     def _read_data(self, reader: DataReader, data: bytes) -> bytes | None:
         """Message bytes: at the terminator, finish the message and return what follows it."""
         end = reader.feed(data)
-        if self.transcript is not None:
-            self.transcript.append(data[: 200 if end < 0 else min(end, 200)])
+        if self.transcript is not None:  # message data as its size so far, never its content (issue 17)
+            self.transcript.append(reader.received if end < 0 else reader.received - len(data) + end)
         if end < 0:
             return None
         self._reader = None

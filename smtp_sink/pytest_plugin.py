@@ -45,8 +45,10 @@ from .errors import ListenError, NotFound
 from .lint import LintReport, lint_stored
 from .matching import Criteria, SubjectMatcher
 from .message import detail, summarize
+from .plugin_sessions import find, recorded, wait_sessions
 from .rules import Rule, RuleError
 from .server import ServerThread, SinkServer
+from .sessions import Session
 from .sink import Sink
 from .snapshot_pytest import Snapshots, add_option
 from .summary import Summary
@@ -56,6 +58,7 @@ __all__ = ["CapturedMessage", "SinkFixture", "build_config"]
 
 MARKER = "smtp_sink"
 POLL_INTERVAL = 0.01  # seconds between two looks at the store in wait_for
+SESSION_WAIT = 5.0  # seconds message.session waits for its session to end and be written (issue 17)
 REPORT_LIMIT = 20  # captured messages listed when wait_for times out (the newest)
 # What a test's server differs in from `smtp-sink serve`: free ports, no web side.
 TEST_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -85,14 +88,17 @@ class CapturedMessage:
     summary: Summary = field(repr=False)  # the message's summary (as listed by the web page and the CLI)
     auth_user: str | None = None  # the user the client logged in as (AUTH), or None
     checks: ChecksConfig = field(default_factory=ChecksConfig, repr=False)  # the server's [checks] (DKIM keys)
+    session_id: str = ""  # issue 17: the recorded SMTP session that delivered it ("" if none)
+    _find_session: Callable[[str], Session | None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def read(cls, message_id: str, path: Path, raw: bytes, checks: ChecksConfig | None = None) -> CapturedMessage:
+    def read(cls, message_id: str, path: Path, raw: bytes, checks: ChecksConfig | None = None,
+             find_session: Callable[[str], Session | None] | None = None) -> CapturedMessage:
         """A stored file: the envelope and login from the server's trace block, the rest from its
         summary (:func:`smtp_sink.message.summarize`)."""
         found = trace.read(raw)
         return cls(message_id, path, found.mail_from, found.rcpt_to, raw, summarize(message_id, raw),
-                   found.auth_user, checks or ChecksConfig())
+                   found.auth_user, checks or ChecksConfig(), found.session, find_session)
 
     @functools.cached_property
     def dkim(self) -> DKIMReport:
@@ -100,6 +106,14 @@ class CapturedMessage:
         ``checks`` settings (``dkim_keys``, ``dkim_keys_file``), never DNS: ``.valid``, ``.aligned``,
         ``.signatures``, ``.errors``, ``.warnings``."""
         return verify_dkim(self.raw, keys_of(self.checks.dkim_keys, self.checks.dkim_keys_file), self.from_)
+
+    @property
+    def session(self) -> Session | None:
+        """The SMTP session that delivered this message (issue 17; see :class:`~smtp_sink.sessions.Session`),
+        with its findings: waits up to SESSION_WAIT s for it to end; None when it was not recorded."""
+        if not self.session_id or self._find_session is None:
+            return None
+        return self._find_session(self.session_id)
 
     @functools.cached_property
     def message(self) -> EmailMessage:
@@ -269,7 +283,8 @@ class SinkFixture:
                     raw = store.read(message_id)
                 except NotFound:  # removed meanwhile
                     continue
-                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw, self.config.checks)
+                captured = CapturedMessage.read(message_id, store.path / f"{message_id}.eml", raw, self.config.checks,
+                                                lambda sid: find(self.server, sid, SESSION_WAIT))
             found[message_id] = captured
         self._cache = found
         return list(found.values())
@@ -280,6 +295,17 @@ class SinkFixture:
         list per mail, its original (the oldest) first, then its duplicates; the same ``Message-ID``,
         or the same data when there is none. A mail stored once is in none of them."""
         return groups(self.messages, lambda message: message.summary.duplicate_key)
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every recorded SMTP session (issue 17), oldest first, delivered or refused, each with its
+        findings: ``[s.started for s in smtp_sink.sessions]`` shows a client's retry back-off."""
+        return recorded(self.server)
+
+    def wait_for_sessions(self, count: int = 1, timeout: float = 5.0) -> list[Session]:
+        """:attr:`sessions` once at least ``count`` are recorded (a dropped connection ends a moment later)."""
+        __tracebackhide__ = True
+        return wait_sessions(self.server, count, timeout)
 
     def clear(self) -> int:
         """Delete every stored message; return how many were removed."""

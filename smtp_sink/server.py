@@ -44,6 +44,7 @@ from .protocol import (
     shutting_down,
     store_failed,
 )
+from .recorder import Recorder, Recording
 from .replies import Reply
 from .sasl import cram_md5_challenge
 from .sink import Sink
@@ -195,6 +196,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self._line_since: float | None = None  # when the unfinished command line began
         self._data_phase = 0  # the session's DATA phase _data_since belongs to
         self._data_since = 0.0  # when that DATA phase began
+        self.record: Recording | None = None  # issue 17: this session's transcript (None: recording off)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """A client connected: greet it (or 421 past ``max_connections``)."""
@@ -203,10 +205,15 @@ class SMTPConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
         self.last_active = self.loop.time()
+        self.record = record = server.recorder.begin(self.peer, self.last_active)
         if len(server.connections) >= server.max_connections:
             log.warning("refused %s: %d connections open (max_connections)", self.peer, len(server.connections))
-            self._send(shutting_down(server.settings.hostname, "too many connections, try again later"))
+            refusal = shutting_down(server.settings.hostname, "too many connections, try again later")
+            self._send(refusal)
             transport.close()
+            if record is not None:
+                record.took(None, [refusal], self.last_active)
+                record.finish(None, "overload")
             return
         server.connections.add(self)
         log.info("connect from %s%s", self.peer, " (implicit TLS)" if self.tls else "")
@@ -214,8 +221,11 @@ class SMTPConnection(asyncio.BufferedProtocol):
         try:
             self.session = SMTPSession(server.settings, server.policy, peer=self.peer, tls=self.tls,
                                        challenge=fresh_challenge)
-            if self._debug:
+            if self._debug or record is not None:
                 self.session.transcript = []
+            if record is not None and self.tls:  # implicit TLS: the handshake is done
+                ssl_object = transport.get_extra_info("ssl_object")
+                record.tls_started(ssl_object.version(), ssl_object.cipher()[0], self.last_active)
             self._execute(self.session.greeting())
         except Exception:
             self._fail("greeting")
@@ -237,6 +247,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
         if session is None:
             return
         self.last_active = self.loop.time()
+        if self.record is not None:
+            self.record.chunk += 1  # commands of one chunk were sent without waiting for a reply
         try:
             self._execute(session.feed(data))
             if self._rate and not self._held:  # throttle rule: this many bytes take len/rate seconds
@@ -248,14 +260,18 @@ class SMTPConnection(asyncio.BufferedProtocol):
         """Carry out a feed's outputs, then go on with held-back input or read more (see class doc)."""
         session = self.session
         assert session is not None
+        record = self.record
         if self._debug and session.transcript:
             for line in session.transcript:
-                log.debug("C[%s]: %r", self.peer, line)
-            session.transcript.clear()
+                log.debug("C[%s]: %r", self.peer, line if isinstance(line, bytes) else f"({line} bytes of data)")
+            if record is None:
+                session.transcript.clear()
+        now = self.loop.time()
+        if record is not None:  # before the replies go out: the transcript is complete when they arrive
+            record.took(session, outputs, now)
         if outputs:
             self._emit(outputs)
         self._flow()
-        now = self.loop.time()
         if session.partial_line:
             if self._line_since is None:
                 self._line_since = now
@@ -312,7 +328,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         first = outputs[0]
         if len(outputs) == 1 and not self._debug:  # the usual: one reply, or one message to store
             if type(first) is MessageReceived:
-                first = self.server.deliver(first)
+                first = self.server.deliver(first, self.record)
             if isinstance(first, Reply):
                 transport.write(first.encode())
                 if first.code >= 400:
@@ -321,7 +337,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         chunks = []
         for i, item in enumerate(outputs):
             if isinstance(item, MessageReceived):
-                answer = self.server.deliver(item)
+                answer = self.server.deliver(item, self.record)
                 if item.drop:  # store-then-drop rule: stored, the reply is lost (the CLOSE follows)
                     continue
                 item = answer
@@ -364,6 +380,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
             log.info("STARTTLS handshake with %s failed: %s", self.peer, exc or type(exc).__name__)
             if server.sink.tls_findings.probe:  # [tls] probe: this client refused the bad certificate
                 server.sink.tls_findings.refused(self.peer, "STARTTLS", exc)
+            if self.record is not None:
+                self.record.note(f"STARTTLS handshake failed: {exc or type(exc).__name__}", self.loop.time())
             old.close()
             self.connection_lost(None)
             return
@@ -376,6 +394,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self.session.tls_started()
         ssl_object = transport.get_extra_info("ssl_object")
         log.info("TLS with %s: %s %s", self.peer, ssl_object.version(), ssl_object.cipher()[0])
+        if self.record is not None:
+            self.record.tls_started(ssl_object.version(), ssl_object.cipher()[0], self.last_active)
 
     def _hold(self, seconds: float, then: list[Output]) -> None:
         """Stop reading for ``seconds`` (delay and throttle rules), then send ``then``."""
@@ -406,6 +426,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
         """
         log.exception("session with %s failed (%s): closing it", self.peer, during)
         session, transport = self.session, self.transport
+        if self.record is not None:
+            self.record.end("error")
         busy = session is not None and session.state in (State.MAIL, State.RCPT, State.DATA)
         if transport is not None and not transport.is_closing() and self._upgrading is None:
             answer = store_failed() if busy else shutting_down(self.server.settings.hostname, "internal error")
@@ -440,6 +462,8 @@ class SMTPConnection(asyncio.BufferedProtocol):
             return
         self._gone = True
         self.server.connections.discard(self)
+        if self.record is not None:
+            self.record.finish(self.session)  # "disconnect" unless QUIT, a rule or a timeout ended it
         if self.session is not None:
             if self.session.tls and not self.session.messages and self.server.sink.tls_findings.probe:
                 # [tls] probe: the handshake was taken, then the client left without mail (tls_findings.py)
@@ -458,14 +482,20 @@ class SMTPConnection(asyncio.BufferedProtocol):
         if self.session is not None and not self._gone:
             self._flow()
 
-    def close_with(self, why: str) -> None:
-        """Send 421 and close (shutdown, timeouts)."""
+    def close_with(self, why: str, outcome: str = "timeout") -> None:
+        """Send 421 and close (shutdown, timeouts); ``outcome``: how the session transcript says it ended."""
+        record = self.record
         if self._upgrading is not None:  # mid-handshake: no plaintext 421 into a TLS stream
             self._upgrading.cancel()
         elif self.transport is not None:
             if not self.transport.is_closing():
-                self._send(shutting_down(self.server.settings.hostname, why))
+                closing = shutting_down(self.server.settings.hostname, why)
+                self._send(closing)
+                if record is not None:
+                    record.took(None, [closing], self.loop.time())
             _close(self.transport, self.loop)  # (again, if closing already: it gets its grace)
+        if record is not None:
+            record.finish(self.session, outcome)
         if self.session is not None:
             self.session.close()
 
@@ -500,6 +530,7 @@ class SMTPServer:
         self.tls_port = 0  # the implicit-TLS port once bound (0: TLS off)
         self.handshake_timeout = min(smtp.idle_timeout, 30.0)
         self.connections: set[SMTPConnection] = set()
+        self.recorder = Recorder(sink.store.path, config.sessions)  # issue 17: session transcripts
         self.max_connections = smtp.max_connections  # lowered at start when open files are short
         self.read_buffer = memoryview(bytearray(READ_DATA))  # every connection reads into it (see SMTPConnection)
         self.read_commands = self.read_buffer[:READ_COMMANDS]  # its start, for reads in command mode (made once)
@@ -580,22 +611,30 @@ class SMTPServer:
         """Stop accepting, send 421 to every open session and close it."""
         self.close()
         for conn in list(self.connections):
-            conn.close_with("shutting down")
+            conn.close_with("shutting down", "shutdown")
         self.connections.clear()
+        await self.loop.run_in_executor(None, self.recorder.close)  # the last session transcripts written
         if self._listeners:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._listeners[0].wait_closed(), 2)
 
-    def deliver(self, message: MessageReceived) -> Reply:
-        """Hand a complete message to the sink and return the final reply to DATA."""
+    def deliver(self, message: MessageReceived, record: Recording | None = None) -> Reply:
+        """Hand a complete message to the sink and return the final reply to DATA (``record``: the
+        session's transcript, whose id goes into the trace block and which learns the message's id)."""
+        if record is not None:
+            message.envelope.session = record.id
+        stored_id = None
         try:
-            stored = self.sink.save(message.envelope, message.data)
+            stored_id = self.sink.save(message.envelope, message.data).id
+            answer = accepted(stored_id)
         except StoreError:  # logged by the sink
-            return store_failed()
+            answer = store_failed()
         except Exception:  # a bug: this message is refused, the session goes on
             log.exception("message from <%s> not stored", message.envelope.mail_from)
-            return store_failed()
-        return accepted(stored.id)
+            answer = store_failed()
+        if record is not None:
+            record.delivered(stored_id, len(message.data), answer, self.loop.time())
+        return answer
 
     def _fit_open_files(self) -> None:
         """Raise the soft open-file limit to the hard one; lower max_connections if still short.

@@ -5,6 +5,7 @@ Every ``.eml`` file starts with a block the server writes (the order of Postfix'
     Return-Path: <sender>
     X-Original-To: rcpt               one per envelope recipient (Bcc included)
     X-Sink-Auth: user                 only after AUTH
+    X-Sink-Session: <session id>      the SMTP session that delivered it (issue 17)
     X-Sink-TLS-Probe: expired         only when the client took the TLS probe (tls_probe.py)
     Received: from helo ([peer])      RFC 5321 section 4.4; always last
     \tby host (smtp-sink 1.2) with ESMTPSA id <message id>[ for <rcpt>];
@@ -39,7 +40,8 @@ from . import __version__
 
 __all__ = ["HEADER_NAMES", "Envelope", "Trace", "read", "trace_headers"]
 
-HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "x-sink-tls-probe", "received"})
+HEADER_NAMES = frozenset({"return-path", "x-original-to", "x-sink-auth", "x-sink-session", "x-sink-tls-probe",
+                          "received"})
 SIGNATURE = "(smtp-sink"  # in the server's own Received line: "by host (smtp-sink 1.2) with ..."
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE_RE = re.compile(r"\s+")
@@ -60,6 +62,7 @@ class Envelope:
     auth_user: str | None = None
     api: bool = False  # made by the HTTP API, not received over SMTP
     tls_probe: str = ""  # the TLS probe this client took (its TLS session had the bad certificate)
+    session: str = ""  # the id of the recorded SMTP session (see smtp_sink.sessions); "": none
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Trace:
     own: bool = False
     length: int = 0
     tls_probe: str = ""  # X-Sink-TLS-Probe: the client sent this over a TLS probe it should have refused
+    session: str = ""  # the recorded SMTP session that delivered it (X-Sink-Session; own blocks only)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -129,6 +133,8 @@ def trace_headers(envelope: Envelope, message_id: str, hostname: str, when: floa
         recipient = ""
     if envelope.auth_user is not None:
         text += f"X-Sink-Auth: {_clean(envelope.auth_user)}\r\n"
+    if envelope.session:  # an id of smtp_sink.ids (made by the server): nothing to clean
+        text += f"X-Sink-Session: {envelope.session}\r\n"
     if envelope.tls_probe:  # a probe name (config.TLSProbe): no control characters
         text += f"X-Sink-TLS-Probe: {envelope.tls_probe}\r\n"
     text += (
@@ -230,12 +236,16 @@ def read(source: bytes | bytearray | Message) -> Trace:
     if field is not None and field[0] == "x-sink-auth":
         auth_user = _value(field[1], path=False)
         field = next(fields, None)
+    session = ""
+    if field is not None and field[0] == "x-sink-session":  # issue 17; before the server's Received
+        session = _value(field[1], path=False)
+        field = next(fields, None)
     tls_probe = ""
     if field is not None and field[0] == "x-sink-tls-probe":
         tls_probe = _value(field[1], path=False)
         field = next(fields, None)
     if rcpt_to and field is not None and field[0] == "received" and _own_received(field[1]):
-        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field), tls_probe)
+        return Trace(mail_from, tuple(rcpt_to), auth_user, True, _received_end(source, field), tls_probe, session)
     return Trace(mail_from, tuple(rcpt_to))  # not written by smtp-sink: no login
 
 

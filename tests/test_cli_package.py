@@ -35,7 +35,7 @@ def test_every_command_has_a_handler_with_a_one_line_docstring() -> None:
     found = handlers(build_parser())
     assert set(found) == {"serve", "list", "show", "search", "tag", "wait", "watch", "clear", "export",
                           "rules add", "rules list", "rules clear",
-                          "lint", "diff", "dkim"}  # issue 17
+                          "lint", "diff", "dkim", "sessions", "session"}  # issue 17
     for command, handler in found.items():
         doc = getattr(handler, "__doc__", None) or ""
         assert doc and "\n" not in doc.strip(), f"{command}: {handler!r} needs a one-line docstring"

@@ -166,7 +166,7 @@ def test_config_toml_sets_and_documents_every_key_of_every_section() -> None:
 FILE_ERRORS = {
     "unknown section": ("[smpt]\nport = 1\n",
                         r"unknown section \[smpt\] \(known: smtp, store, policy, auth, tls, http, log, tags, relay, "
-                        r"webhook, checks, rules\)"),
+                        r"webhook, checks, sessions, rules\)"),
     "unknown key": ("[smtp]\nprot = 1\n", r"unknown key \[smtp\] prot \(known: host, port, "),
     "string for port": ('[smtp]\nport = "2525"\n', r"\[smtp\] port: expected an integer, got '2525'"),
     "int for bool": ("[smtp]\nsmtputf8 = 1\n", r"\[smtp\] smtputf8: expected true or false, got 1"),

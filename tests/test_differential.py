@@ -247,7 +247,7 @@ def aiosmtpd_port() -> Iterator[int]:
         controller.stop()
 
 
-TRACE_PREFIXES = (b"Return-Path:", b"Received:", b"X-Original-To:", b"X-Sink-Auth:", b"\t")
+TRACE_PREFIXES = (b"Return-Path:", b"Received:", b"X-Original-To:", b"X-Sink-Auth:", b"X-Sink-Session:", b"\t")
 
 
 def without_trace_headers(stored: bytes) -> bytes:

@@ -40,9 +40,11 @@ def queued_id(text: str) -> str:
 
 def split_trace(raw: bytes, recipients: int) -> tuple[bytes, bytes]:
     """Split a stored file into (trace headers, what the client sent): Return-Path, one
-    X-Original-To per recipient, then the server's own Received line last (smtp_sink.trace)."""
+    X-Original-To per recipient, the session's X-Sink-Session (issue 17), then the server's own
+    Received line last (smtp_sink.trace)."""
     found = re.match(
         rb"Return-Path: <[^\r\n]*>\r\n(?:X-Original-To: [^\r\n]*\r\n){%d}"
+        rb"(?:X-Sink-Session: [0-9A-Z]{26}\r\n)?"
         rb"Received: [^\r\n]*(?:\r\n\t[^\r\n]*)*\r\n" % recipients,
         raw,
     )
@@ -525,6 +527,8 @@ def test_trace_headers_exact(server: SinkServer, hello: str, protocol: str) -> N
     trace, body = split_trace(server.store.read(message_id), 1)
     version = smtp_sink.__version__
     head = trace.decode().split("\r\n")
+    session = head.pop(2)  # issue 17: the session that delivered it, before the server's Received
+    assert session.startswith("X-Sink-Session: ") and is_id(session[16:])
     assert head[:5] == [
         f"Return-Path: <{SENDER}>",
         f"X-Original-To: {RCPT}",

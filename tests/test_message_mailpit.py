@@ -29,7 +29,8 @@ def eml(name: str) -> bytes:
 
 def test_detail_keys_are_mailpits_in_its_order_then_ours() -> None:
     detail = message.detail(new_id(), eml("plain-text"))
-    assert list(detail) == [*DETAIL_KEYS, "Read", "MailFrom", "RcptTo", "SMTP", "ParseError"]
+    # SessionID: issue 17 (the recorded SMTP session)
+    assert list(detail) == [*DETAIL_KEYS, "Read", "MailFrom", "RcptTo", "SMTP", "ParseError", "SessionID"]
     assert detail["ListUnsubscribe"] == {"Header": "", "Links": [], "Errors": "", "HeaderPost": ""}
     assert detail["Tags"] == [] and detail["Username"] == "" and detail["Inline"] == []
     assert message.detail(new_id(), eml("plain-text"), tags=["b", "a"])["Tags"] == ["b", "a"]

@@ -1,6 +1,6 @@
 """The message view of the web page (js/message*.js) in Debian's chromium under Playwright: tabs,
 preview widths, headers, source download, attachments, envelope, HTML and link checks,
-List-Unsubscribe, release to a second sink, tags, the hidden session tab, read and delete events."""
+List-Unsubscribe, release to a second sink, tags, the session tab, read and delete events."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from playwright.sync_api import Browser, Page, expect
 from support import wait_until
 from support.checks import checks_server
 from support.config import make_config
-from support.http import get_json
+from support.http import get_json, send_json
 from support.images import png
+from support.wire import Wire
 
 from smtp_sink import message
 from smtp_sink.config import RelayConfig
@@ -100,8 +101,8 @@ def test_tabs_follow_the_aria_pattern_and_the_keyboard(page: Page, web_server: S
     expect(text_tab).to_be_focused()
     expect(html_tab).to_have_attribute("aria-selected", "false")
     expect(page.locator("#text")).to_contain_text("plain text part")
-    page.keyboard.press("End")  # the last visible tab: the session tab is hidden
-    expect(page.locator("#tab-links")).to_be_focused()
+    page.keyboard.press("End")  # the last visible tab: the session tab (the message came over SMTP)
+    expect(page.locator("#tab-session")).to_be_focused()
     page.keyboard.press("Home")
     expect(html_tab).to_be_focused()
 
@@ -311,10 +312,55 @@ def test_tags_editor_adds_and_removes_and_tells_the_list(page: Page, web_server:
     assert all(u["ID"] == message_id for u in updates)
 
 
-def test_session_tab_stays_hidden_until_the_session_issue(page: Page, web_server: SinkServer) -> None:
-    send(web_server, build("Session", "<p>s</p>"))
+def test_session_tab_shows_the_smtp_transcript_as_text(page: Page, web_server: SinkServer) -> None:
+    """Issue 17: the Session tab draws GET /api/v1/session/{SessionID}; client text stays text."""
+    helo = "<img/src=x/onerror=document.title='pwned'>"
+    with Wire(web_server.smtp_port) as wire:
+        wire.code()
+        assert wire.cmd(f"HELO {helo}")[0] == 250
+        wire.send(b"MAIL FROM:<ann@example.test>\r\nRCPT TO:<bob@example.test>\r\n")  # pipelined after HELO
+        assert [wire.code(), wire.code(), wire.cmd("DATA")[0]] == [250, 250, 354]
+        wire.send(bytes(build("Session", "<p>s</p>")) + b"\r\n.\r\n")
+        assert wire.code() == 250
+        assert wire.cmd("QUIT")[0] == 221
+    session_id = get_json(web_server, "/api/v1/message/latest")["SessionID"]
     open_message(page, "Session")
-    assert "SessionID" not in get_json(web_server, "/api/v1/message/latest")
+    page.locator("#tab-session").click()
+    expect(page.locator("#panel-session")).to_be_visible()
+    info = page.locator("#session-info")
+    expect(info).to_contain_text(session_id, timeout=WAIT)
+    expect(info.locator("dt:text-is('HELO') + dd")).to_have_text(helo)  # as text, never markup
+    expect(info.locator("dt:text-is('Outcome') + dd")).to_have_text("quit")
+    rows = page.locator("#session-events tbody tr")
+    expect(rows.first).to_contain_text("220 ")
+    expect(page.locator("#session-events")).to_contain_text("MAIL FROM:<ann@example.test>")
+    expect(page.locator("#session-events")).to_contain_text("bytes of message data")
+    expect(page.locator("#session-findings")).to_contain_text("pipelining-not-advertised")
+    assert page.locator("#session img").count() == 0 and page.title() != "pwned"
+
+
+def test_session_tab_waits_for_a_session_still_open(page: Page, web_server: SinkServer) -> None:
+    """A session is written once it ends: the tab says so and shows it when the client quits."""
+    with Wire(web_server.smtp_port) as wire:
+        wire.code()
+        for line in ("EHLO open.example", "MAIL FROM:<ann@example.test>", "RCPT TO:<bob@example.test>", "DATA"):
+            assert wire.cmd(line)[0] in (250, 354)
+        wire.send(bytes(build("Still open", "<p>s</p>")) + b"\r\n.\r\n")
+        assert wire.code() == 250
+        open_message(page, "Still open")
+        page.locator("#tab-session").click()
+        expect(page.locator("#session")).to_contain_text("still open", timeout=WAIT)
+        assert wire.cmd("QUIT")[0] == 221
+    expect(page.locator("#session-info dt:text-is('Outcome') + dd")).to_have_text("quit", timeout=WAIT)
+    expect(page.locator("#session-info dt:text-is('HELO') + dd")).to_have_text("open.example")
+
+
+def test_session_tab_is_hidden_for_a_message_without_a_session(page: Page, web_server: SinkServer) -> None:
+    status = send_json(web_server, "/api/v1/send", "POST", {"From": {"Email": "ann@example.test"},
+                       "To": [{"Email": "bob@example.test"}], "Subject": "No session", "Text": "t"})[0]
+    assert status == 200
+    open_message(page, "No session")
+    assert get_json(web_server, "/api/v1/message/latest")["SessionID"] == ""
     expect(page.locator("#tab-session")).to_be_hidden()
     expect(page.locator("#tab-links")).to_be_visible()
 

@@ -333,7 +333,7 @@ def test_bad_settings_are_clear_setup_errors(inner: pytest.Pytester) -> None:
         "data_rate_grace, smtputf8, loop)",
         "smtp_sink: @pytest.mark.smtp_sink: [smtp] max_connections: expected an integer, got 'ten'",
         "smtp_sink: @pytest.mark.smtp_sink: unknown section [smpt] "
-        "(known: smtp, store, policy, auth, tls, http, log, tags, relay, webhook, checks, rules)",
+        "(known: smtp, store, policy, auth, tls, http, log, tags, relay, webhook, checks, sessions, rules)",
         "@pytest.mark.smtp_sink: give sections as keywords, e.g. smtp={'max_recipients': 5}, not ({'smtp': {}},)",
         "smtp_sink: @pytest.mark.smtp_sink: [[rules]] #1: code: a fault rule replies with a failure (4xx or 5xx), "
         "not 200",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from . import diff, dkim, inspect, lint, rules, serve  # diff, dkim, lint: issue 17
+from . import sessions as session_commands  # issue 17: smtp-sink sessions, smtp-sink session ID
 from .common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, run
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "main"]
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smtp-sink {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for group in (serve, inspect, rules, lint, diff, dkim):
+    for group in (serve, inspect, rules, lint, diff, dkim, session_commands):
         group.register(commands)
     return parser
 

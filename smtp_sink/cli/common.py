@@ -4,8 +4,11 @@ options, loading the configuration, and the one place an error becomes one line 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,10 @@ _OPTIONS = {  # name: (metavar, help)
     "store": ("DIR", "message folder (default: [store] path, ./mail)"),
     "api": ("URL", "HTTP API of the running server (default http://<[http] host>:<[http] port>)"),
 }
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class UsageError(Exception):
@@ -140,3 +147,22 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """``10m``, ``2h30m``, ``1d`` (ago), an ISO date or date-time (local time), or Unix seconds."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    if _DURATION_RE.fullmatch(text) or (text and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+", text, re.I)):
+        return now - sum(float(n) * _UNITS[u.lower()] for n, u in _DURATION_RE.findall(text))
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: expected a duration (10m, 2h, 1d), a date (2024-05-01) or a date-time "
+            "(2024-05-01T12:00)"
+        ) from None

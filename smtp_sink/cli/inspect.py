@@ -27,7 +27,7 @@ from ..search import SearchError
 from ..store import Store
 from ..summary import Summary
 from ..web.mailpit import page_json
-from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, printable
+from .common import EXIT_OK, CommandError, Handler, UsageError, add_options, parse_time, printable
 from .common import no_store as _no_store  # moved to common for diff and dkim (issue 17)
 from .common import open_store as _store
 from .common import resolve_message as _resolve
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL = 0.1  # seconds between looks at the store in wait and watch
 WAIT_PAGE = 500  # summaries read per index query while wait looks for a match
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 # What the store says for an unknown id or part: KeyError until it raises NotFound (issue 14).
@@ -124,25 +122,6 @@ def register(commands: Commands) -> None:
 def _appeared(store: Store) -> bool:
     """Whether the store folder exists yet (wait and watch do not create it: the server does)."""
     return store.path.is_dir()
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """``10m``, ``2h30m``, ``1d`` (ago), an ISO date or date-time (local time), or Unix seconds."""
-    now = time.time() if now is None else now
-    text = text.strip()
-    if _DURATION_RE.fullmatch(text) or (text and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+", text, re.I)):
-        return now - sum(float(n) * _UNITS[u.lower()] for n, u in _DURATION_RE.findall(text))
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise UsageError(
-            f"--since {text!r}: expected a duration (10m, 2h, 1d), a date (2024-05-01) or a date-time "
-            "(2024-05-01T12:00)"
-        ) from None
 
 
 def _json(data: Any) -> None:

@@ -17,6 +17,7 @@ from ..config import HTTPConfig, is_loopback
 from ..sink import Sink
 from . import app_info, chaos, checks, dkim, events, listing, message, release, rules, send, tags, tls_findings, view
 from . import lint as lint_routes  # issue 17: GET /api/v1/message/{id}/lint
+from . import sessions as session_routes  # issue 17: recorded SMTP sessions
 from .common import AUTH_KEY, READERS_KEY, SINK_KEY, SMTP_PORT_KEY, Readers
 from .security import guard, security_headers
 
@@ -40,8 +41,9 @@ def create_app(sink: Sink, http: HTTPConfig, *, smtp_port: int = 0) -> web.Appli
     app.on_response_prepare.append(security_headers)
     app.on_cleanup.append(_stop_readers)
     for area in (listing, message, view, rules, events, send, release, chaos, checks, dkim, tags, tls_findings,
-                 app_info, lint_routes):
+                 app_info, lint_routes, session_routes):
         app.add_routes(area.ROUTES)
+    app.add_routes(session_routes.ROUTES)  # issue 17
     app.add_routes([web.get("/", index_page), web.get("/view/{id}", index_page), web.static("/static", STATIC)])
     events.setup(app)
     return app

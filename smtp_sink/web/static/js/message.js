@@ -1,9 +1,10 @@
 // One message: its pane (built here, inside <section id="view">), the envelope, tabs (HTML with
-// preview widths, Text, Headers, Source, HTML check, Link check, Session once issue 17 lands),
+// preview widths, Text, Headers, Source, HTML check, Link check, Session: the SMTP transcript),
 // attachments with thumbnails, the tags editor and release. Message data only ever goes in
 // through text()/el() (textContent, attributes); the HTML body only in the sandboxed iframe.
 import { ApiError, addr, api, el, emit, formatSize, messageURL, on, sendJSON, text } from "./api.js";
 import { renderHtmlCheck, renderLinkCheck } from "./message-checks.js";
+import { renderSession } from "./message-session.js";
 import { initRelease, initTags, showTags, resetRelease } from "./message-actions.js";
 import { initLint, showLint } from "./message-lint.js"; // issue 17: the client-lint badge
 
@@ -14,6 +15,7 @@ const TABS = [["html", "HTML"], ["text", "Text"], ["headers", "Headers"], ["raw"
 const WIDTHS = [["phone", "Phone (375 px)"], ["tablet", "Tablet (768 px)"], ["desktop", "Desktop"]];
 let current = null; // the open message's detail
 let loaded = {}; // tabs whose content was fetched for the current message
+const SESSION_TRIES = 120; // x 0.5 s: how long the Session tab waits for a session to end (issue 17)
 
 /** Build the pane's markup once (index.html keeps only the empty #view section). */
 function build() {
@@ -111,6 +113,11 @@ async function load(key, m) {
       text(box, "Checking\u2026");
       const report = await api(messageURL(id, "/html-check"));
       if (current === m) renderHtmlCheck(box, report);
+    } else if (key === "session") { // issue 17: the SMTP session that delivered it
+      const box = $("session");
+      text(box, "Loading\u2026");
+      const session = await sessionOf(m, box);
+      if (current === m && session) renderSession(box, session);
     }
   } catch (error) {
     loaded[key] = false;
@@ -118,8 +125,24 @@ async function load(key, m) {
   }
 }
 
+/** The session of `m`: a session is written once it ends (a client may keep it open for more
+ * messages), so a 404 is waited out for a while, saying so; null if `m` is no longer open. */
+async function sessionOf(m, box) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api(`/api/v1/session/${encodeURIComponent(m.SessionID)}`);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404 || attempt >= SESSION_TRIES) throw error;
+    }
+    if (current !== m) return null;
+    text(box, "The SMTP session is still open or being written; it is shown once it has ended\u2026");
+    await new Promise((done) => setTimeout(done, 500));
+    if (current !== m) return null;
+  }
+}
+
 function showError(key, error) {
-  const target = { headers: $("headers").tBodies[0], raw: $("raw"), checks: $("html-check") }[key];
+  const target = { headers: $("headers").tBodies[0], raw: $("raw"), checks: $("html-check"), session: $("session") }[key];
   if (target) target.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
 }
 
@@ -206,7 +229,8 @@ async function open(id) {
   $("html").contentWindow.location.replace(m.HTML ? `/view/${encodeURIComponent(m.ID)}.html?embed=1` : "about:blank");
   $("tab-html").hidden = !m.HTML;
   $("tab-checks").hidden = !m.HTML;
-  $("tab-session").hidden = !("SessionID" in m); // issue 17 (SMTP session transcript) adds SessionID
+  $("tab-session").hidden = !m.SessionID; // issue 17: the recorded SMTP session, "" when none
+  $("session").replaceChildren();
   text($("text"), m.Text);
   $("headers").tBodies[0].replaceChildren();
   text($("raw"), "");
