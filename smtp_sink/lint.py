@@ -23,12 +23,16 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any, Protocol
 
 from . import message as display
 from . import trace
 from .addresses import parse_params, split_path
 from .findings import Finding
+from .session_lint import check as session_check
+from .session_lint import mail_params_in
+from .sessions import Session, SessionStore
 from .tls_findings import ACCEPTED, PROBES, probe_reference
 
 __all__ = ["CHECKS", "MAX_LINE", "LintReport", "MailParams", "lint_message", "lint_stored", "message_findings"]
@@ -87,9 +91,7 @@ class MailParams:
                 params[key.upper()] = value if eq else None
         size = params.get("SIZE")
         body = params.get("BODY")
-        return cls(body.upper() if body else None,
-                   int(size) if size and size.isascii() and size.isdigit() and len(size) <= 20 else None,
-                   "SMTPUTF8" in params)
+        return cls(body.upper() if body else None, _size_of(size), "SMTPUTF8" in params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +135,42 @@ class LintReport:
 
 
 class _Readable(Protocol):
+    path: Path
+
     def resolve(self, message_id: str) -> str: ...
     def read(self, message_id: str) -> bytes: ...
 
 
 def message_findings(store: _Readable, message_id: str, mail_params: MailParams | None = None) -> LintReport:
-    """Every finding about one message of ``store`` (an id or ``latest``): the API, the CLI and
-    the pytest plugin all gather them here. :class:`~smtp_sink.errors.NotFound` for no such message."""
-    return lint_stored(store.read(store.resolve(message_id)), mail_params)
+    """Every finding about one message of ``store`` (an id or ``latest``), as the API and the CLI
+    gather them: :func:`lint_recorded` with the session the store recorded (if it has ended and
+    been written). :class:`~smtp_sink.errors.NotFound` for no such message."""
+    message_id = store.resolve(message_id)
+    raw = store.read(message_id)
+    session_id = trace.read(raw).session
+    session = SessionStore(store.path).get(session_id) if session_id else None
+    return lint_recorded(raw, message_id, session, mail_params)
+
+
+def lint_recorded(raw: bytes, message_id: str, session: Session | None,
+                  mail_params: MailParams | None = None) -> LintReport:
+    """:func:`lint_stored`, with what the SMTP session that delivered the message recorded
+    (``docs/sessions.md``): its ``MAIL FROM`` parameters (so ``8bit-without-8bitmime`` and
+    ``size-parameter-too-small`` run) and its command-stream findings (``bare-cr-lf-command``,
+    ``pipelining-not-advertised``...). Without a session: the message's own findings only."""
+    if session is None:
+        return lint_stored(raw, mail_params)
+    if mail_params is None:
+        declared = mail_params_in(session, message_id)
+        mail_params = MailParams(body=(declared.get("BODY") or "").upper() or None,
+                                 size=_size_of(declared.get("SIZE")), smtputf8="SMTPUTF8" in declared)
+    report = lint_stored(raw, mail_params)
+    return LintReport(report.findings + tuple(session_check(session)))
+
+
+def _size_of(value: str | None) -> int | None:
+    """A ``SIZE=`` value as a number (None: not given or not a number)."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 20 else None
 
 
 def lint_stored(raw: bytes, mail_params: MailParams | None = None) -> LintReport:

@@ -42,7 +42,7 @@ from .checks.dkim_check import verify as verify_dkim
 from .config import ChecksConfig, Config, ConfigError, assemble, validate
 from .duplicates import groups
 from .errors import ListenError, NotFound
-from .lint import LintReport, lint_stored
+from .lint import LintReport, lint_recorded
 from .matching import Criteria, SubjectMatcher
 from .message import detail, summarize
 from .plugin_sessions import find, recorded, wait_sessions
@@ -162,8 +162,10 @@ class CapturedMessage:
 
     @functools.cached_property
     def lint(self) -> LintReport:
-        """What the sending application did wrong (``docs/lint.md``): ``assert not message.lint.errors``."""
-        return lint_stored(self.raw)  # issue 17: the client lint of the stored message
+        """What the sending application did wrong (``docs/lint.md``): ``assert not message.lint.errors``.
+        With the session that delivered it (:attr:`session`, waited for as there): its ``MAIL FROM``
+        parameters and its command-stream findings are included."""
+        return lint_recorded(self.raw, self.id, self.session)
 
     def describe(self) -> str:
         """One line for failure messages: id, envelope and subject."""

@@ -146,8 +146,12 @@ def mail_params_for(where: Any, message_id: str) -> dict[str, str | None] | None
     store = _store(where)
     session_id = store.session_of(message_id)
     session = None if session_id is None else store.get(session_id)
-    if session is None:
-        return None
+    return None if session is None else mail_params_in(session, message_id)
+
+
+def mail_params_in(session: Session, message_id: str) -> dict[str, str | None]:
+    """The parameters of the ``MAIL FROM`` whose transaction stored ``message_id`` in ``session``
+    ({} when the message is not in it, or the line cannot be read)."""
     params = ""
     for event in session.events:
         if event.kind == "C" and _verb(event.text) == "MAIL":

@@ -23,6 +23,7 @@ from smtp_sink import lint
 from smtp_sink.findings import Finding
 from smtp_sink.lint import CHECKS, LintReport, MailParams, lint_message, lint_stored
 from smtp_sink.server import SinkServer
+from smtp_sink.sessions import SessionStore
 
 SENDER = "app@example.test"
 BOB = "bob@example.test"
@@ -359,3 +360,37 @@ def test_lint_time_grows_linearly() -> None:
         return best
     small, large = cost(20_000), cost(200_000)
     assert large < small * 30, (small, large)
+
+
+# -- with the session that delivered the message (docs/sessions.md) ---------------------------------------
+
+
+def test_the_lint_includes_what_the_session_recorded(start_server: Servers, tmp_path: Path) -> None:
+    """The API, the CLI and the plugin's reading of the same message: the MAIL FROM parameters the
+    session recorded make the SIZE and 8BITMIME checks run, and the session's own command-stream
+    findings (here ``no-quit``) are listed with the message's."""
+    server = start_server(http=True)
+    wire = Wire(server.smtp_port)
+    assert wire.code() == 220
+    assert wire.cmd("EHLO lint.example.test")[0] == 250
+    assert wire.cmd(f"MAIL FROM:<{SENDER}> SIZE=10")[0] == 250
+    assert wire.cmd(f"RCPT TO:<{BOB}>")[0] == 250
+    assert wire.cmd("DATA")[0] == 354
+    wire.send(build(body="Grüße\r\n".encode()) + b".\r\n")
+    code, text = wire.reply()
+    assert code == 250, text
+    wire.close()  # no QUIT
+    message_id = text[-1].rsplit(" ", 1)[-1]
+    store = SessionStore(server.store.path)
+    session_id = lint.trace.read(server.store.read(message_id)).session
+    deadline = time.monotonic() + 10
+    while store.get(session_id) is None and time.monotonic() < deadline:  # written by its thread once it ended
+        time.sleep(0.05)
+    expected = {"8bit-without-8bitmime", "size-parameter-too-small", "no-quit"}
+    found = get_json(server.http_port, f"/api/v1/message/{message_id}/lint")
+    assert {f["Check"] for f in found["Findings"]} == expected
+    done = run_cli("lint", message_id, "--json", store=server.store.path)
+    assert {f["Check"] for f in json.loads(done.stdout)["Findings"]} == expected
+    stored = server.store.read(message_id)  # what message.lint of the pytest plugin reads
+    assert set(lint.lint_recorded(stored, message_id, store.get(session_id)).checks) == expected
+    assert set(lint.lint_recorded(stored, message_id, None).checks) == set()  # without it: unknown, skipped
