@@ -69,6 +69,12 @@ def test_a_lost_250_makes_a_retrying_sender_store_the_mail_twice(smtp_sink: Sink
     assert [m["ID"] for m in indexed(port, "is:duplicate")] == [second.id]
     assert [m["ID"] for m in indexed(port, "-is:duplicate")] == [first.id]
     assert [m["ID"] for m in indexed(port, "is:duplicate subject:order")] == [second.id]
+    # the sessions tell the story (docs/sessions.md): the first ended by the rule after storing its
+    # copy, the retry delivered the second and quit
+    dropped, retried = smtp_sink.wait_for_sessions(2)
+    assert (dropped.outcome, dropped.message_ids) == ("rule", (first.id,))
+    assert (retried.outcome, retried.message_ids) == ("quit", (second.id,))
+    assert first.session == dropped and retried.started >= dropped.ended
 
 
 def test_the_client_gets_no_reply_to_data_and_nothing_after_it_runs(start_server: Servers, tmp_path: Path) -> None:
