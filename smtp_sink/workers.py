@@ -153,9 +153,12 @@ class Supervisor:
         self.smtp.log_listening()
         if self.http is not None:
             self.http.log_listening()
+        self._log_workers()
+        log.info("smtp-sink ready: up to %d sessions", smtp.max_connections)
+
+    def _log_workers(self) -> None:
         log.info("SMTP in %d worker processes (pids %s); HTTP and indexing in this one (pid %d)",
                  self.count, " ".join(map(str, self.pids)), os.getpid())
-        log.info("smtp-sink ready: up to %d sessions", smtp.max_connections)
 
     async def _start_worker(self, number: int) -> None:
         """Start worker ``number`` and wait until it serves; RuntimeError with its reason if it cannot."""
@@ -213,6 +216,7 @@ class Supervisor:
         while not self._stopping:
             try:
                 await self._start_worker(worker.number)
+                self._log_workers()
                 return
             except RuntimeError as exc:
                 log.error("%s; trying again in %g s", exc, RESTART_PAUSE)
