@@ -12,6 +12,8 @@ import os
 import random
 import signal
 import smtplib
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,8 +31,6 @@ from support.wire import Wire
 
 from smtp_sink.rules import Rule, RuleSet, Stage
 from smtp_sink.shared import SharedRuleSet, SharedState
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing is Linux's")
 
 
 def start_workers(start_process: Processes, tmp_path: Path, toml: str = "", count: str = "2",
@@ -348,3 +348,22 @@ def test_a_bad_workers_value_is_named(tmp_path: Path, args: list[str], toml: str
     if toml:
         assert str(config) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_starttls_and_implicit_tls_on_every_worker(start_process: Processes, tmp_path: Path) -> None:
+    """With TLS on, the certificate is made once by the parent; both workers listen on the
+    implicit-TLS port too and offer STARTTLS with that certificate."""
+    server = start_workers(start_process, tmp_path, '[tls]\nmode = "on"\nport = 0\n', http=False)
+    assert server.tls_port
+    pids = worker_pids(server.log())
+    context = ssl.create_default_context(cafile=str(server.store / "tls" / "ca.pem"))
+    served: set[int] = set()
+    for _ in range(24):
+        with socket.create_connection(("127.0.0.1", server.tls_port)) as raw, \
+                context.wrap_socket(raw, server_hostname="smtp-sink.localhost") as tls:
+            assert tls.recv(3) == b"220"
+            served.add(owner(tls, pids))
+    assert served == set(pids)
+    with smtplib.SMTP("127.0.0.1", server.port) as smtp:
+        smtp.starttls(context=context)
+        smtp.sendmail("a@example.test", ["b@example.test"], b"Subject: tls\r\n\r\nhi\r\n")
