@@ -277,6 +277,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per server and workload (median; default 3)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages, one run: checks the harness")
     parser.add_argument("--json", type=Path, default=CACHE / "workers.json", help="where to write every run")
+    parser.add_argument("--work", metavar="DIR", help="scratch folder for the stores (default: a temporary folder "
+                        "in bench/.cache, as python -m bench; e.g. /dev/shm to take the disk out)")
     return parser.parse_args(argv)
 
 
@@ -287,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     workloads = [WORKLOADS["a"].scaled(factor), WORKLOADS["b"].scaled(factor)]
     servers = [(BY_KEY["postfix-d"], 1), (_ours(1), 1), (_ours(2), 2)]
     runs: list[dict[str, Any]] = []
-    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-workers-", dir=args.work or CACHE))
     os.chmod(work, 0o755)  # Postfix's smtp-sink writes as nobody
     print(f"# smtp-sink --workers vs Postfix smtp-sink -d ({time.strftime('%Y-%m-%d %H:%M %Z')})")
-    print(f"machine: {machine()}\n")
+    print(f"machine: {machine()}; stores in {work}\n")
     try:
         for round_number in range(repeat):
             order = servers[:]
