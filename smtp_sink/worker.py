@@ -5,7 +5,7 @@ It reads its settings from the parent (a pickled :class:`~smtp_sink.config.Confi
 ports the parent reserved, its worker number and the runtime folder of :mod:`smtp_sink.shared`),
 then serves SMTP on the shared port (``SO_REUSEPORT``) with the usual :class:`SMTPServer`. It
 stores each message itself (``tmp/`` then ``os.replace``, before the 250) and never indexes: it
-tells the parent each new id (:class:`ParentLink`, one write per loop iteration), and each 4xx/5xx
+tells the parent each new id (:class:`ParentLink`, one write per FLUSH_DELAY), and each 4xx/5xx
 reply for the web page's events. Fault rules and the session count are the shared ones.
 
 Lines to the parent: ``R <pid>`` (serving), ``X <reason>`` (could not start), ``M <id> <size>``
@@ -35,10 +35,13 @@ from .sink import ClientError, Sink, SinkEvent
 
 log = logging.getLogger("smtp_sink")
 SETUP_SIZE = 8  # bytes of the setup's length, before the pickled setup
+FLUSH_DELAY = 0.005  # seconds a line to the parent may wait for others to share its write
 
 
 class ParentLink:
-    """The worker's lines to the parent, written once per loop iteration (many messages, one write)."""
+    """The worker's lines to the parent, written at most every FLUSH_DELAY s: under load the parent
+    wakes up a few hundred times a second, not once per message (a message reaches the page's
+    events a few ms later; one not announced when a worker dies is found by the parent's rescan)."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
@@ -48,7 +51,7 @@ class ParentLink:
     def send(self, line: bytes) -> None:
         """Queue one line (ending in a newline) for the next write."""
         if not self._lines:
-            self._loop.call_soon(self.flush)
+            self._loop.call_later(FLUSH_DELAY, self.flush)
         self._lines.append(line)
 
     def flush(self) -> None:

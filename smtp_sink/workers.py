@@ -225,14 +225,17 @@ class Supervisor:
     def _take(self, line: bytes) -> None:
         """One line from a worker: a stored message (index it) or an error reply (an event)."""
         kind = line[:2]
-        if kind == b"M ":
-            _, name, size = line.split(b" ", 2)
-            message_id = name.decode("ascii", "replace")
-            if is_id(message_id):
-                self.sink.adopt(message_id, int(size))
-        elif kind == b"E ":
-            level, peer, text = json.loads(line[2:])
-            self.sink.client_error(500 if level == "error" else 400, peer, text)
+        try:
+            if kind == b"M ":
+                _, name, size = line.split(b" ", 2)
+                message_id = name.decode("ascii", "replace")
+                if is_id(message_id):
+                    self.sink.adopt(message_id, int(size))
+            elif kind == b"E ":
+                level, peer, text = json.loads(line[2:])
+                self.sink.client_error(500 if level == "error" else 400, str(peer), str(text))
+        except ValueError:  # a bug in a worker: say so, keep reading (a rescan finds its messages)
+            log.error("unreadable line from an SMTP worker: %r", line[:200])
 
     async def stop(self) -> None:
         """SIGTERM to every worker, wait for them (SIGKILL after STOP_TIMEOUT s), stop HTTP, index
