@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtp_sink")
 START_TIMEOUT = 60.0  # seconds a worker may take to start serving
 STOP_TIMEOUT = 15.0  # seconds the workers may take to close their sessions before SIGKILL
+RUNTIME_PREFIX = "smtp-sink-workers-"  # the runtime folder: <prefix><parent pid>-<random>
 RESTART_PAUSE = 1.0  # a worker that died within this many seconds of starting is restarted after this pause
 
 
@@ -64,9 +65,24 @@ def worker_count(setting: int) -> int:
 
 
 def _runtime_folder() -> Path:
-    """A private folder for the shared state: in /dev/shm (memory) where there is one."""
-    root = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="smtp-sink-workers-", dir=root))
+    """A private folder for the shared state: in /dev/shm (memory) where there is one. Folders left
+    by a parent that was killed (its pid in the name, no such process now) are removed first."""
+    root = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    for stale in Path(root).glob(f"{RUNTIME_PREFIX}*-*"):
+        pid = stale.name[len(RUNTIME_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _reserve(host: str, port: int, listener: str, flag: str) -> socket.socket:

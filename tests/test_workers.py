@@ -329,12 +329,18 @@ def test_workers_1_is_the_single_process_server(start_process: Processes, tmp_pa
 
 
 def test_workers_auto_is_one_per_cpu_and_they_end_with_the_parent(start_process: Processes, tmp_path: Path) -> None:
-    """``auto``: as many workers as CPUs this process may use; kill -9 of the parent ends them."""
+    """``auto``: as many workers as CPUs this process may use; kill -9 of the parent ends them, and
+    the next start removes the runtime folder the killed parent left."""
     server = start_workers(start_process, tmp_path, count="auto", http=False)
     pids = worker_pids(server.log())
     assert len(pids) == len(os.sched_getaffinity(0))
+    left = list(Path("/dev/shm").glob(f"smtp-sink-workers-{server.pid}-*"))
+    assert len(left) == 1
     server.kill9()
     wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), 15, "the workers ended")
+    assert left[0].exists()
+    start_workers(start_process, tmp_path, http=False)
+    assert not left[0].exists()
 
 
 @pytest.mark.parametrize(("args", "toml", "message"), [
