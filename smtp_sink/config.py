@@ -45,6 +45,8 @@ FLAG_NAMES = {
     ("http", "port"): "--http-port", ("http", "auth"): "--http-auth",
 }
 ENV_CONFIG = "SMTP_SINK_CONFIG"
+MAX_WORKERS = 256  # [smtp] workers at most
+AUTO_WORKERS = 0  # [smtp] workers = "auto": one SMTP process per CPU
 LOCAL_CONFIG = "smtp-sink.toml"
 
 
@@ -151,6 +153,8 @@ class SMTPConfig(_Section):
     data_rate_grace: float = _opt(120.0, low=0)
     smtputf8: bool = True
     loop: Loop = Loop.AUTO
+    # SMTP processes on the port (smtp_sink.workers); "auto" (stored as AUTO_WORKERS): one per CPU
+    workers: int = field(default=1, metadata={"low": 1, "high": MAX_WORKERS, "auto": True})
 
 
 @dataclass(frozen=True)
@@ -320,6 +324,11 @@ def _keys(section: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
 def _check(value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
     """Validate one value against its field's type and range; return it converted."""
     names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    if meta.get("auto"):  # a count or "auto" ([smtp] workers)
+        if value == "auto":
+            return AUTO_WORKERS
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f'{where}: expected an integer or "auto", got {value!r}')
     if isinstance(kind, type) and issubclass(kind, Choice):  # one of the words, given as a string
         text = _check(value, str, meta, where)
         if text not in kind.words():

@@ -206,7 +206,7 @@ class SMTPConnection(asyncio.BufferedProtocol):
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
         self.last_active = self.loop.time()
         self.record = record = server.recorder.begin(self.peer, self.last_active)
-        if len(server.connections) >= server.max_connections:
+        if server.full():
             log.warning("refused %s: %d connections open (max_connections)", self.peer, len(server.connections))
             refusal = shutting_down(server.settings.hostname, "too many connections, try again later")
             self._send(refusal)
@@ -541,6 +541,12 @@ class SMTPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self.reuse_port = False  # SO_REUSEPORT: the worker processes of serve --workers share the port
+
+    def full(self) -> bool:
+        """True when no more session may start (``max_connections``; a worker process of
+        ``serve --workers`` counts the sessions of all, see :mod:`smtp_sink.worker`)."""
+        return len(self.connections) >= self.max_connections
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -576,6 +582,8 @@ class SMTPServer:
     async def _bind(self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, listener: str, flag: str,
                     **options: Any) -> asyncio.Server:
         try:
+            if self.reuse_port:  # serve --workers: every worker listens on the same port
+                options["reuse_port"] = True
             server = await self.loop.create_server(
                 factory, host, port, reuse_address=True, backlog=self._backlog, start_serving=False, **options
             )

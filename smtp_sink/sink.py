@@ -74,9 +74,10 @@ def save_message(store: Store, envelope: Envelope, data: bytes | bytearray, host
 class Sink:
     """What a running smtp-sink is, without sockets (see the module doc)."""
 
-    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+    def __init__(self, config: Config, policy: Policy | None = None, rules: RuleSet | None = None) -> None:
         self.config = config
-        self.rules = RuleSet(config.rules)  # fault rules; add, list and clear them at run time
+        # fault rules; add, list and clear them at run time (``rules``: shared by processes, --workers)
+        self.rules = rules if rules is not None else RuleSet(config.rules)
         self.capacity = Capacity()  # can the store take mail: refreshed on a timer (see start)
         self.policy = policy or MailboxPolicy(config.policy, self.capacity, self.rules)
         store = config.store
@@ -163,6 +164,12 @@ class Sink:
         if probed:
             self.tls_findings.accepted(envelope, stored.id)
         return stored
+
+    def adopt(self, message_id: str, size: int) -> None:
+        """A message an SMTP worker process stored (``serve --workers``): index and announce it as
+        if it was saved here (on the loop's thread)."""
+        self.store.adopt(message_id, size)
+        self._schedule_index()
 
     def _schedule_index(self) -> None:
         """Look at indexing the saved messages in INDEX_DELAY seconds (see INDEX_QUIET). Not started

@@ -163,6 +163,20 @@ class Store:
         self.saved_bytes += size
         return StoredMessage(message_id, final, size)
 
+    # -- hand-over between the processes of one server (serve --workers, smtp_sink.workers) ------
+
+    def hand_over(self) -> list[tuple[str, int]]:
+        """Take this process's saves not indexed yet, ``(id, size)`` each: an SMTP worker hands
+        them to the process that indexes (it never indexes them itself)."""
+        return self._take(len(self._pending))
+
+    def adopt(self, message_id: str, size: int) -> None:
+        """A message another process of this server saved: index it with this process's own saves."""
+        with self._pending_lock:
+            self._pending.append((message_id, size))
+        self._saves += 1
+        self.saved_bytes += size
+
     def ids(self) -> list[str]:
         """All message ids, oldest first."""
         try:

@@ -330,7 +330,7 @@ def test_bad_settings_are_clear_setup_errors(inner: pytest.Pytester) -> None:
     for message in [  # each error is one line of its own, naming where the setting came from and the key
         "smtp_sink: smtp_sink_settings: unknown key [smtp] max_recipient (known: host, port, hostname, "
         "max_message_size, max_recipients, max_connections, idle_timeout, command_timeout, data_min_rate, "
-        "data_rate_grace, smtputf8, loop)",
+        "data_rate_grace, smtputf8, loop, workers)",
         "smtp_sink: @pytest.mark.smtp_sink: [smtp] max_connections: expected an integer, got 'ten'",
         "smtp_sink: @pytest.mark.smtp_sink: unknown section [smpt] "
         "(known: smtp, store, policy, auth, tls, http, log, tags, relay, webhook, checks, sessions, rules)",

@@ -39,6 +39,8 @@ def register(commands: Commands) -> None:
     serve.add_argument(
         "--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto: uvloop if installed)"
     )
+    serve.add_argument("--workers", metavar="N", type=_workers,
+                       help="SMTP processes sharing the port (default 1; auto: one per CPU; see docs/workers.md)")
     serve.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"),
         help="log verbosity (debug shows every command and reply)",
@@ -50,10 +52,12 @@ def register(commands: Commands) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT or SIGTERM; a port in use or an unusable store is one line, exit 1."""
     from ..server import serve  # not loaded by the inspection commands
+    from ..workers import serve_workers, worker_count  # --workers N: SMTP in N processes
 
     level = "debug" if args.verbose else args.log_level
     config = load(args, {
-        "smtp": {"host": args.host, "port": args.port, "hostname": args.hostname, "loop": args.loop},
+        "smtp": {"host": args.host, "port": args.port, "hostname": args.hostname, "loop": args.loop,
+                 "workers": args.workers},
         "http": {"enabled": False if args.no_http else None, "host": args.http_host, "port": args.http_port,
                  "auth": args.http_auth},
         "auth": {"mode": args.auth, "require_tls": args.require_tls},
@@ -64,7 +68,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # log lines are written by a thread, never on the event loop (smtp_sink/logqueue.py)
     stop_logging = logqueue.configure(config.log.level, sys.stderr)
     try:
-        serve(config)
+        if worker_count(config.smtp.workers) > 1:
+            serve_workers(config)
+        else:
+            serve(config)  # one process: --workers 1 is the server as it always was
     except OSError as exc:
         raise CommandError(listen_failure(exc, config)) from None
     except RuntimeError as exc:
@@ -72,6 +79,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         stop_logging()
     return EXIT_OK
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: a number, or ``auto`` (checked with the config's other values)."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def listen_failure(exc: OSError, config: Config) -> str:
