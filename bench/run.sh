@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark smtp-sink against Postfix's smtp-sink, aiosmtpd and MailDev, driven by Postfix's
 # smtp-source. One command from a fresh clone (as root, non-interactive):
-#     bench/run.sh            issue 18's figures: (a)-(d), NOOP latency, memory (about 9 minutes on 2 cores)
+#     bench/run.sh            issue 18's figures: (a)-(d), NOOP latency, memory, then --workers 1 and 2 (about 14 minutes on 2 cores)
 #     bench/run.sh --quick    small counts, one run: checks the harness in about a minute
 #     bench/run.sh --only a,b --servers ours,postfix-d     (--only inspect: the inspection figures)
 # Everything it fetches goes into bench/.cache/ (git-ignored); it installs only what is missing:
@@ -44,4 +44,8 @@ python3 - <<'PY' 2>/dev/null || python3 -m pip install -q --disable-pip-version-
 import aiosmtpd, smtp_sink, uvloop  # noqa: F401
 PY
 
-exec python3 -m bench "$@"
+python3 -m bench "$@"
+# The default run (no arguments) also gives the --workers figures (python3 -m bench.workers).
+if [ "$#" = 0 ]; then
+    python3 -m bench.workers
+fi
