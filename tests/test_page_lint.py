@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from support.browser import open_page
 
 from smtp_sink.server import SinkServer
 
@@ -22,14 +23,6 @@ CLEAN = (b"From: App <app@example.test>\r\nTo: bob@example.test\r\nSubject: Tidy
          b"Date: Mon, 30 Nov 2026 12:00:00 +0000\r\nMessage-ID: <tidy.1@example.test>\r\n\r\nHello.\r\n")
 
 
-def open_page(browser: Browser, server: SinkServer) -> Page:
-    """The page on ``server``, once its event stream is open."""
-    page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    page.goto(f"http://127.0.0.1:{server.http_port}/")
-    page.wait_for_selector("body[data-live]")
-    return page
-
-
 def open_message(page: Page, subject: str) -> None:
     page.locator("#messages li", has_text=subject).click(timeout=WAIT)
     expect(page.locator("#subject")).to_have_text(subject, timeout=WAIT)
@@ -40,7 +33,7 @@ def page(browser: Browser, web_server: SinkServer) -> Iterator[Page]:
     with smtplib.SMTP("127.0.0.1", web_server.smtp_port, timeout=10) as smtp:
         smtp.sendmail("app@example.test", ["bob@example.test", "audit@example.test"], BAD)
         smtp.sendmail("app@example.test", ["bob@example.test"], CLEAN)
-    page = open_page(browser, web_server)
+    page = open_page(browser, web_server.http_port)
     yield page
     page.context.close()
 

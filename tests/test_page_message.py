@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 from support import wait_until
+from support.browser import open_page as open_live
 from support.checks import checks_server
 from support.config import make_config
 from support.http import get_json, send_json
@@ -31,10 +32,7 @@ WAIT = 10_000
 def open_page(browser: Browser, server: SinkServer, width: int = 1200) -> Page:
     """A page on ``server`` with the event stream open, and the page's bus events recorded in
     ``window.busEvents`` (the same api.js module instance the page uses)."""
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.goto(f"http://127.0.0.1:{server.http_port}/")
-    page.wait_for_selector("body[data-live]")
+    page = open_live(browser, server.http_port, width)
     page.evaluate("""async () => {
         const api = await import('/static/js/api.js');
         window.busEvents = [];

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from support.browser import live_page
 
 from smtp_sink.rules import Rule
 from smtp_sink.server import SinkServer
@@ -17,12 +18,8 @@ WAIT = 10_000  # ms: auto-waiting bound of every expect
 
 @pytest.fixture
 def page(browser: Browser, web_server: SinkServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.goto(f"http://127.0.0.1:{web_server.http_port}/")
-    page.wait_for_selector("body[data-live]")
-    yield page
-    context.close()
+    with live_page(browser, web_server.http_port) as page:
+        yield page
 
 
 def open_panel(page: Page) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from support.browser import live_page
 from support.retrying import mail, send_with_retries, wait_indexed
 
 from smtp_sink.rules import Rule
@@ -19,12 +20,8 @@ expect.set_options(timeout=10_000)  # the machine is shared: give every expectat
 
 @pytest.fixture
 def page(browser: Browser, web_server: SinkServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.goto(f"http://127.0.0.1:{web_server.http_port}/")
-    page.wait_for_selector("body[data-live]")
-    yield page
-    context.close()
+    with live_page(browser, web_server.http_port) as page:
+        yield page
 
 
 def test_the_rules_panel_adds_store_then_drop_at_after_data_only(page: Page, web_server: SinkServer) -> None:
