@@ -179,7 +179,10 @@ def test_hostile_html_is_bounded_and_holds_up_no_one(web_server: SinkServer) -> 
     assert took > 0.5, f"precondition: the check took only {took:.2f} s (the other request is at 0.3 s)"
     assert took < 30, f"the hostile check took {took:.1f} s"
     assert done["api"] < done["slow"] and done["smtp"] < done["slow"], done
-    assert done["api"] - asked < took / 3, f"the other check waited {done['api'] - asked:.2f} s of {took:.2f}"
+    # The other check shares the interpreter with the hostile one (about half of it each), so it may
+    # take twice its own time; waiting for the hostile check would take all of what was left of it.
+    left = done["slow"] - asked
+    assert done["api"] - asked < 0.6 * left, f"the other check waited {done['api'] - asked:.2f} s of {left:.2f}"
 
 
 def test_html_past_the_limits_is_a_clear_400(web_server: SinkServer) -> None:
