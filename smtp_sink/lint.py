@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -89,9 +89,16 @@ class MailParams:
             for item in text.rpartition(">")[2].split():
                 key, eq, value = item.partition("=")
                 params[key.upper()] = value if eq else None
-        size = params.get("SIZE")
-        body = params.get("BODY")
-        return cls(body.upper() if body else None, _size_of(size), "SMTPUTF8" in params)
+        return cls.from_params(params)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str | None]) -> MailParams:
+        """Parameters already split (``{"SIZE": "10", "BODY": "8bitmime", "SMTPUTF8": None}``, keys
+        upper case), as a session's transcript gives them."""
+        size, body = params.get("SIZE"), params.get("BODY")
+        return cls(body.upper() if body else None,
+                   int(size) if size and size.isascii() and size.isdigit() and len(size) <= 20 else None,
+                   "SMTPUTF8" in params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +168,9 @@ def lint_recorded(raw: bytes, message_id: str, session: Session | None,
     if session is None:
         return lint_stored(raw, mail_params)
     if mail_params is None:
-        declared = mail_params_in(session, message_id)
-        mail_params = MailParams(body=(declared.get("BODY") or "").upper() or None,
-                                 size=_size_of(declared.get("SIZE")), smtputf8="SMTPUTF8" in declared)
+        mail_params = MailParams.from_params(mail_params_in(session, message_id))
     report = lint_stored(raw, mail_params)
     return LintReport(report.findings + tuple(session_check(session)))
-
-
-def _size_of(value: str | None) -> int | None:
-    """A ``SIZE=`` value as a number (None: not given or not a number)."""
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 20 else None
 
 
 def lint_stored(raw: bytes, mail_params: MailParams | None = None) -> LintReport:
